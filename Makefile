@@ -1,0 +1,43 @@
+# Every target bootstraps .venv itself: a fresh machine needs only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint unit bench torture docs docs-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: collect real process samples of this host into the default store.
+demo: install
+	$(BIN)/telelake collect --samples 3 --interval 1
+	$(BIN)/telelake report
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
+
+unit: install
+	$(BIN)/python -m pytest
+
+test: lint unit docs-check
+
+bench: install
+	$(BIN)/python -m bench
+
+docs: install
+	$(BIN)/python -m telelake.clidoc > docs/cli.md
+
+docs-check: install
+	$(BIN)/python -m telelake.clidoc | diff -u docs/cli.md - || \
+	  (echo "docs/cli.md is stale: run 'make docs'" && exit 1)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""The exceptions telelake raises: one base class, a few precise kinds."""
+
+from __future__ import annotations
+
+
+class TelelakeError(Exception):
+    """Base class of every error telelake raises on purpose."""
+
+
+class SchemaError(TelelakeError):
+    """A schema file is invalid; the message names the file, table and column."""
+
+
+class ValidationError(TelelakeError):
+    """Rows do not match their table; nothing of the call was written.
+
+    Attributes name where the first problem is, for programs that want to react.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        store: str | None = None,
+        table: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.store = store
+        self.table = table
+        self.column = column
+        self.row = row
+
+
+class StoreError(TelelakeError):
+    """The store cannot do what was asked (wrong schema, read-only, unknown table...)."""
+
+
+class QueryError(TelelakeError):
+    """A SQL text or named query failed; the message says which and why."""

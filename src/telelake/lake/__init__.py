@@ -1,0 +1,1 @@
+"""The lake tier: hive-partitioned Parquet files queried through DuckDB."""

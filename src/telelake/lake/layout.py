@@ -1,0 +1,111 @@
+"""Where a lake table's rows go: partition directories and file names (pure functions).
+
+The layout of spec 000 §2.1: `<table>/year=YYYY/month=MM/day=DD/<key>=<value>/`, files
+named `<prefix>_<YYYYMMDDTHHMMSSZ>_<suffix>.parquet` (§2.3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from telelake.schema.model import Table
+
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
+_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+_WIDTH = {"year": 4, "month": 2, "day": 2, "hour": 2}
+
+PartitionValues = tuple[tuple[str, str], ...]
+
+
+def file_name(prefix: str, when: dt.datetime, suffix: str, attempt: int = 0) -> str:
+    """`<prefix>_<YYYYMMDDTHHMMSSZ>_<suffix>.parquet`; later attempts add `-N` to the suffix."""
+    stamp = when.astimezone(dt.UTC).strftime(_TIME_FORMAT)
+    tail = suffix if attempt == 0 else f"{suffix}-{attempt}"
+    return f"{prefix}_{stamp}_{tail}.parquet"
+
+
+def file_name_pattern(prefix: str) -> re.Pattern[str]:
+    """A regex matching the names `file_name` produces for `prefix`."""
+    return re.compile(rf"^{re.escape(prefix)}_\d{{8}}T\d{{6}}Z_[a-z0-9]+(-\d+)?\.parquet$")
+
+
+def partition_path(values: PartitionValues) -> Path:
+    """`year=2026/month=01/...` for partition values in level order."""
+    return Path(*(f"{k}={v}" for k, v in values)) if values else Path()
+
+
+def check_key_value(key: str, value: object) -> str:
+    """A partition key value as a directory-safe string, or ValueError."""
+    text = str(value)
+    if value is None or not _SAFE_VALUE.match(text) or text in (".", ".."):
+        raise ValueError(
+            f"partition key {key!r} value {text[:40]!r} is not usable in a path "
+            "(letters, digits and _ . : @ + - only, 1 to 128 characters)"
+        )
+    return text
+
+
+def split_by_partition(
+    table: Table, data: pa.Table, defaults: Mapping[str, str]
+) -> list[tuple[PartitionValues, pa.Table]]:
+    """Split validated rows into (partition values, rows) groups.
+
+    Time levels come from the table's time column (UTC). A key is taken from the column
+    of that name when the rows have it, else from `defaults` (e.g. this host's host_id).
+    Raises ValueError when a key value is not path-safe.
+    """
+    if data.num_rows == 0:
+        return []
+    level_arrays: list[tuple[str, pa.Array]] = []
+    if table.partition.time:
+        assert table.time is not None
+        ts = data.column(table.time)
+        for level in table.partition.time:
+            fn = {"year": pc.year, "month": pc.month, "day": pc.day, "hour": pc.hour}[level]
+            level_arrays.append((level, fn(ts)))
+    for key in table.partition.keys:
+        if key in data.column_names:
+            level_arrays.append((key, data.column(key)))
+        elif key in defaults:
+            fill = pa.scalar(defaults[key], pa.string())
+            level_arrays.append((key, pa.repeat(fill, data.num_rows)))
+        else:
+            raise ValueError(f"no value for partition key {key!r}")
+    if not level_arrays:
+        return [((), data)]
+    # Group on the distinct combinations; telemetry batches usually hit one or two.
+    combos = pa.table(dict(level_arrays))
+    distinct = combos.group_by(combos.column_names).aggregate([]).to_pylist()
+    out: list[tuple[PartitionValues, pa.Table]] = []
+    for combo in distinct:
+        values = tuple((name, _render(name, combo[name])) for name, _ in level_arrays)
+        if len(distinct) == 1:
+            out.append((values, data))
+            continue
+        mask = None
+        for name, _ in level_arrays:
+            col = combos.column(name)
+            cond = pc.is_null(col) if combo[name] is None else pc.equal(col, combo[name])
+            mask = cond if mask is None else pc.and_(mask, cond)
+        out.append((values, data.filter(mask)))
+    return out
+
+
+def _render(name: str, value: object) -> str:
+    if name in _WIDTH:
+        return f"{int(value):0{_WIDTH[name]}d}"  # type: ignore[call-overload]
+    return check_key_value(name, value)
+
+
+def rows_per_group(data: pa.Table, target_bytes: int) -> int:
+    """Rows per Parquet row group so a group holds about `target_bytes` of Arrow data."""
+    if data.num_rows == 0:
+        return 1
+    per_row = max(1, int(data.nbytes) // int(data.num_rows))
+    return max(1, target_bytes // per_row)

@@ -1,0 +1,69 @@
+"""Write one Parquet file of a lake table, with the table's layout, atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from telelake import durable
+from telelake.lake import layout
+from telelake.schema.model import ParquetLayout
+
+META_SCHEMA = b"telelake.schema"
+META_VERSION = b"telelake.schema_version"
+META_TABLE = b"telelake.table"
+
+
+def sort_rows(data: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """Rows ordered by `columns` (ascending), as the layout's sort order asks."""
+    if not columns or data.num_rows < 2:
+        return data
+    return data.take(pc.sort_indices(data, sort_keys=[(c, "ascending") for c in columns]))
+
+
+def write_table(path: Path, data: pa.Table, spec: ParquetLayout) -> None:
+    """Write `data` to `path` (not atomic by itself) with the layout's settings."""
+    sorting = (
+        [pq.SortingColumn(data.schema.get_field_index(c)) for c in spec.sort] if spec.sort else None
+    )
+    pq.write_table(
+        data,
+        path,
+        row_group_size=layout.rows_per_group(data, spec.row_group_bytes),
+        compression=spec.compression,
+        compression_level=spec.compression_level,
+        use_dictionary=list(spec.dictionary) if spec.dictionary else False,
+        sorting_columns=sorting,
+        write_statistics=True,
+    )
+
+
+def publish_file(
+    directory: Path,
+    prefix: str,
+    suffix: str,
+    data: pa.Table,
+    spec: ParquetLayout,
+    metadata: dict[bytes, bytes],
+    *,
+    now: dt.datetime | None = None,
+) -> Path:
+    """Write rows as a new file in `directory`; never overwrites, never visible half-written."""
+    data = sort_rows(data, spec.sort)
+    data = data.replace_schema_metadata({**(data.schema.metadata or {}), **metadata})
+    when = now or dt.datetime.now(dt.UTC)
+    durable.ensure_dir(directory)
+    for attempt in range(1000):
+        final = directory / layout.file_name(prefix, when, suffix, attempt)
+        if final.exists():
+            continue
+        try:
+            durable.write_durably(final, lambda tmp: write_table(tmp, data, spec), replace=False)
+            return final
+        except FileExistsError:
+            continue  # another writer took this name between our check and our link
+    raise RuntimeError(f"no free file name in {directory}")  # pragma: no cover

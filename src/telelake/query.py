@@ -1,0 +1,132 @@
+"""Queries: a DuckDB connection with a view per lake table and the schema's macros."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from telelake.errors import QueryError
+from telelake.lake.tier import LakeTier
+from telelake.schema.model import Schema
+
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class Result:
+    """The rows of a query, materialised as an Arrow table."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names, in order."""
+        return list(self._table.column_names)
+
+    def __len__(self) -> int:
+        return int(self._table.num_rows)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows())
+
+    def to_arrow(self) -> pa.Table:
+        """The result as a pyarrow Table."""
+        return self._table
+
+    def to_pandas(self) -> Any:
+        """The result as a pandas DataFrame (needs pandas)."""
+        return self._table.to_pandas()
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The result as a list of tuples."""
+        cols = [c.to_pylist() for c in self._table.columns]
+        return list(zip(*cols, strict=True)) if cols else []
+
+    def to_pylist(self) -> list[dict[str, Any]]:
+        """The result as a list of dicts."""
+        rows: list[dict[str, Any]] = self._table.to_pylist()
+        return rows
+
+    def scalar(self) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        if self._table.num_rows == 0 or self._table.num_columns == 0:
+            return None
+        return self._table.column(0)[0].as_py()
+
+
+class Engine:
+    """One in-process DuckDB connection over a store's lake tables.
+
+    Views are (re)created before each query when a table gains its first file, so a
+    query always sees every file published so far, by this process or any other.
+    """
+
+    def __init__(self, schema: Schema, lake: LakeTier) -> None:
+        self.schema = schema
+        self.lake = lake
+        self._con = duckdb.connect(":memory:")
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.Lock()
+        self._with_files: set[str] = set()
+        self._ready = False
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self._con.close()
+
+    def _refresh(self) -> None:
+        changed = not self._ready
+        for table in self.schema.tables.values():
+            if table.tier != "lake" or table.name in self._with_files:
+                continue
+            if self.lake.has_files(table):
+                self._with_files.add(table.name)
+                changed = True
+            elif self._ready:
+                continue
+            self._con.execute(
+                f'CREATE OR REPLACE VIEW "{table.name}" AS {self.lake.view_sql(table)}'
+            )
+        if changed:
+            for view in self.schema.views.values():
+                self._con.execute(f'CREATE OR REPLACE VIEW "{view.name}" AS {view.sql}')
+            for macro in self.schema.macros.values():
+                self._con.execute(macro.sql)
+        self._ready = True
+
+    def sql(self, text: str, params: Mapping[str, Any] | list[Any] | None = None) -> Result:
+        """Run SQL (DuckDB dialect) with optional `$name` or `?` parameters."""
+        with self._lock:
+            try:
+                self._refresh()
+                rel = self._con.sql(text, params=params) if params else self._con.sql(text)
+                table = rel.to_arrow_table() if rel is not None else pa.table({})
+            except duckdb.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise QueryError(f"query failed: {first}") from exc
+        return Result(table)
+
+    def named(self, name: str, params: Mapping[str, Any]) -> Result:
+        """Run the schema's named query `name` with `params`."""
+        query = self.schema.queries.get(name)
+        if query is None:
+            known = ", ".join(sorted(self.schema.queries)) or "none"
+            raise QueryError(f"schema {self.schema.name!r} has no query {name!r} (known: {known})")
+        if query.engine != "duckdb":
+            raise QueryError(f"query {name!r} runs on {query.engine}, which this store lacks")
+        used = set(_PARAM.findall(query.sql))
+        unknown = sorted(set(params) - used)
+        if unknown:
+            raise QueryError(
+                f"query {name!r} takes no parameter {unknown[0]!r}"
+                f" (parameters: {', '.join(sorted(used)) or 'none'})"
+            )
+        missing = sorted(used - set(params))
+        if missing:
+            raise QueryError(f"query {name!r} needs parameter {missing[0]!r}")
+        return self.sql(query.sql, dict(params) if params else None)

@@ -1,0 +1,226 @@
+"""The Store: the one facade of telelake. It routes each call to the tier of the table."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import platformdirs
+import pyarrow as pa
+
+from telelake import validate
+from telelake.errors import StoreError, ValidationError
+from telelake.lake.tier import LakeTier
+from telelake.metadata import MetadataDir, local_host_id, reconcile_version, utc_now_iso
+from telelake.query import Engine, Result
+from telelake.schema.load import load_schema
+from telelake.schema.model import Column, Schema, Table
+from telelake.schema.types import TYPES
+from telelake.writer import BatchWriter
+
+__version__ = "0.1.0"
+ROOT_ENV = "TELELAKE_ROOT"
+
+
+def default_root(schema_name: str) -> Path:
+    """`$TELELAKE_ROOT`, else the platform's user data directory `.../telelake/<schema>`."""
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("telelake")) / schema_name
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """Rows, files and bytes of one table."""
+
+    table: str
+    tier: str
+    rows: int
+    files: int
+    bytes: int
+
+
+class Store:
+    """One store: a root folder holding every table of one schema.
+
+    Open it with `telelake.open()`. It is a context manager; `close()` releases the
+    query engine.
+    """
+
+    def __init__(self, root: Path, schema: Schema, *, host_id: str | None = None) -> None:
+        self.root = root
+        self.schema = schema
+        self.host_id = host_id or local_host_id()
+        self.read_only = False
+        self._meta = MetadataDir(root)
+        self._open_metadata()
+        self._lake = LakeTier(root, schema, {"host_id": self.host_id})
+        self._engine: Engine | None = None
+
+    def __repr__(self) -> str:
+        return f"<telelake.Store {self.schema.name} {self.schema.version} at {self.root}>"
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _open_metadata(self) -> None:
+        info = self._meta.store_info()
+        if info is not None and info.get("schema") != self.schema.name:
+            raise StoreError(
+                f"store {self.root} holds schema {info.get('schema')!r}, not "
+                f"{self.schema.name!r}; open it with schema={info.get('schema')!r} or use "
+                "another root"
+            )
+        if (
+            info is None
+            and self.root.exists()
+            and any(p for p in self.root.iterdir() if not p.name.startswith("."))
+        ) and not (self.root / "_metadata").exists():
+            raise StoreError(f"{self.root} is not empty and is not a telelake store")
+        version, read_only = reconcile_version(
+            self._meta.version_info(), self.schema.version, utc_now_iso()
+        )
+        self.read_only = read_only
+        if read_only:
+            warnings.warn(
+                f"store {self.root} was written by schema version {version.current_version}, "
+                f"newer than {self.schema.version}: opened read-only",
+                stacklevel=3,
+            )
+            return
+        if info is None:
+            self._meta.write_store_info(self.schema.name, __version__)
+        self._meta.write_version_info(version)
+        self._meta.write_schema_copy(self.schema.text)
+        self._meta.update_host_info(self.host_id)
+
+    # -- tables -------------------------------------------------------------------------
+
+    def table(self, name: str) -> Table:
+        """The table called `name` (StoreError naming the known tables otherwise)."""
+        try:
+            return self.schema.tables[name]
+        except KeyError:
+            known = ", ".join(self.schema.tables)
+            raise StoreError(
+                f"store {self.schema.name!r} has no table {name!r} (tables: {known})"
+            ) from None
+
+    def _extra_columns(self, table: Table) -> tuple[Column, ...]:
+        return tuple(Column(k, TYPES["string"], nullable=False) for k in table.virtual_keys)
+
+    def validate(self, table: str, rows: Any) -> pa.Table:
+        """Check rows against `table` and return them as Arrow, writing nothing."""
+        t = self.table(table)
+        return validate.to_arrow(t, rows, store=self.schema.name, extra=self._extra_columns(t))
+
+    # -- writing ------------------------------------------------------------------------
+
+    def write(self, table: str, rows: Any) -> int:
+        """Validate and write rows to `table`; returns how many were written.
+
+        `rows` may be a list of dicts, a dict of columns, a pyarrow Table/RecordBatch
+        or a pandas DataFrame. Nothing is written if any row is invalid.
+        """
+        data = self.validate(table, rows)
+        return self._write_arrow(self.table(table), data)
+
+    def _write_arrow(self, table: Table, data: pa.Table) -> int:
+        if self.read_only:
+            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        if data.num_rows == 0:
+            return 0
+        if table.tier != "lake":
+            raise StoreError(f"table {table.name!r}: the {table.tier} tier is not available yet")
+        try:
+            self._lake.write(table, data)
+        except ValueError as exc:  # a partition key value that is not path-safe
+            raise ValidationError(
+                f"store {self.schema.name!r}, table {table.name!r}: {exc}; nothing was written",
+                store=self.schema.name,
+                table=table.name,
+            ) from exc
+        return int(data.num_rows)
+
+    def writer(
+        self, table: str, batch_size: int = 1000, flush_interval: float | None = 30.0
+    ) -> BatchWriter:
+        """A batched writer for `table` (spec 000 §7.1); use it as a context manager."""
+        t = self.table(table)
+        return BatchWriter(
+            lambda rows: self.validate(table, rows),
+            lambda data: self._write_arrow(t, data),
+            table,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+        )
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The DuckDB engine (created on first use)."""
+        if self._engine is None:
+            self._engine = Engine(self.schema, self._lake)
+        return self._engine
+
+    def sql(self, text: str, params: Any = None) -> Result:
+        """Run DuckDB SQL over the store's tables, views and macros."""
+        return self.engine.sql(text, params)
+
+    def query(self, name: str, **params: Any) -> Result:
+        """Run one of the schema's named queries."""
+        return self.engine.named(name, params)
+
+    def files(self, table: str) -> list[Path]:
+        """The data files of a lake table."""
+        return list(self._lake.files(self.table(table)))
+
+    def stats(self) -> list[TableStats]:
+        """Rows, files and bytes on disk per table."""
+        out = []
+        for t in self.schema.tables.values():
+            files = list(self._lake.files(t))
+            rows = self.sql(f'SELECT COUNT(*) FROM "{t.name}"').scalar() if files else 0
+            out.append(
+                TableStats(
+                    t.name, t.tier, int(rows), len(files), sum(f.stat().st_size for f in files)
+                )
+            )
+        return out
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the query engine."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open(
+    root: str | Path | None = None,
+    schema: str | Path = "process_triage",
+    *,
+    host_id: str | None = None,
+) -> Store:
+    """Open (creating if needed) the store at `root` holding `schema`.
+
+    `schema` is a built-in schema name or a path to a schema TOML file. `root` defaults
+    to `$TELELAKE_ROOT` or the platform's user data directory.
+    """
+    model = load_schema(schema)
+    path = Path(root).expanduser() if root is not None else default_root(model.name)
+    return Store(path.resolve(), model, host_id=host_id)

@@ -1,0 +1,448 @@
+"""Turn user rows into an Arrow table of a table's exact schema, or say precisely why not.
+
+Accepted inputs: a list of dicts, a dict of columns, a pyarrow Table or RecordBatch, or
+a pandas DataFrame. The fast path lets Arrow's C++ converter infer the whole batch in one
+pass, then checks each column's inferred type against the declared logical type and
+casts it safely. Only when something is wrong do we walk values in Python, to name the
+exact column and row. Checks are strict on purpose: a float is not an integer, 1 is not
+True, and a timestamp without a time zone is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from telelake.errors import ValidationError
+from telelake.schema.model import Column, Table
+
+_EPOCH_FACTOR = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+_TS_TYPE = pa.timestamp("us", tz="UTC")
+_NAIVE_HINT = (
+    "naive datetimes are refused because their time zone is unknown; "
+    "attach one (e.g. datetime.now(timezone.utc)) or pass an ISO-8601 string with an offset"
+)
+_INT_LIMITS = {
+    "int8": (-(2**7), 2**7 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+}
+
+# pyarrow ships no type stubs, so for mypy this is effectively Any.
+ColumnData: TypeAlias = "pa.Array | pa.ChunkedArray | list[Any]"
+
+
+def to_arrow(
+    table: Table,
+    data: Any,
+    *,
+    store: str = "",
+    extra: Sequence[Column] = (),
+) -> pa.Table:
+    """Validate `data` against `table` and return it as an Arrow table.
+
+    Columns come out in declared order, followed by any `extra` columns that were
+    given (partition keys that are not table columns, e.g. `host_id`). Raises
+    ValidationError naming the store, table, column and row of the first problem.
+    """
+    ctx = _Context(store, table.name)
+    # Arrow's inference would silently read naive datetimes as UTC and turn JSON objects
+    # into structs, so these columns keep their Python values for the strict checks.
+    python_cols = {c.name for c in table.columns if c.type.name in ("timestamp", "json")}
+    columns, nrows = _columns_of(data, ctx, python_cols)
+    allowed = {c.name: c for c in (*table.columns, *extra)}
+    for name in columns:
+        if name not in allowed:
+            hint = ", ".join(table.column_names)
+            raise ctx.error(f"unknown column (the table has: {hint})", column=name)
+    arrays: list[pa.Array] = []
+    fields: list[pa.Field] = []
+    for col in (*table.columns, *extra):
+        if col.name not in columns:
+            if col in extra:
+                continue
+            values: ColumnData = pa.nulls(nrows, col.type.arrow)
+        else:
+            values = columns[col.name]
+        arr = convert_column(col, values, ctx)
+        _check_nulls(col, arr, ctx)
+        _check_enum(col, arr, ctx)
+        arrays.append(arr)
+        fields.append(col.arrow_field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+class _Context:
+    """Where a problem is, for error messages."""
+
+    def __init__(self, store: str, table: str) -> None:
+        self.store = store
+        self.table = table
+
+    def error(
+        self, reason: str, *, column: str | None = None, row: int | None = None
+    ) -> ValidationError:
+        parts = [f"store {self.store!r}" if self.store else "", f"table {self.table!r}"]
+        if column is not None:
+            parts.append(f"column {column!r}")
+        if row is not None:
+            parts.append(f"row {row}")
+        where = ", ".join(p for p in parts if p)
+        return ValidationError(
+            f"{where}: {reason}; nothing was written",
+            store=self.store or None,
+            table=self.table,
+            column=column,
+            row=row,
+        )
+
+
+# -- input shapes -------------------------------------------------------------------------
+
+
+def _columns_of(
+    data: Any, ctx: _Context, python_cols: set[str]
+) -> tuple[dict[str, ColumnData], int]:
+    """Split any accepted input into named columns and a row count."""
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if isinstance(data, pa.Table):
+        return {n: data.column(n) for n in data.column_names}, data.num_rows
+    if _is_dataframe(data):
+        try:
+            tbl = pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ctx.error(f"cannot read the DataFrame: {exc}") from exc
+        return {n: tbl.column(n) for n in tbl.column_names}, tbl.num_rows
+    if isinstance(data, Mapping):
+        return _columns_of_mapping(data, ctx)
+    if isinstance(data, Iterable) and not isinstance(data, str | bytes):
+        rows = data if isinstance(data, list) else list(data)
+        return _columns_of_rows(rows, ctx, python_cols)
+    raise ctx.error(
+        f"cannot write a {type(data).__name__}: pass a list of dicts, a dict of "
+        "columns, an Arrow table or a DataFrame"
+    )
+
+
+def _is_dataframe(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "to_dict")
+
+
+def _columns_of_mapping(
+    data: Mapping[str, Any], ctx: _Context
+) -> tuple[dict[str, ColumnData], int]:
+    columns: dict[str, ColumnData] = {}
+    lengths: dict[int, str] = {}
+    for name, values in data.items():
+        if isinstance(values, pa.Array | pa.ChunkedArray):
+            columns[name] = values
+        elif isinstance(values, list | tuple) or hasattr(values, "__array__"):
+            columns[name] = list(values) if not isinstance(values, list) else values
+        else:
+            raise ctx.error(
+                "a dict of columns needs a list per column (to write one row, "
+                "pass a list holding one dict)",
+                column=str(name),
+            )
+        lengths.setdefault(len(columns[name]), str(name))
+    if len(lengths) > 1:
+        desc = ", ".join(f"{c!r} has {n}" for n, c in lengths.items())
+        raise ctx.error(f"columns have different lengths ({desc})")
+    return columns, next(iter(lengths), 0)
+
+
+def _columns_of_rows(
+    rows: list[Any], ctx: _Context, python_cols: set[str]
+) -> tuple[dict[str, ColumnData], int]:
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ctx.error(f"rows must be dicts, got {type(row).__name__}", row=index)
+    if not rows:
+        return {}, 0
+    try:
+        # One C++ pass infers every column; it also reveals every key used in any row.
+        struct = pa.array(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        # Some column mixes types Arrow cannot unify: go column by column to find it.
+        names: dict[str, None] = {}
+        for row in rows:
+            names.update(dict.fromkeys(row))
+        return {n: [r.get(n) for r in rows] for n in names}, len(rows)
+    if not pa.types.is_struct(struct.type):
+        raise ctx.error("rows must be dicts")
+    columns: dict[str, ColumnData] = {}
+    for i in range(struct.type.num_fields):
+        name = struct.type.field(i).name
+        columns[name] = [r.get(name) for r in rows] if name in python_cols else struct.field(i)
+    return columns, len(rows)
+
+
+# -- one column ---------------------------------------------------------------------------
+
+
+def convert_column(col: Column, values: ColumnData, ctx: _Context) -> pa.Array:
+    """Convert one column's values to its Arrow type, raising on the first bad row."""
+    kind = col.type.name
+    if kind == "timestamp":
+        return _convert_timestamp(col, values, ctx)
+    if kind == "json":
+        return _convert_json(col, values, ctx)
+    arr = _as_array(values)
+    if arr is None or not _compatible(kind, arr.type):
+        raise _first_bad(col, values, ctx)
+    try:
+        return _combine(arr).cast(col.type.arrow, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise _first_bad(col, values, ctx, fallback=str(exc)) from exc
+
+
+def _as_array(values: ColumnData) -> pa.Array | pa.ChunkedArray | None:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+
+
+def _combine(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    return arr
+
+
+def _compatible(kind: str, t: pa.DataType) -> bool:
+    """May an array inferred (or given) as `t` be cast to logical type `kind`?"""
+    if pa.types.is_null(t):
+        return True
+    if pa.types.is_dictionary(t):
+        return _compatible(kind, t.value_type)
+    if kind == "string":
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+    if kind == "bool":
+        return bool(pa.types.is_boolean(t))
+    if kind.startswith("int"):
+        return bool(pa.types.is_integer(t))
+    if kind.startswith("float"):
+        return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+    if kind == "date":
+        return bool(pa.types.is_date(t) or pa.types.is_string(t))
+    if kind == "binary":
+        return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))
+    if kind == "list<string>":
+        return bool(
+            (pa.types.is_list(t) or pa.types.is_large_list(t))
+            and (pa.types.is_string(t.value_type) or pa.types.is_null(t.value_type))
+        )
+    return False
+
+
+def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Array:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        arr = _combine(values)
+        t = arr.type
+        if pa.types.is_timestamp(t):
+            if t.tz is None:
+                raise ctx.error(f"timestamps have no time zone: {_NAIVE_HINT}", column=col.name)
+            return arr.cast(_TS_TYPE)
+        if pa.types.is_null(t):
+            return arr.cast(_TS_TYPE)
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)):
+            raise ctx.error(f"expected timestamps, got Arrow type {t}", column=col.name)
+        values = arr.to_pylist()
+    # Python values: datetimes (aware), ISO-8601 strings, or epoch numbers.
+    types_seen = set(map(type, values))
+    if types_seen <= {dt.datetime, type(None)}:
+        zones = {v.tzinfo for v in values if v is not None}
+        if None in zones:
+            row = next(i for i, v in enumerate(values) if v is not None and v.tzinfo is None)
+            raise ctx.error(f"datetime has no time zone: {_NAIVE_HINT}", column=col.name, row=row)
+        return pa.array(values, type=_TS_TYPE)
+    out: list[int | None] = []
+    for row, v in enumerate(values):
+        try:
+            out.append(timestamp_micros(v, col.epoch_unit))
+        except ValueError as exc:
+            raise ctx.error(str(exc), column=col.name, row=row) from None
+    return pa.array(out, type=pa.int64()).cast(_TS_TYPE)
+
+
+def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
+    """Microseconds since the epoch (UTC) for one accepted timestamp value."""
+    if v is None:
+        return None
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is None or v.tzinfo.utcoffset(v) is None:
+            raise ValueError(f"datetime has no time zone: {_NAIVE_HINT}")
+        delta = v - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if isinstance(v, str):
+        try:
+            parsed = dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 timestamp: {v[:40]!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError(
+                f"ISO-8601 timestamp without offset: {v[:40]!r}; add 'Z' or "
+                "'+HH:MM' (local times are ambiguous)"
+            )
+        return timestamp_micros(parsed, None)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"expected a timestamp, got {type(v).__name__}")
+    if epoch_unit is None:
+        raise ValueError(
+            "got a number for a timestamp but the column declares no epoch_unit "
+            "(s, ms, us or ns); pass a datetime or ISO-8601 string instead"
+        )
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"timestamp is not finite: {v}")
+    factor = _EPOCH_FACTOR[epoch_unit]
+    micros = int(v) // 1000 if factor is None else round(v * factor)
+    if not -(2**62) < micros < 2**62:
+        raise ValueError(f"timestamp out of range: {v}")
+    return micros
+
+
+def _convert_json(col: Column, values: ColumnData, ctx: _Context) -> pa.Array:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        values = _combine(values).to_pylist()
+    out: list[str | None] = []
+    for row, v in enumerate(values):
+        try:
+            out.append(json_text(v))
+        except ValueError as exc:
+            raise ctx.error(str(exc), column=col.name, row=row) from None
+    return pa.array(out, type=pa.string())
+
+
+def json_text(v: Any) -> str | None:
+    """The JSON text stored for one value: strings must already be JSON, others are dumped."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        try:
+            json.loads(v)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON text ({exc.msg} at position {exc.pos})") from None
+        return v
+    try:
+        return json.dumps(v, allow_nan=False, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot store as JSON: {exc}") from None
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, dt.datetime | dt.date):
+        return v.isoformat()
+    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+def _check_nulls(col: Column, arr: pa.Array, ctx: _Context) -> None:
+    if col.nullable or arr.null_count == 0:
+        return
+    row = pc.index(pc.is_null(arr), True).as_py()
+    raise ctx.error("missing value in a non-null column", column=col.name, row=row)
+
+
+def _check_enum(col: Column, arr: pa.Array, ctx: _Context) -> None:
+    if col.enum is None or len(arr) == 0:
+        return
+    ok = pc.or_kleene(pc.is_in(arr, value_set=pa.array(col.enum)), pc.is_null(arr))
+    if pc.all(ok).as_py():
+        return
+    row = pc.index(ok, False).as_py()
+    raise ctx.error(
+        f"{arr[row].as_py()!r} is not one of {list(col.enum)}", column=col.name, row=row
+    )
+
+
+def _first_bad(
+    col: Column, values: ColumnData, ctx: _Context, fallback: str = ""
+) -> ValidationError:
+    """Find the first row whose value this column refuses (error path only)."""
+    pyvalues = (
+        _combine(values).to_pylist() if isinstance(values, pa.Array | pa.ChunkedArray) else values
+    )
+    for row, v in enumerate(pyvalues):
+        reason = value_problem(col, v)
+        if reason:
+            return ctx.error(reason, column=col.name, row=row)
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return ctx.error(f"expected {col.type.name}, got Arrow type {values.type}", column=col.name)
+    return ctx.error(fallback or f"values cannot be stored as {col.type.name}", column=col.name)
+
+
+def value_problem(col: Column, v: Any) -> str | None:
+    """Why one Python value is not acceptable for `col`, or None if it is.
+
+    This is the per-value definition of validity; the columnar fast path must agree
+    with it (a property test checks that).
+    """
+    if v is None:
+        return None if col.nullable else "missing value in a non-null column"
+    kind = col.type.name
+    got = type(v).__name__
+    if kind in ("string",):
+        ok = isinstance(v, str)
+    elif kind == "bool":
+        ok = isinstance(v, bool)
+    elif kind in _INT_LIMITS:
+        if isinstance(v, int) and not isinstance(v, bool):
+            lo, hi = _INT_LIMITS[kind]
+            if not lo <= v <= hi:
+                return f"{v} does not fit in {kind} ({lo}..{hi})"
+            ok = True
+        else:
+            ok = False
+    elif kind.startswith("float"):
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+    elif kind == "timestamp":
+        try:
+            timestamp_micros(v, col.epoch_unit)
+            ok = True
+        except ValueError as exc:
+            return str(exc)
+    elif kind == "date":
+        if isinstance(v, str):
+            try:
+                dt.date.fromisoformat(v)
+                ok = True
+            except ValueError:
+                return f"not an ISO date (YYYY-MM-DD): {v[:40]!r}"
+        else:
+            ok = isinstance(v, dt.date) and not isinstance(v, dt.datetime)
+    elif kind == "json":
+        try:
+            json_text(v)
+            ok = True
+        except ValueError as exc:
+            return str(exc)
+    elif kind == "list<string>":
+        ok = isinstance(v, list | tuple) and all(isinstance(x, str) or x is None for x in v)
+        if not ok:
+            return "expected a list of strings"
+    elif kind == "binary":
+        ok = isinstance(v, bytes | bytearray | memoryview)
+    else:  # pragma: no cover - every logical type is handled above
+        ok = False
+    if not ok:
+        return f"expected {kind}, got {got} {_short(v)}"
+    if col.enum is not None and v not in col.enum:
+        return f"{v!r} is not one of {list(col.enum)}"
+    return None
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
