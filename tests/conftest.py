@@ -1,0 +1,31 @@
+"""Shared fixtures. Every test runs with TELELAKE_ROOT inside its own temp dir, so no
+test can touch a real user store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import telelake
+
+TEST_HOST_ID = "feedfacecafebeef"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELELAKE_ROOT", str(tmp_path / "default-root"))
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    """A fresh, not yet created, store root."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(store_root: Path) -> Iterator[telelake.Store]:
+    """A fresh process_triage store with a fixed host_id."""
+    with telelake.open(store_root, schema="process_triage", host_id=TEST_HOST_ID) as s:
+        yield s
