@@ -1,0 +1,272 @@
+"""The `telelake` command line: one subcommand per thing a user does with a store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+import telelake
+from telelake import formats
+from telelake.errors import TelelakeError
+from telelake.query import Result
+
+app = typer.Typer(
+    name="telelake",
+    help="A local-first telemetry store: declare tables once, write rows, query with DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+RootOpt = Annotated[
+    Path | None,
+    typer.Option("--root", help="Store root folder [default: $TELELAKE_ROOT or the user data dir]"),
+]
+SchemaOpt = Annotated[
+    str, typer.Option("--schema", help="Built-in schema name or path to a schema TOML file")
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Result format: table, csv or json")]
+
+
+def _say_error(message: str) -> None:
+    # soft_wrap keeps the message on one line, whatever the terminal width.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> NoReturn:
+    _say_error(message)
+    raise typer.Exit(1)
+
+
+def _open(root: Path | None, schema: str) -> telelake.Store:
+    return telelake.open(root, schema=schema)
+
+
+def _print_result(result: Result, fmt: str) -> None:
+    if fmt not in formats.OUTPUT_FORMATS:
+        _fail(f"unknown format {fmt!r} (one of {', '.join(formats.OUTPUT_FORMATS)})")
+    rows = result.rows()
+    if fmt == "csv":
+        formats.write_csv(result.columns, rows, sys.stdout)
+    elif fmt == "json":
+        formats.write_json(result.columns, rows, sys.stdout)
+    else:
+        table = RichTable(show_lines=False)
+        for name in result.columns:
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*(formats.cell_text(v) for v in row))
+        console.print(table)
+        console.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/]")
+
+
+@app.command()
+def init(root: RootOpt = None, schema: SchemaOpt = "process_triage") -> None:
+    """Create a store (or check an existing one) and print where it is."""
+    with _open(root, schema) as store:
+        console.print(f"store [bold]{store.schema.name}[/] {store.schema.version} at {store.root}")
+
+
+@app.command()
+def write(
+    table: Annotated[str, typer.Argument(help="Table to write to")],
+    file: Annotated[str, typer.Argument(help="Input file, or - for standard input")] = "-",
+    input_format: Annotated[
+        str, typer.Option("--format", "-f", help="Input format: ndjson, csv or parquet")
+    ] = "ndjson",
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Validate rows from a file and write them to TABLE (all or nothing)."""
+    if input_format not in formats.INPUT_FORMATS:
+        _fail(f"unknown format {input_format!r} (one of {', '.join(formats.INPUT_FORMATS)})")
+    source = "standard input" if file == "-" else file
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {source}: {exc.strerror}")
+    with _open(root, schema) as store:
+        rows = formats.read_rows(data, input_format, store.table(table), source)
+        n = store.write(table, rows)
+    console.print(f"wrote {n} row{'s' if n != 1 else ''} to {table}")
+
+
+@app.command()
+def sql(
+    text: Annotated[str, typer.Argument(help="SQL (DuckDB dialect) over the store's tables")],
+    fmt: FormatOpt = "table",
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Run SQL over the store's tables, views and macros."""
+    with _open(root, schema) as store:
+        _print_result(store.sql(text), fmt)
+
+
+def _parse_params(params: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in params:
+        if "=" not in item:
+            _fail(f"--param {item!r}: use NAME=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _guess_scalar(value)
+    return out
+
+
+def _guess_scalar(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@app.command()
+def query(
+    name: Annotated[str, typer.Argument(help="Named query of the schema")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Query parameter NAME=VALUE")
+    ] = None,
+    fmt: FormatOpt = "table",
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Run one of the schema's named queries."""
+    with _open(root, schema) as store:
+        _print_result(store.query(name, **_parse_params(param or [])), fmt)
+
+
+@app.command()
+def tables(
+    fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = "process_triage"
+) -> None:
+    """List tables with their tier, rows, files and bytes on disk."""
+    with _open(root, schema) as store:
+        _print_result(_stats_result(store), fmt)
+
+
+def _stats_result(store: telelake.Store) -> Result:
+    import pyarrow as pa
+
+    stats = store.stats()
+    return Result(
+        pa.table(
+            {
+                "table": [s.table for s in stats],
+                "tier": [s.tier for s in stats],
+                "rows": [s.rows for s in stats],
+                "files": [s.files for s in stats],
+                "bytes": [s.bytes for s in stats],
+            }
+        )
+    )
+
+
+@app.command()
+def describe(
+    table: Annotated[str, typer.Argument(help="Table to describe")],
+    fmt: FormatOpt = "table",
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Show a table's columns, types, nullability and layout."""
+    import pyarrow as pa
+
+    with _open(root, schema) as store:
+        t = store.table(table)
+        if fmt == "table":
+            key = ", ".join(t.key) or "none"
+            parts = "/".join(t.partition.names) or "none"
+            console.print(f"[bold]{t.name}[/] ({t.tier}): {t.description}")
+            console.print(
+                f"time column: {t.time or 'none'}; key: {key}; partitions: {parts}; "
+                f"retention: {t.retention_days or 'forever'} days"
+            )
+            if t.parquet:
+                p = t.parquet
+                console.print(
+                    f"parquet: {p.file_prefix}_*.parquet, row groups "
+                    f"{p.row_group_bytes} bytes, {p.compression} "
+                    f"level {p.compression_level}, dictionary: "
+                    f"{', '.join(p.dictionary) or 'none'}; sort: "
+                    f"{', '.join(p.sort) or 'none'}"
+                )
+        result = Result(
+            pa.table(
+                {
+                    "column": [c.name for c in t.columns],
+                    "type": [c.type.name for c in t.columns],
+                    "nullable": [c.nullable for c in t.columns],
+                    "enum": [", ".join(c.enum) if c.enum else None for c in t.columns],
+                    "description": [c.description for c in t.columns],
+                }
+            )
+        )
+        _print_result(result, fmt)
+
+
+@app.command()
+def collect(
+    samples: Annotated[int, typer.Option(help="Snapshots of all processes to take", min=1)] = 3,
+    interval: Annotated[float, typer.Option(help="Seconds between snapshots", min=0.0)] = 1.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    root: RootOpt = None,
+) -> None:
+    """Sample this host's real processes into proc_samples, proc_features, runs and audit."""
+    from telelake.collect import collect as run_collect
+
+    with _open(root, "process_triage") as store:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+        ) as progress:
+            task = progress.add_task("sampling processes", total=samples)
+            result = run_collect(
+                store,
+                samples=samples,
+                interval=interval,
+                on_sample=lambda i, n: progress.update(task, completed=i),
+            )
+        counts = ", ".join(f"{t}={n}" for t, n in result.rows.items())
+        console.print(
+            f"session [bold]{result.session_id}[/]: {result.processes} processes, "
+            f"{result.samples} samples ({counts}) into {store.root}"
+        )
+
+
+@app.command()
+def report(
+    limit: Annotated[int, typer.Option(help="Processes per list", min=1)] = 10,
+    root: RootOpt = None,
+) -> None:
+    """Summarise the latest collection: top processes by CPU and RSS, and the tables."""
+    from telelake.collect.report import render, summary
+
+    with _open(root, "process_triage") as store:
+        for renderable in render(summary(store, limit=limit)):
+            console.print(renderable)
+        total = sum(s.bytes for s in store.stats())
+        console.print(f"store {store.root}: {total:,} bytes on disk")
+
+
+def main() -> None:
+    """Entry point: run the app, turning telelake errors into one line and exit 1."""
+    try:
+        app(standalone_mode=True)
+    except (TelelakeError, OSError, ValueError) as exc:
+        _say_error(str(exc))
+        sys.exit(1)

@@ -1,0 +1,127 @@
+"""File formats at the edges: reading rows to write, and printing query results."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from telelake.errors import ValidationError
+from telelake.schema.model import Table
+
+INPUT_FORMATS = ("ndjson", "csv", "parquet")
+OUTPUT_FORMATS = ("table", "csv", "json")
+
+
+def read_rows(data: bytes, fmt: str, table: Table, source: str) -> Any:
+    """Parse `data` in format `fmt` into something `Store.write` accepts."""
+    if fmt == "ndjson":
+        rows = []
+        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(
+                    f"{source}: line {number} is not JSON ({exc.msg}); nothing was written",
+                    table=table.name,
+                ) from None
+            if not isinstance(row, dict):
+                raise ValidationError(
+                    f"{source}: line {number} is not a JSON object; nothing was written",
+                    table=table.name,
+                )
+            rows.append(row)
+        return rows
+    if fmt == "csv":
+        # Typed conversion of plain columns; timestamps stay text for the validator,
+        # which knows about offsets and refuses naive times.
+        types = {
+            c.name: c.type.arrow
+            for c in table.columns
+            if c.type.name not in ("timestamp", "json", "list<string>", "binary", "date")
+        }
+        try:
+            return pacsv.read_csv(
+                io.BytesIO(data),
+                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+            )
+        except pa.ArrowInvalid as exc:
+            raise ValidationError(
+                f"{source}: cannot read CSV for table {table.name!r}: {exc}; nothing was written",
+                table=table.name,
+            ) from None
+    if fmt == "parquet":
+        try:
+            return pq.read_table(io.BytesIO(data))
+        except pa.ArrowInvalid as exc:
+            raise ValidationError(
+                f"{source}: not a Parquet file ({exc}); nothing was written", table=table.name
+            ) from None
+    raise ValueError(f"unknown input format {fmt!r} (one of {', '.join(INPUT_FORMATS)})")
+
+
+def _plain(v: Any) -> Any:
+    """A JSON/CSV friendly version of one value."""
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.timezone.utc)
+            return v.isoformat().replace("+00:00", "Z")
+        return v.isoformat()
+    if isinstance(v, dt.date | dt.time):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, float) and v != v:  # NaN has no JSON spelling
+        return None
+    if hasattr(v, "as_tuple"):  # Decimal
+        return float(v)
+    return v
+
+
+def write_csv(columns: list[str], rows: list[tuple[Any, ...]], out: IO[str]) -> None:
+    """RFC 4180 CSV with a header row; lists and dicts are written as JSON text."""
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(_plain(v)) for v in row])
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, list | dict):
+        return json.dumps(v)
+    return v
+
+
+def write_json(columns: list[str], rows: list[tuple[Any, ...]], out: IO[str]) -> None:
+    """A JSON array of objects, one per row."""
+    records = [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+    json.dump(records, out, indent=2)
+    out.write("\n")
+
+
+def cell_text(v: Any) -> str:
+    """How one value is shown in a terminal table."""
+    v = _plain(v)
+    if v is None:
+        return "∅"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list | dict):
+        return json.dumps(v)
+    return str(v)
