@@ -72,7 +72,7 @@ def _plain(v: Any) -> Any:
     """A JSON/CSV friendly version of one value."""
     if isinstance(v, dt.datetime):
         if v.tzinfo is not None:
-            v = v.astimezone(dt.timezone.utc)
+            v = v.astimezone(dt.UTC)
             return v.isoformat().replace("+00:00", "Z")
         return v.isoformat()
     if isinstance(v, dt.date | dt.time):

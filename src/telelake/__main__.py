@@ -1,0 +1,5 @@
+"""`python -m telelake` runs the command line."""
+
+from telelake.cli import main
+
+main()
