@@ -59,6 +59,19 @@ class Result:
         return self._table.column(0)[0].as_py()
 
 
+def _integral_decimals_to_int(table: pa.Table) -> pa.Table:
+    """DuckDB's SUM over integers is a 128-bit HUGEINT, which Arrow shows as
+    decimal(38, 0); give Python users plain ints when every value fits in int64."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_decimal(field.type) and field.type.scale == 0:
+            try:
+                column = table.column(i).cast(pa.int64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+            table = table.set_column(i, pa.field(field.name, pa.int64()), column)
+    return table
+
+
 class Engine:
     """One in-process DuckDB connection over a store's lake tables.
 
@@ -84,14 +97,16 @@ class Engine:
         for table in self.schema.tables.values():
             if table.tier != "lake" or table.name in self._with_files:
                 continue
-            if self.lake.has_files(table):
-                self._with_files.add(table.name)
-                changed = True
-            elif self._ready:
+            has_files = self.lake.has_files(table)
+            if self._ready and not has_files:
                 continue
             self._con.execute(
                 f'CREATE OR REPLACE VIEW "{table.name}" AS {self.lake.view_sql(table)}'
             )
+            # Remembered only once the view over real files exists, so a failure is retried.
+            if has_files:
+                self._with_files.add(table.name)
+                changed = True
         if changed:
             for view in self.schema.views.values():
                 self._con.execute(f'CREATE OR REPLACE VIEW "{view.name}" AS {view.sql}')
@@ -106,6 +121,7 @@ class Engine:
                 self._refresh()
                 rel = self._con.sql(text, params=params) if params else self._con.sql(text)
                 table = rel.to_arrow_table() if rel is not None else pa.table({})
+                table = _integral_decimals_to_int(table)
             except duckdb.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise QueryError(f"query failed: {first}") from exc

@@ -60,6 +60,10 @@ class Store:
         self._meta = MetadataDir(root)
         self._open_metadata()
         self._lake = LakeTier(root, schema, {"host_id": self.host_id})
+        if not self.read_only:
+            for t in schema.tables.values():
+                if t.tier == "lake":
+                    self._lake.ensure_anchor(t)
         self._engine: Engine | None = None
 
     def __repr__(self) -> str:
@@ -116,7 +120,14 @@ class Store:
     def validate(self, table: str, rows: Any) -> pa.Table:
         """Check rows against `table` and return them as Arrow, writing nothing."""
         t = self.table(table)
-        return validate.to_arrow(t, rows, store=self.schema.name, extra=self._extra_columns(t))
+        data = validate.to_arrow(t, rows, store=self.schema.name, extra=self._extra_columns(t))
+        # Partition keys that are not columns default to this store's value (its host_id),
+        # so every validated batch of a table has the same columns.
+        for key in t.virtual_keys:
+            if key not in data.column_names:
+                fill = pa.repeat(pa.scalar(self._lake.defaults[key], pa.string()), data.num_rows)
+                data = data.append_column(pa.field(key, pa.string(), nullable=False), fill)
+        return data
 
     # -- writing ------------------------------------------------------------------------
 

@@ -85,6 +85,9 @@ class _Context:
     def __init__(self, store: str, table: str) -> None:
         self.store = store
         self.table = table
+        # The user's rows when given as dicts: errors must quote what the user wrote,
+        # not Arrow's inferred version of it (one float makes a whole int column float).
+        self.rows: list[Any] | None = None
 
     def error(
         self, reason: str, *, column: str | None = None, row: int | None = None
@@ -162,6 +165,7 @@ def _columns_of_mapping(
 def _columns_of_rows(
     rows: list[Any], ctx: _Context, python_cols: set[str]
 ) -> tuple[dict[str, ColumnData], int]:
+    ctx.rows = rows
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise ctx.error(f"rows must be dicts, got {type(row).__name__}", row=index)
@@ -371,6 +375,8 @@ def _first_bad(
     col: Column, values: ColumnData, ctx: _Context, fallback: str = ""
 ) -> ValidationError:
     """Find the first row whose value this column refuses (error path only)."""
+    if ctx.rows is not None:
+        values = [r.get(col.name) for r in ctx.rows]
     pyvalues = (
         _combine(values).to_pylist() if isinstance(values, pa.Array | pa.ChunkedArray) else values
     )

@@ -83,6 +83,7 @@ class BatchWriter:
 
     def flush(self) -> int:
         """Write everything buffered; returns the number of rows written."""
+        self._raise_background_error()
         with self._lock:
             bad = self._convert_pending()
             written = 0
@@ -99,13 +100,13 @@ class BatchWriter:
         """Flush and stop the interval timer."""
         if self._closed:
             return
+        self._wake.set()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join(timeout=5)
         try:
             self.flush()
         finally:
             self._closed = True
-            self._wake.set()
-            if self._timer is not None and self._timer is not threading.current_thread():
-                self._timer.join(timeout=5)
 
     def __enter__(self) -> BatchWriter:
         return self
@@ -135,8 +136,9 @@ class BatchWriter:
                     good.append(self._validate([row]))
                 except ValidationError as exc:
                     if first_bad is None:
+                        where = str(exc).replace(", row 0:", f", row {seq} of this writer:", 1)
                         first_bad = ValidationError(
-                            f"{exc} (row {seq} of this writer; the writer's other rows were kept)",
+                            f"{where} (the writer's other rows were kept)",
                             store=exc.store,
                             table=exc.table,
                             column=exc.column,

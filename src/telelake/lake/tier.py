@@ -9,7 +9,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from telelake import durable
 from telelake.lake import layout, parquet
 from telelake.schema.model import Schema, Table
 
@@ -74,6 +76,42 @@ class LakeTier:
                 if name.endswith(".parquet") and not name.startswith((".", "_")):
                     yield Path(dirpath) / name
 
+    def anchor_path(self, table: Table) -> Path:
+        """A zero-row file with the table's current schema, listed first in every view.
+
+        DuckDB takes a view's columns from the first file it reads. Listing this tiny,
+        always-valid file first means one damaged data file cannot break the binding
+        of every query, and a filtered query opens only the partitions it needs.
+        """
+        levels = [(lvl, "0") for lvl in table.partition.time]
+        levels += [(k, "_") for k in table.partition.keys]
+        return (
+            self.root
+            / "_metadata"
+            / "anchors"
+            / table.name
+            / layout.partition_path(tuple(levels))
+            / f"{table.name}.parquet"
+        )
+
+    def ensure_anchor(self, table: Table) -> None:
+        """Write the anchor file when it is missing or its schema is not the table's."""
+        path = self.anchor_path(table)
+        schema = table.arrow_schema.with_metadata(
+            {
+                parquet.META_SCHEMA: self.schema.name.encode(),
+                parquet.META_VERSION: self.schema.version.encode(),
+                parquet.META_TABLE: table.name.encode(),
+            }
+        )
+        if path.exists():
+            try:
+                if pq.read_schema(path).equals(schema, check_metadata=True):
+                    return
+            except (OSError, ValueError):
+                pass  # damaged anchor: rewrite it
+        durable.write_durably(path, lambda tmp: pq.write_table(schema.empty_table(), tmp))
+
     def has_files(self, table: Table) -> bool:
         """True as soon as one data file exists."""
         return next(self.files(table), None) is not None
@@ -85,16 +123,21 @@ class LakeTier:
         return cols
 
     def view_sql(self, table: Table) -> str:
-        """The SELECT behind the DuckDB view of `table` (spec 000 §6.1)."""
+        """The SELECT behind the DuckDB view of `table` (spec 000 §6.1).
+
+        Columns come out in declared order, then the partition levels (year, month,
+        day, then keys that are not columns), whatever order the files store them in.
+        """
         parts = self.partition_columns(table)
-        if not self.has_files(table):
-            # No file yet: an empty relation with the right columns, so queries still bind.
-            cols = [f"CAST(NULL AS {c.type.duckdb}) AS {c.name}" for c in table.columns]
-            cols += [f"CAST(NULL AS {t}) AS {n}" for n, t in parts]
-            return f"SELECT {', '.join(cols)} WHERE false"
-        glob = sql_literal(str(self.table_dir(table)) + "/**/*.parquet")
-        if not table.partition.names:
-            return f"SELECT * FROM read_parquet({glob})"
-        types = ", ".join(f"{sql_literal(n)}: {t}" for n, t in parts)
-        hive_types = f", hive_types = {{{types}}}" if types else ""
-        return f"SELECT * FROM read_parquet({glob}, hive_partitioning = true{hive_types})"
+        sources = [sql_literal(str(self.anchor_path(table)))]
+        if self.has_files(table):
+            sources.append(sql_literal(str(self.table_dir(table)) + "/**/*.parquet"))
+        names = [*table.column_names, *(n for n, _ in parts)]
+        select = ", ".join(f'"{n}"' for n in names)
+        options = ""
+        if table.partition.names:
+            types = ", ".join(f"{sql_literal(n)}: {t}" for n, t in parts)
+            options = ", hive_partitioning = true" + (
+                f", hive_types = {{{types}}}" if types else ""
+            )
+        return f"SELECT {select} FROM read_parquet([{', '.join(sources)}]{options})"

@@ -165,17 +165,20 @@ def read_segment(path: Path) -> SegmentContents:
     """Read the complete records of a segment (the owner may still be appending)."""
     data = path.read_bytes()
     if not data.startswith(MAGIC):
-        problem = "not a telelake WAL segment (bad magic)" if len(data) >= len(MAGIC) else (
-            "segment header is torn")
+        problem = (
+            "not a telelake WAL segment (bad magic)"
+            if len(data) >= len(MAGIC)
+            else ("segment header is torn")
+        )
         return SegmentContents(path, None, [], 0, len(data), problem)
     decoded = decode_records(data, len(MAGIC))
     if not decoded.payloads:
-        return SegmentContents(path, None, [], len(MAGIC), len(data),
-                               decoded.problem or "segment has no schema record")
+        return SegmentContents(
+            path, None, [], len(MAGIC), len(data), decoded.problem or "segment has no schema record"
+        )
     try:
         schema = pa.ipc.read_schema(pa.py_buffer(decoded.payloads[0]))
-        batches = [pa.ipc.read_record_batch(pa.py_buffer(p), schema)
-                   for p in decoded.payloads[1:]]
+        batches = [pa.ipc.read_record_batch(pa.py_buffer(p), schema) for p in decoded.payloads[1:]]
     except (pa.ArrowInvalid, OSError) as exc:
         # A checksummed record that Arrow cannot read was written by something else.
         return SegmentContents(path, None, [], len(MAGIC), len(data), f"unreadable batch: {exc}")
