@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -28,6 +29,11 @@ _NAIVE_HINT = (
     "naive datetimes are refused because their time zone is unknown; "
     "attach one (e.g. datetime.now(timezone.utc)) or pass an ISO-8601 string with an offset"
 )
+_FLOAT32_MAX = 3.4028234663852886e38
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Arrow's inference unifies some mixed Python types silently (bool into float, str into
+# binary, datetime or int into date); for these kinds the Python types are checked first.
+_LENIENT_KINDS = ("float32", "float64", "binary", "date")
 _INT_LIMITS = {
     "int8": (-(2**7), 2**7 - 1),
     "int16": (-(2**15), 2**15 - 1),
@@ -71,9 +77,14 @@ def to_arrow(
             values: ColumnData = pa.nulls(nrows, col.type.arrow)
         else:
             values = columns[col.name]
-        arr = convert_column(col, values, ctx)
-        _check_nulls(col, arr, ctx)
-        _check_enum(col, arr, ctx)
+        try:
+            arr = convert_column(col, values, ctx)
+            _check_nulls(col, arr, ctx)
+            _check_enum(col, arr, ctx)
+        except ValidationError as exc:
+            # Type, null and enum checks run one after the other; report whichever
+            # problem comes first in the column.
+            raise _earliest(col, values, ctx, exc) from None
         arrays.append(arr)
         fields.append(col.arrow_field)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -119,11 +130,17 @@ def _columns_of(
     if isinstance(data, pa.Table):
         return {n: data.column(n) for n in data.column_names}, data.num_rows
     if _is_dataframe(data):
+        # Python-checked columns (JSON objects, datetimes) are taken as Python values:
+        # pandas-to-Arrow inference would merge the keys of JSON objects across rows.
+        own = [str(c) for c in data.columns if str(c) in python_cols]
         try:
-            tbl = pa.Table.from_pandas(data, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            tbl = pa.Table.from_pandas(data.drop(columns=own), preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
             raise ctx.error(f"cannot read the DataFrame: {exc}") from exc
-        return {n: tbl.column(n) for n in tbl.column_names}, tbl.num_rows
+        columns: dict[str, ColumnData] = {n: tbl.column(n) for n in tbl.column_names}
+        # pandas spells a missing value NaN or NaT (both unequal to themselves).
+        columns.update({n: [None if _missing(v) else v for v in data[n].tolist()] for n in own})
+        return columns, len(data)
     if isinstance(data, Mapping):
         return _columns_of_mapping(data, ctx)
     if isinstance(data, Iterable) and not isinstance(data, str | bytes):
@@ -133,6 +150,13 @@ def _columns_of(
         f"cannot write a {type(data).__name__}: pass a list of dicts, a dict of "
         "columns, an Arrow table or a DataFrame"
     )
+
+
+def _missing(v: Any) -> bool:
+    try:
+        return v is None or bool(v != v)
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_dataframe(data: Any) -> bool:
@@ -147,8 +171,13 @@ def _columns_of_mapping(
     for name, values in data.items():
         if isinstance(values, pa.Array | pa.ChunkedArray):
             columns[name] = values
-        elif isinstance(values, list | tuple) or hasattr(values, "__array__"):
+        elif isinstance(values, list | tuple):
             columns[name] = list(values) if not isinstance(values, list) else values
+        elif hasattr(values, "__array__"):  # numpy array or pandas Series: keep its dtype
+            try:
+                columns[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+                columns[name] = list(values)
         else:
             raise ctx.error(
                 "a dict of columns needs a list per column (to write one row, "
@@ -174,7 +203,7 @@ def _columns_of_rows(
     try:
         # One C++ pass infers every column; it also reveals every key used in any row.
         struct = pa.array(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
         # Some column mixes types Arrow cannot unify: go column by column to find it.
         names: dict[str, None] = {}
         for row in rows:
@@ -199,13 +228,72 @@ def convert_column(col: Column, values: ColumnData, ctx: _Context) -> pa.Array:
         return _convert_timestamp(col, values, ctx)
     if kind == "json":
         return _convert_json(col, values, ctx)
+    pyvalues: list[Any] | None = None
+    if kind in _LENIENT_KINDS and (ctx.rows is not None or isinstance(values, list)):
+        pyvalues = _python_values(col.name, values, ctx)
+        if not _python_types_ok(kind, pyvalues):
+            raise _first_bad(col, values, ctx)
+        if kind == "date":
+            return _convert_dates(col, pyvalues, ctx)
     arr = _as_array(values)
+    if arr is None and pyvalues is not None and kind.startswith("float"):
+        # Python ints beyond int64 defeat Arrow's inference but are valid floats.
+        arr = pa.array([None if v is None else float(v) for v in pyvalues], pa.float64())
     if arr is None or not _compatible(kind, arr.type):
         raise _first_bad(col, values, ctx)
+    arr = _combine(arr)
+    # Large integers into a float column lose precision like any float does: not an error.
+    safe = not (kind.startswith("float") and pa.types.is_integer(arr.type))
     try:
-        return _combine(arr).cast(col.type.arrow, safe=True)
+        out = arr.cast(col.type.arrow, safe=safe)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise _first_bad(col, values, ctx, fallback=str(exc)) from exc
+    if kind == "float32" and pc.any(pc.is_inf(out)).as_py():
+        overflow = pc.and_(pc.is_inf(out), pc.invert(pc.is_inf(arr.cast(pa.float64()))))
+        if pc.any(overflow).as_py():
+            raise _first_bad(col, values, ctx)
+    return out
+
+
+def _python_values(name: str, values: ColumnData, ctx: _Context) -> list[Any]:
+    """The column as the user gave it, as Python values."""
+    if ctx.rows is not None:
+        return [r.get(name) for r in ctx.rows]
+    if isinstance(values, list):
+        return values
+    return list(_combine(values).to_pylist())
+
+
+_ALLOWED_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "float32": (int, float),
+    "float64": (int, float),
+    "binary": (bytes, bytearray, memoryview),
+    "date": (dt.date, str),
+}
+
+
+def _python_types_ok(kind: str, values: list[Any]) -> bool:
+    allowed = _ALLOWED_PY_TYPES[kind]
+    for t in set(map(type, values)):
+        if t is type(None):
+            continue
+        if t is bool or not issubclass(t, allowed) or (kind == "date" and t is dt.datetime):
+            return False
+        if kind == "date" and issubclass(t, dt.datetime):
+            return False
+    return True
+
+
+def _convert_dates(col: Column, values: list[Any], ctx: _Context) -> pa.Array:
+    out: list[dt.date | None] = []
+    for row, v in enumerate(values):
+        if isinstance(v, str):
+            problem = value_problem(col, v)
+            if problem:
+                raise ctx.error(problem, column=col.name, row=row)
+            v = dt.date.fromisoformat(v)
+        out.append(v)
+    return pa.array(out, type=pa.date32())
 
 
 def _as_array(values: ColumnData) -> pa.Array | pa.ChunkedArray | None:
@@ -213,7 +301,7 @@ def _as_array(values: ColumnData) -> pa.Array | pa.ChunkedArray | None:
         return values
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
         return None
 
 
@@ -266,8 +354,9 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
     types_seen = set(map(type, values))
     if types_seen <= {dt.datetime, type(None)}:
         zones = {v.tzinfo for v in values if v is not None}
-        if None in zones:
-            row = next(i for i, v in enumerate(values) if v is not None and v.tzinfo is None)
+        # A tzinfo whose utcoffset() is None makes a datetime naive, just like no tzinfo.
+        if None in zones or any(z.utcoffset(None) is None for z in zones if z is not None):
+            row = next(i for i, v in enumerate(values) if v is not None and v.utcoffset() is None)
             raise ctx.error(f"datetime has no time zone: {_NAIVE_HINT}", column=col.name, row=row)
         return pa.array(values, type=_TS_TYPE)
     out: list[int | None] = []
@@ -333,7 +422,7 @@ def json_text(v: Any) -> str | None:
         return None
     if isinstance(v, str):
         try:
-            json.loads(v)
+            json.loads(v, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON text ({exc.msg} at position {exc.pos})") from None
         return v
@@ -341,6 +430,11 @@ def json_text(v: Any) -> str | None:
         return json.dumps(v, allow_nan=False, separators=(",", ":"), default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot store as JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); DuckDB and PostgreSQL refuse them.
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
 def _json_default(v: Any) -> Any:
@@ -375,11 +469,7 @@ def _first_bad(
     col: Column, values: ColumnData, ctx: _Context, fallback: str = ""
 ) -> ValidationError:
     """Find the first row whose value this column refuses (error path only)."""
-    if ctx.rows is not None:
-        values = [r.get(col.name) for r in ctx.rows]
-    pyvalues = (
-        _combine(values).to_pylist() if isinstance(values, pa.Array | pa.ChunkedArray) else values
-    )
+    pyvalues = _python_values(col.name, values, ctx)
     for row, v in enumerate(pyvalues):
         reason = value_problem(col, v)
         if reason:
@@ -387,6 +477,16 @@ def _first_bad(
     if isinstance(values, pa.Array | pa.ChunkedArray):
         return ctx.error(f"expected {col.type.name}, got Arrow type {values.type}", column=col.name)
     return ctx.error(fallback or f"values cannot be stored as {col.type.name}", column=col.name)
+
+
+def _earliest(
+    col: Column, values: ColumnData, ctx: _Context, found: ValidationError
+) -> ValidationError:
+    """The first bad row of a column, whichever check noticed a problem first."""
+    first = _first_bad(col, values, ctx)
+    if first.row is not None and (found.row is None or first.row < found.row):
+        return first
+    return found
 
 
 def value_problem(col: Column, v: Any) -> str | None:
@@ -413,6 +513,8 @@ def value_problem(col: Column, v: Any) -> str | None:
             ok = False
     elif kind.startswith("float"):
         ok = isinstance(v, int | float) and not isinstance(v, bool)
+        if ok and kind == "float32" and math.isfinite(v) and abs(v) > _FLOAT32_MAX:
+            return f"{v} does not fit in float32"
     elif kind == "timestamp":
         try:
             timestamp_micros(v, col.epoch_unit)
@@ -422,6 +524,8 @@ def value_problem(col: Column, v: Any) -> str | None:
     elif kind == "date":
         if isinstance(v, str):
             try:
+                if not _ISO_DATE.match(v):
+                    raise ValueError(v)
                 dt.date.fromisoformat(v)
                 ok = True
             except ValueError:

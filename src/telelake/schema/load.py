@@ -29,7 +29,7 @@ from telelake.schema.model import (
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?i?b?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmg])i?)?b?\s*$", re.IGNORECASE)
 _COMPRESSIONS = {
     "zstd": (1, 22),
     "gzip": (1, 9),
@@ -168,7 +168,9 @@ def _parse_table(name: str, data: Any, file_where: str) -> Table:
     elif "parquet" in data:
         raise SchemaError(f"{where}: 'parquet' applies to lake tables only")
     retention = data.get("retention_days")
-    if retention is not None and (not isinstance(retention, int) or retention <= 0):
+    if retention is not None and (
+        isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0
+    ):
         raise SchemaError(f"{where}: retention_days must be a positive integer")
     return Table(
         name=name,
@@ -263,7 +265,11 @@ def _parse_parquet(raw: Any, table: str, columns: set[str], where: str) -> Parqu
     if level is not None:
         if bounds is None:
             raise SchemaError(f"{pwhere}: {compression} takes no compression_level")
-        if not isinstance(level, int) or not bounds[0] <= level <= bounds[1]:
+        if (
+            isinstance(level, bool)
+            or not isinstance(level, int)
+            or not (bounds[0] <= level <= bounds[1])
+        ):
             raise SchemaError(
                 f"{pwhere}: compression_level for {compression} must be in {bounds[0]}..{bounds[1]}"
             )
@@ -294,8 +300,8 @@ def parse_size(value: Any, where: str) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
-        unit = m.group(2).lower()[:1]
-        size = int(m.group(1)) * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+        unit = (m.group(2) or "").lower()
+        size = int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
     else:
         raise SchemaError(f'{where}: not a size: {value!r} (use e.g. 65536 or "64KB")')
     if not 0 < size <= _MAX_ROW_GROUP:
