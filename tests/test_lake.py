@@ -185,6 +185,7 @@ def test_rows_without_host_id_go_under_the_stores_host(store: telelake.Store) ->
     data = datagen.generate(3)
     rows = datagen.without(data["proc_samples"], "host_id")
     store.write("proc_samples", rows)
+    store.fold()  # small writes sit in the WAL until folded into Parquet
     hosts = {
         partition_of(p, store.root, "proc_samples")["host_id"] for p in store.files("proc_samples")
     }
@@ -197,6 +198,7 @@ def test_runs_go_under_their_own_host_id(store: telelake.Store) -> None:
     data = datagen.generate(4)
     runs = data["runs"]
     store.write("runs", runs)
+    store.fold()
     dirs = {partition_of(p, store.root, "runs")["host_id"] for p in store.files("runs")}
     assert dirs == {r["host_id"] for r in runs}
     assert TEST_HOST_ID not in dirs
@@ -270,6 +272,7 @@ def test_default_host_id_hashes_hostname_and_machine_id(store_root: Path) -> Non
         assert store.host_id == expected
         rows = datagen.without(datagen.generate(1)["outcomes"], "host_id")
         store.write("outcomes", rows)
+        store.fold()
         hosts = {
             partition_of(p, store_root, "outcomes")["host_id"] for p in store.files("outcomes")
         }
@@ -394,10 +397,17 @@ def _write_days(store: telelake.Store, days: list[int], host: str, n: int) -> No
     for day in days:
         base = dt.datetime(2026, 1, day, 12, tzinfo=dt.UTC)
         batch = [
-            {**r, "sample_ts": base + dt.timedelta(seconds=i), "host_id": host}
+            # Distinct keys per day and host: a repeated key would be a retry (deduplicated).
+            {
+                **r,
+                "sample_ts": base + dt.timedelta(seconds=i),
+                "host_id": host,
+                "session_id": f"{r['session_id']}-{host}-{day}",
+            }
             for i, r in enumerate(rows)
         ]
         store.write("proc_samples", batch)
+    store.fold()
 
 
 def _corrupt(store: telelake.Store, keep: str) -> int:
@@ -480,16 +490,20 @@ def test_failed_write_leaves_nothing_behind(
 
     monkeypatch.setattr(lake_parquet, "write_table", half_write)
     rows = datagen.without(datagen.generate(2)["outcomes"], "host_id")
+    writer = store.writer("outcomes", batch_size=10_000, flush_interval=None)
+    writer.write_many(rows)
     with pytest.raises(OSError):
-        store.write("outcomes", rows)
+        writer.flush()  # a flush commits straight to Parquet
     leftovers = [
         p
         for p in all_files(store.root)
         if p.suffix == ".tmp" or (p.suffix == ".parquet" and "anchors" not in p.parts)
     ]
     assert leftovers == []
+    assert store.sql("SELECT COUNT(*) FROM outcomes").scalar() == 0
     monkeypatch.setattr(lake_parquet, "write_table", real)
-    assert store.write("outcomes", rows) == len(rows)
+    assert writer.flush() == len(rows)  # the rows stayed buffered
+    writer.close()
     assert store.sql("SELECT COUNT(*) FROM outcomes").scalar() == len(rows)
 
 
@@ -497,8 +511,10 @@ def test_same_store_writing_twice_in_one_second_keeps_both_files(store: telelake
     rows = datagen.generate(2)["audit"]
     day = [{**r, "audit_ts": dt.datetime(2026, 1, 15, 1, i, tzinfo=dt.UTC)} for i, r in
            enumerate(rows[:20])]  # fmt: skip
-    for _ in range(3):
-        store.write("audit", day)
+    with store.writer("audit", flush_interval=None) as writer:
+        for _ in range(3):
+            writer.write_many(day)
+            writer.flush()  # each flush publishes one file
     files = store.files("audit")
     assert len(files) == 3 and len({f.name for f in files}) == 3
     assert store.sql("SELECT COUNT(*) FROM audit").scalar() == 60

@@ -65,7 +65,10 @@ sql = "CREATE OR REPLACE MACRO kinds() AS TABLE SELECT DISTINCT kind FROM events
 
 def files_under(root: Path) -> set[Path]:
     return {
-        Path(d) / f for d, _, fs in os.walk(root) for f in fs if "_metadata" not in Path(d).parts
+        Path(d) / f
+        for d, _, fs in os.walk(root)
+        for f in fs
+        if not {"_metadata", "_wal"} & set(Path(d).parts)
     }
 
 

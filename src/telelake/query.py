@@ -75,8 +75,8 @@ def _integral_decimals_to_int(table: pa.Table) -> pa.Table:
 class Engine:
     """One in-process DuckDB connection over a store's lake tables.
 
-    Views are (re)created before each query when a table gains its first file, so a
-    query always sees every file published so far, by this process or any other.
+    Views are rebuilt before each query from a consistent snapshot of each table, so a
+    query sees every acknowledged row, by this process or any other, exactly once.
     """
 
     def __init__(self, schema: Schema, lake: LakeTier) -> None:
@@ -85,7 +85,6 @@ class Engine:
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
-        self._with_files: set[str] = set()
         self._ready = False
 
     def close(self) -> None:
@@ -93,21 +92,20 @@ class Engine:
         self._con.close()
 
     def _refresh(self) -> None:
-        changed = not self._ready
+        # Views are rebuilt from a fresh snapshot before every query: the Parquet files
+        # published so far (by any process) plus the live WAL rows of every writer.
         for table in self.schema.tables.values():
-            if table.tier != "lake" or table.name in self._with_files:
+            if table.tier != "lake":
                 continue
-            has_files = self.lake.has_files(table)
-            if self._ready and not has_files:
-                continue
-            self._con.execute(
-                f'CREATE OR REPLACE VIEW "{table.name}" AS {self.lake.view_sql(table)}'
-            )
-            # Remembered only once the view over real files exists, so a failure is retried.
-            if has_files:
-                self._with_files.add(table.name)
-                changed = True
-        if changed:
+            snap = self.lake.snapshot(table)
+            relation = f"__tl_wal_{table.name}"
+            if snap.wal is not None and snap.wal.num_rows:
+                self._con.register(relation, self.lake.wal_view_rows(table, snap.wal))
+                sql = self.lake.view_sql(table, snap, relation)
+            else:
+                sql = self.lake.view_sql(table, snap, None)
+            self._con.execute(f'CREATE OR REPLACE VIEW "{table.name}" AS {sql}')
+        if not self._ready:
             for view in self.schema.views.values():
                 self._con.execute(f'CREATE OR REPLACE VIEW "{view.name}" AS {view.sql}')
             for macro in self.schema.macros.values():
@@ -122,6 +120,8 @@ class Engine:
                 rel = self._con.sql(text, params=params) if params else self._con.sql(text)
                 table = rel.to_arrow_table() if rel is not None else pa.table({})
                 table = _integral_decimals_to_int(table)
+            except TimeoutError as exc:
+                raise QueryError(f"query failed: {exc}") from exc
             except duckdb.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise QueryError(f"query failed: {first}") from exc

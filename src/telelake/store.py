@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from telelake import validate
 from telelake.errors import StoreError, ValidationError
-from telelake.lake.tier import LakeTier
+from telelake.lake.tier import Durability, LakeTier
+from telelake.lake.wal import FSYNC_POLICIES
 from telelake.metadata import MetadataDir, local_host_id, reconcile_version, utc_now_iso
 from telelake.query import Engine, Result
 from telelake.schema.load import load_schema
@@ -52,18 +53,27 @@ class Store:
     query engine.
     """
 
-    def __init__(self, root: Path, schema: Schema, *, host_id: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        schema: Schema,
+        *,
+        host_id: str | None = None,
+        durability: Durability | None = None,
+    ) -> None:
         self.root = root
         self.schema = schema
         self.host_id = host_id or local_host_id()
         self.read_only = False
         self._meta = MetadataDir(root)
         self._open_metadata()
-        self._lake = LakeTier(root, schema, {"host_id": self.host_id})
+        self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
         if not self.read_only:
-            for t in schema.tables.values():
-                if t.tier == "lake":
-                    self._lake.ensure_anchor(t)
+            for t in self._lake_tables():
+                self._lake.ensure_anchor(t)
+                # Finish what crashed processes left: interrupted folds, orphan segments.
+                self._lake.recover(t)
+                self._lake.fold_orphans(t)
         self._engine: Engine | None = None
 
     def __repr__(self) -> str:
@@ -114,6 +124,9 @@ class Store:
                 f"store {self.schema.name!r} has no table {name!r} (tables: {known})"
             ) from None
 
+    def _lake_tables(self) -> list[Table]:
+        return [t for t in self.schema.tables.values() if t.tier == "lake"]
+
     def _extra_columns(self, table: Table) -> tuple[Column, ...]:
         return tuple(Column(k, TYPES["string"], nullable=False) for k in table.virtual_keys)
 
@@ -140,7 +153,7 @@ class Store:
         data = self.validate(table, rows)
         return self._write_arrow(self.table(table), data)
 
-    def _write_arrow(self, table: Table, data: pa.Table) -> int:
+    def _write_arrow(self, table: Table, data: pa.Table, *, direct: bool = False) -> int:
         if self.read_only:
             raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
         if data.num_rows == 0:
@@ -148,7 +161,11 @@ class Store:
         if table.tier != "lake":
             raise StoreError(f"table {table.name!r}: the {table.tier} tier is not available yet")
         try:
-            self._lake.write(table, data)
+            self._lake.check_partition_values(table, data)
+            if direct:
+                self._lake.commit(table, data)
+            else:
+                self._lake.write(table, data)
         except ValueError as exc:  # a partition key value that is not path-safe
             raise ValidationError(
                 f"store {self.schema.name!r}, table {table.name!r}: {exc}; nothing was written",
@@ -164,7 +181,7 @@ class Store:
         t = self.table(table)
         return BatchWriter(
             lambda rows: self.validate(table, rows),
-            lambda data: self._write_arrow(t, data),
+            lambda data: self._write_arrow(t, data, direct=True),
             table,
             batch_size=batch_size,
             flush_interval=flush_interval,
@@ -187,6 +204,20 @@ class Store:
         """Run one of the schema's named queries."""
         return self.engine.named(name, params)
 
+    def fold(self) -> int:
+        """Fold WAL rows into Parquet: this store's segments and any orphaned ones.
+
+        Returns the rows published. Queries see WAL rows before and after; folding only
+        changes where they live.
+        """
+        if self.read_only:
+            return 0
+        done = self._lake.fold_own()
+        for t in self._lake_tables():
+            self._lake.recover(t)
+            done += self._lake.fold_orphans(t)
+        return done
+
     def files(self, table: str) -> list[Path]:
         """The data files of a lake table."""
         return list(self._lake.files(self.table(table)))
@@ -196,7 +227,7 @@ class Store:
         out = []
         for t in self.schema.tables.values():
             files = list(self._lake.files(t))
-            rows = self.sql(f'SELECT COUNT(*) FROM "{t.name}"').scalar() if files else 0
+            rows = self.sql(f'SELECT COUNT(*) FROM "{t.name}"').scalar()
             out.append(
                 TableStats(
                     t.name, t.tier, int(rows), len(files), sum(f.stat().st_size for f in files)
@@ -207,7 +238,9 @@ class Store:
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the query engine."""
+        """Fold this store's WAL rows into Parquet and release the query engine."""
+        if not self.read_only:
+            self._lake.close()
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -226,6 +259,7 @@ def open(
     schema: str | Path = "process_triage",
     *,
     host_id: str | None = None,
+    fsync: str = "always",
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 
@@ -234,4 +268,6 @@ def open(
     """
     model = load_schema(schema)
     path = Path(root).expanduser() if root is not None else default_root(model.name)
-    return Store(path.resolve(), model, host_id=host_id)
+    if fsync not in FSYNC_POLICIES:
+        raise StoreError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+    return Store(path.resolve(), model, host_id=host_id, durability=Durability(fsync=fsync))

@@ -89,8 +89,8 @@ class BatchWriter:
             written = 0
             if self._batches:
                 data = pa.concat_tables(self._batches)
+                written = self._write(data)  # on failure the rows stay buffered
                 self._batches, self._buffered = [], 0
-                written = self._write(data)
                 self.rows_written += written
             if bad is not None:
                 raise bad

@@ -1,26 +1,47 @@
-"""The lake tier: how a table's rows become Parquet files and how DuckDB reads them back."""
+"""The lake tier: WAL segments for small writes, Parquet files for everything folded.
+
+Write path (one Store instance = one writer):
+    small batch -> append to this writer's segment of the table (fsync per policy)
+    large batch -> committed straight to Parquet (deduplicated, intent-protected)
+    segment large or old, or store closing -> folded into Parquet (see fold.py)
+
+Read path: a snapshot per table = the Parquet files (minus the targets of folds still
+in progress) plus the complete records of every live segment; see `snapshot`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import secrets
 import string
+import threading
+import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from telelake import durable
-from telelake.lake import layout, parquet
+from telelake.lake import fold, layout, parquet, wal
 from telelake.schema.model import Schema, Table
 
-_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+_ALPHABET = string.ascii_lowercase + string.digits
+WAL_DIR = "_wal"
+
+
+def random_token(n: int) -> str:
+    """`n` random lowercase letters and digits."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
 
 
 def session_suffix() -> str:
     """Four random characters that tell this writer's files apart (spec §2.3, §7.3)."""
-    return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(4))
+    return random_token(4)
 
 
 def sql_literal(text: str) -> str:
@@ -28,42 +49,241 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class LakeTier:
-    """Append-only, hive-partitioned Parquet files under `<root>/<table>/`."""
+@dataclass(frozen=True)
+class Durability:
+    """When WAL appends reach the disk, and when segments are folded.
 
-    def __init__(self, root: Path, schema: Schema, defaults: Mapping[str, str]) -> None:
+    fsync: "always" (fdatasync before each write is acknowledged), "batch" (the same,
+    with concurrent writes of a process sharing one fdatasync), "interval" (a
+    background fdatasync every `interval` seconds), "off" (never; the OS decides).
+    """
+
+    fsync: str = "always"
+    interval: float = 1.0
+    fold_bytes: int = 8 << 20
+    fold_age: float = 60.0
+    direct_rows: int = 50_000
+
+
+@dataclass
+class Snapshot:
+    """What a query of one table reads: Parquet files plus live WAL rows."""
+
+    files: list[Path]
+    wal: pa.Table | None
+    wal_problems: list[str]
+
+
+class LakeTier:
+    """Append-only, hive-partitioned Parquet files under `<root>/<table>/`, fed by a WAL."""
+
+    def __init__(
+        self,
+        root: Path,
+        schema: Schema,
+        defaults: Mapping[str, str],
+        durability: Durability | None = None,
+    ) -> None:
         self.root = root
         self.schema = schema
         self.defaults = dict(defaults)
+        self.durability = durability or Durability()
         self.suffix = session_suffix()
+        self._segments: dict[str, wal.SegmentWriter] = {}
+        self._opened_at: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._cache = wal.SegmentCache()
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        if self.durability.fsync == "interval":
+            self._syncer = threading.Thread(
+                target=self._sync_loop, daemon=True, name="telelake-wal-sync"
+            )
+            self._syncer.start()
+
+    # -- places -------------------------------------------------------------------------
 
     def table_dir(self, table: Table) -> Path:
-        """The directory holding every file of `table`."""
+        """The directory holding every Parquet file of `table`."""
         return self.root / table.name
 
-    def write(self, table: Table, data: pa.Table) -> list[Path]:
-        """Write validated rows: one new file per partition touched. Returns the files."""
-        assert table.parquet is not None
-        metadata = {
+    def wal_dir(self, table: Table) -> Path:
+        """The directory holding the WAL segments and fold intents of `table`."""
+        return self.root / WAL_DIR / table.name
+
+    @property
+    def metadata(self) -> dict[bytes, bytes]:
+        """Key-value metadata of every Parquet file this store writes."""
+        return {
             parquet.META_SCHEMA: self.schema.name.encode(),
             parquet.META_VERSION: self.schema.version.encode(),
-            parquet.META_TABLE: table.name.encode(),
         }
-        written = []
-        for values, rows in layout.split_by_partition(table, data, self.defaults):
-            stored = rows.select(list(table.column_names))  # virtual keys live in the path
-            directory = self.table_dir(table) / layout.partition_path(values)
-            written.append(
-                parquet.publish_file(
-                    directory,
-                    table.parquet.file_prefix,
-                    self.suffix,
-                    stored,
-                    table.parquet,
-                    metadata,
-                )
-            )
-        return written
+
+    # -- writing ------------------------------------------------------------------------
+
+    def check_partition_values(self, table: Table, data: pa.Table) -> None:
+        """ValueError unless every partition key value of `data` is usable in a path.
+
+        Checked before anything is written, so a bad value rejects the whole call
+        instead of failing later, when its WAL rows are folded.
+        """
+        for key in table.partition.keys:
+            if key in data.column_names:
+                for value in pc.unique(data.column(key)).to_pylist():
+                    layout.check_key_value(key, value)
+
+    def write(self, table: Table, data: pa.Table) -> None:
+        """Write validated rows; they are acknowledged (durable per policy) on return."""
+        if data.num_rows >= self.durability.direct_rows:
+            self.commit(table, data)
+            return
+        with self._lock:
+            segment = self._segment(table, data.schema)
+            end = 0
+            for batch in data.to_batches():
+                end = segment.append(batch)
+        segment.wait_durable(end)
+        if self._due(table, segment):
+            self.fold_own(table)
+
+    def _segment(self, table: Table, schema: pa.Schema) -> wal.SegmentWriter:
+        seg = self._segments.get(table.name)
+        if seg is None or seg.closed:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            name = f"{stamp}-{os.getpid()}-{random_token(8)}{wal.SUFFIX}"
+            seg = wal.SegmentWriter(self.wal_dir(table) / name, schema, self.durability.fsync)
+            self._segments[table.name] = seg
+            self._opened_at[table.name] = time.monotonic()
+        elif not seg.schema.equals(schema):
+            raise ValueError(f"table {table.name!r}: rows do not match the WAL segment schema")
+        return seg
+
+    def _due(self, table: Table, segment: wal.SegmentWriter) -> bool:
+        age = time.monotonic() - self._opened_at.get(table.name, time.monotonic())
+        return segment.size >= self.durability.fold_bytes or age >= self.durability.fold_age
+
+    def commit(self, table: Table, data: pa.Table, segment: Path | None = None) -> int:
+        """Fold rows into Parquet atomically; with `segment`, retire that segment.
+
+        Runs under the table's fold lock; the caller holds the segment's lock. Returns
+        the rows published after dropping keys that already exist (first write wins).
+        """
+        wal_dir = self.wal_dir(table)
+        with fold.table_lock(wal_dir):
+            self._recover_locked(table)
+            existing = list(self.files(table)) if table.key else []
+            rows = fold.drop_existing_keys(table, data, existing)
+            if segment is not None:
+                seg_name = segment.name
+                stamp, token = seg_name.split("-")[0], seg_name.rsplit("-", 1)[1][:8]
+                intent_path = wal_dir / (seg_name + fold.INTENT_SUFFIX)
+            else:
+                seg_name = ""
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+                token = random_token(8)
+                intent_path = wal_dir / f"direct-{token}{fold.INTENT_SUFFIX}"
+            targets = fold.plan_targets(self.root, table, rows, self.defaults, stamp, token)
+            intent = fold.Intent(seg_name, tuple(str(p.relative_to(self.root)) for p, _ in targets))
+            durable.write_bytes_durably(intent_path, intent.dump())
+            meta = {**self.metadata, parquet.META_TABLE: table.name.encode()}
+            try:
+                fold.publish_targets(targets, table, meta)
+            except BaseException:
+                # Fail closed: undo what was published; the rows stay where they were
+                # (the segment, or the caller's hands) and nothing half-done is visible.
+                with contextlib.suppress(OSError):
+                    fold.remove_targets(self.root, intent)
+                    intent_path.unlink()
+                raise
+            if segment is not None:
+                segment.unlink()  # the commit point of a segment fold
+            intent_path.unlink()  # the commit point of a direct write
+            durable.fsync_dir(wal_dir)
+            return int(rows.num_rows)
+
+    def fold_own(self, table: Table | None = None) -> int:
+        """Fold this writer's segments (all tables, or one); returns rows published."""
+        done = 0
+        with self._lock:
+            names = [table.name] if table is not None else list(self._segments)
+            for name in names:
+                seg = self._segments.pop(name, None)
+                if seg is None or seg.closed:
+                    continue
+                try:
+                    seg.sync()
+                    if seg.rows:
+                        data = pa.Table.from_batches(seg.batches, schema=seg.schema)
+                        done += self.commit(self.schema.tables[name], data, seg.path)
+                    else:
+                        seg.path.unlink()
+                        durable.fsync_dir(seg.path.parent)
+                finally:
+                    seg.close()
+        return done
+
+    def fold_orphans(self, table: Table) -> int:
+        """Fold segments whose owner is gone (crashed or closed without folding)."""
+        done = 0
+        wal_dir = self.wal_dir(table)
+        if not wal_dir.is_dir():
+            return 0
+        for path in sorted(wal_dir.glob("*" + wal.SUFFIX)):
+            owned = self._segments.get(table.name)
+            if owned is not None and owned.path == path:
+                continue
+            claimed = wal.claim(path)
+            if claimed is None:
+                continue  # its owner is alive, or someone else is folding it
+            try:
+                contents = wal.read_segment(path)
+                if contents.schema is None:
+                    continue  # unreadable: left for `check --repair` to quarantine
+                done += self.commit(table, contents.table(), path)
+            finally:
+                os.close(claimed)
+        return done
+
+    def recover(self, table: Table) -> None:
+        """Finish or undo folds that a crash interrupted (intent files left behind)."""
+        if not self.wal_dir(table).is_dir():
+            return
+        with fold.table_lock(self.wal_dir(table)):
+            self._recover_locked(table)
+
+    def _recover_locked(self, table: Table) -> None:
+        # Under the fold lock no fold is running, so every intent is a crashed one.
+        wal_dir = self.wal_dir(table)
+        for intent_path in sorted(wal_dir.glob("*" + fold.INTENT_SUFFIX)):
+            try:
+                intent = fold.Intent.load(intent_path)
+            except (OSError, ValueError, KeyError):
+                continue  # unreadable intent: reported by `check`
+            if not intent.segment or (wal_dir / intent.segment).exists():
+                fold.remove_targets(self.root, intent)  # not committed: undo
+            intent_path.unlink(missing_ok=True)
+            durable.fsync_dir(wal_dir)
+
+    def sync(self) -> None:
+        """fdatasync every open segment of this writer."""
+        with self._lock:
+            segments = list(self._segments.values())
+        for seg in segments:
+            if not seg.closed:
+                seg.sync()
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.durability.interval):
+            # A failure here resurfaces at the next sync of a write or at close.
+            with contextlib.suppress(OSError):
+                self.sync()
+
+    def close(self) -> None:
+        """Fold this writer's segments and stop the background sync."""
+        self._stop.set()
+        self.fold_own()
+
+    # -- reading ------------------------------------------------------------------------
 
     def files(self, table: Table) -> Iterator[Path]:
         """Every published data file of `table` (hidden and temp files excluded)."""
@@ -75,6 +295,81 @@ class LakeTier:
             for name in sorted(filenames):
                 if name.endswith(".parquet") and not name.startswith((".", "_")):
                     yield Path(dirpath) / name
+
+    def has_files(self, table: Table) -> bool:
+        """True as soon as one data file exists."""
+        return next(self.files(table), None) is not None
+
+    def snapshot(self, table: Table, attempts: int = 20) -> Snapshot:
+        """A consistent view of a table: no row missing, none counted twice.
+
+        The WAL directory is listed before and after reading; if a fold started or
+        committed in between, the snapshot is taken again.
+        """
+        wal_dir = self.wal_dir(table)
+        for _ in range(attempts):
+            before = _wal_names(wal_dir)
+            files = list(self.files(table))
+            pending: set[Path] = set()
+            segments: list[Path] = []
+            for name in sorted(before):
+                if name.endswith(fold.INTENT_SUFFIX):
+                    try:
+                        intent = fold.Intent.load(wal_dir / name)
+                    except (OSError, ValueError, KeyError):
+                        continue
+                    if not intent.segment or intent.segment in before:
+                        pending.update(self.root / t for t in intent.targets)
+                elif name.endswith(wal.SUFFIX):
+                    segments.append(wal_dir / name)
+            try:
+                tables, problems = self._read_segments(table, segments)
+            except FileNotFoundError:
+                continue  # a segment was folded while we read: look again
+            after = _wal_names(wal_dir)
+            gone = {n for n in before if n.endswith(wal.SUFFIX)} - after
+            intents_changed = {n for n in before if n.endswith(fold.INTENT_SUFFIX)} != {
+                n for n in after if n.endswith(fold.INTENT_SUFFIX)
+            }
+            if gone or intents_changed:
+                continue
+            self._cache.forget_missing(set(segments))
+            live = pa.concat_tables(tables, promote_options="default") if tables else None
+            return Snapshot([f for f in files if f not in pending], live, problems)
+        raise TimeoutError(f"table {table.name!r}: the WAL kept changing; try again")
+
+    def _read_segments(
+        self, table: Table, segments: list[Path]
+    ) -> tuple[list[pa.Table], list[str]]:
+        tables, problems = [], []
+        for path in segments:
+            contents = self._cache.read(path)
+            if contents.schema is None:
+                problems.append(f"{path}: {contents.problem}")
+                continue
+            if contents.batches:
+                tables.append(contents.table())
+        return tables, problems
+
+    def wal_view_rows(self, table: Table, rows: pa.Table) -> pa.Table:
+        """Live WAL rows with the view's columns: declared columns, then partitions."""
+        cols = {name: rows.column(name) for name in table.column_names}
+        if table.partition.time:
+            assert table.time is not None
+            ts = rows.column(table.time)
+            for level in table.partition.time:
+                fn = {"year": pc.year, "month": pc.month, "day": pc.day, "hour": pc.hour}[level]
+                cols[level] = fn(ts).cast(pa.int32())
+        for key in table.virtual_keys:
+            cols[key] = (
+                rows.column(key)
+                if key in rows.column_names
+                else pa.repeat(pa.scalar(self.defaults.get(key, ""), pa.string()), rows.num_rows)
+            )
+        cols["__tl_seq"] = pa.array(range(rows.num_rows), pa.int64())  # first write wins
+        return pa.table(cols)
+
+    # -- DuckDB views -------------------------------------------------------------------
 
     def anchor_path(self, table: Table) -> Path:
         """A zero-row file with the table's current schema, listed first in every view.
@@ -98,11 +393,7 @@ class LakeTier:
         """Write the anchor file when it is missing or its schema is not the table's."""
         path = self.anchor_path(table)
         schema = table.arrow_schema.with_metadata(
-            {
-                parquet.META_SCHEMA: self.schema.name.encode(),
-                parquet.META_VERSION: self.schema.version.encode(),
-                parquet.META_TABLE: table.name.encode(),
-            }
+            {**self.metadata, parquet.META_TABLE: table.name.encode()}
         )
         if path.exists():
             try:
@@ -112,26 +403,23 @@ class LakeTier:
                 pass  # damaged anchor: rewrite it
         durable.write_durably(path, lambda tmp: pq.write_table(schema.empty_table(), tmp))
 
-    def has_files(self, table: Table) -> bool:
-        """True as soon as one data file exists."""
-        return next(self.files(table), None) is not None
-
     def partition_columns(self, table: Table) -> list[tuple[str, str]]:
         """(name, DuckDB type) of the partition levels a view adds to the file columns."""
         cols = [(level, "INTEGER") for level in table.partition.time]
         cols += [(k, "VARCHAR") for k in table.virtual_keys]
         return cols
 
-    def view_sql(self, table: Table) -> str:
+    def view_sql(self, table: Table, snap: Snapshot, wal_relation: str | None) -> str:
         """The SELECT behind the DuckDB view of `table` (spec 000 §6.1).
 
-        Columns come out in declared order, then the partition levels (year, month,
-        day, then keys that are not columns), whatever order the files store them in.
+        Columns come out in declared order, then the partition levels. Parquet rows come
+        from the snapshot's explicit file list (a glob would see files published after
+        the snapshot); live WAL rows are added from `wal_relation`, without keys that
+        the Parquet files or earlier WAL rows already hold.
         """
         parts = self.partition_columns(table)
         sources = [sql_literal(str(self.anchor_path(table)))]
-        if self.has_files(table):
-            sources.append(sql_literal(str(self.table_dir(table)) + "/**/*.parquet"))
+        sources += [sql_literal(str(f)) for f in snap.files]
         names = [*table.column_names, *(n for n, _ in parts)]
         select = ", ".join(f'"{n}"' for n in names)
         options = ""
@@ -140,4 +428,23 @@ class LakeTier:
             options = ", hive_partitioning = true" + (
                 f", hive_types = {{{types}}}" if types else ""
             )
-        return f"SELECT {select} FROM read_parquet([{', '.join(sources)}]{options})"
+        lake = f"SELECT {select} FROM read_parquet([{', '.join(sources)}]{options})"
+        if wal_relation is None:
+            return lake
+        live = f"SELECT {select} FROM {wal_relation}"
+        if table.key:
+            keys = ", ".join(f'"{k}"' for k in table.key)
+            live = (
+                f"SELECT {select} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} "
+                f"ORDER BY __tl_seq) AS __tl_rank FROM {wal_relation}) WHERE __tl_rank = 1"
+            )
+            if snap.files:
+                live = f"SELECT * FROM ({live}) ANTI JOIN ({lake}) USING ({keys})"
+        return f"{lake} UNION ALL BY NAME {live}"
+
+
+def _wal_names(wal_dir: Path) -> set[str]:
+    try:
+        return set(os.listdir(wal_dir))
+    except FileNotFoundError:
+        return set()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,22 +100,46 @@ class SegmentWriter:
         self.size = len(header)
         self.rows = 0
         self.unsynced = 0
+        self.batches: list[pa.RecordBatch] = []  # kept so a fold needs no re-read
+        self._synced_size = self.size
+        self._sync_lock = threading.Lock()
 
-    def append(self, batch: pa.RecordBatch) -> None:
-        """Append one batch; with fsync="always" it is durable when this returns."""
+    def append(self, batch: pa.RecordBatch) -> int:
+        """Append one batch (the caller serialises appends); returns the end offset.
+
+        Whether it is durable on return depends on the policy: see `wait_durable`.
+        """
         record = encode_record(batch.serialize().to_pybytes())
         self._write_all(record)
         self.size += len(record)
         self.rows += batch.num_rows
         self.unsynced += 1
-        if self.fsync == "always":
-            self.sync()
+        self.batches.append(batch)
+        return self.size
+
+    def wait_durable(self, end: int) -> None:
+        """Block until bytes up to `end` are on stable storage (for always and batch).
+
+        Group commit: threads that appended before one fdatasync started all ride on
+        it, so concurrent writers share syncs instead of queueing one each.
+        """
+        if self.fsync not in ("always", "batch"):
+            return
+        with self._sync_lock:
+            if self._synced_size >= end:
+                return
+            target = self.size
+            os.fdatasync(self._fd)
+            self._synced_size = target
+            self.unsynced = 0
 
     def sync(self) -> None:
-        """Make every appended record durable."""
-        if self.unsynced:
-            os.fdatasync(self._fd)
-            self.unsynced = 0
+        """Make every appended record durable, whatever the policy."""
+        with self._sync_lock:
+            if self._synced_size < self.size:
+                os.fdatasync(self._fd)
+                self._synced_size = self.size
+                self.unsynced = 0
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -123,7 +148,7 @@ class SegmentWriter:
             view = view[n:]
 
     def close(self) -> None:
-        """Sync (unless fsync="off") and release the lock."""
+        """Release the lock (the segment stays, for someone to fold)."""
         if self._fd < 0:
             return
         try:
@@ -163,7 +188,10 @@ class SegmentContents:
 
 def read_segment(path: Path) -> SegmentContents:
     """Read the complete records of a segment (the owner may still be appending)."""
-    data = path.read_bytes()
+    return _read_open(path, path.read_bytes())
+
+
+def _read_open(path: Path, data: bytes) -> SegmentContents:
     if not data.startswith(MAGIC):
         problem = (
             "not a telelake WAL segment (bad magic)"
@@ -185,6 +213,26 @@ def read_segment(path: Path) -> SegmentContents:
     return SegmentContents(path, schema, batches, decoded.end, len(data), decoded.problem)
 
 
+def claim(path: Path) -> int | None:
+    """Take the lock of a segment nobody holds; returns the locked fd, or None.
+
+    After locking, the path must still name the same file: a segment folded (and
+    unlinked) by someone else between our open and our lock must not be folded twice.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            raise FileNotFoundError(path)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    return fd
+
+
 def is_locked(path: Path) -> bool:
     """True if some live process holds the segment's lock (its owner is still writing)."""
     try:
@@ -198,3 +246,49 @@ def is_locked(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+class SegmentCache:
+    """Reads segments incrementally: only the bytes appended since the last read.
+
+    Queries read every live segment each time; segments only grow, so remembering how
+    far a segment was decoded (per inode, in case a name is reused) keeps that cheap.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[int, SegmentContents]] = {}
+
+    def read(self, path: Path) -> SegmentContents:
+        """The complete records of `path` now (FileNotFoundError if it is gone)."""
+        with path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            cached = self._seen.get(path)
+            if cached is None or cached[0] != st.st_ino or cached[1].schema is None:
+                contents = _read_open(path, fh.read())
+            else:
+                old = cached[1]
+                if st.st_size == old.total_bytes:
+                    return old
+                fh.seek(old.valid_bytes)
+                tail = fh.read()
+                decoded = decode_records(tail)
+                assert old.schema is not None
+                batches = old.batches + [
+                    pa.ipc.read_record_batch(pa.py_buffer(p), old.schema) for p in decoded.payloads
+                ]
+                contents = SegmentContents(
+                    path,
+                    old.schema,
+                    batches,
+                    old.valid_bytes + decoded.end,
+                    old.valid_bytes + len(tail),
+                    decoded.problem,
+                )
+        self._seen[path] = (st.st_ino, contents)
+        return contents
+
+    def forget_missing(self, alive: set[Path]) -> None:
+        """Drop cache entries of segments that no longer exist."""
+        for path in list(self._seen):
+            if path not in alive:
+                del self._seen[path]

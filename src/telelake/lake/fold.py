@@ -1,0 +1,140 @@
+"""Folding: turning rows (from a WAL segment, or a large write) into Parquet files.
+
+A fold of segment S runs while its folder holds S's lock, and goes:
+
+  1. write the intent `S.fold` (JSON: the Parquet files it will publish), durably;
+  2. publish each target file (temp + fsync + link + directory fsync);
+  3. unlink S and fsync the directory          <- the commit point;
+  4. unlink the intent.
+
+Readers treat the targets of an intent whose segment still exists as not yet there
+(they read S instead), so a query sees each row once at every step. A crash before 3
+leaves S and the intent: recovery deletes the targets that were published and the
+intent, and S is folded again later. A crash after 3 leaves only the intent, which
+recovery deletes. Either way no row is lost or doubled.
+
+Folds of one table are serialised by the table's fold lock, so deduplication of keys
+against the Parquet files already there sees a stable set of files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from telelake import durable
+from telelake.lake import layout, parquet
+from telelake.schema.model import Table
+
+INTENT_SUFFIX = ".fold"
+LOCK_NAME = "fold.lock"
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A fold in progress: which segment, and which files it publishes."""
+
+    segment: str
+    targets: tuple[str, ...]  # paths relative to the store root
+
+    def dump(self) -> bytes:
+        """The intent's JSON text."""
+        return json.dumps({"segment": self.segment, "targets": list(self.targets)}).encode()
+
+    @staticmethod
+    def load(path: Path) -> Intent:
+        """Read an intent file (ValueError when it is not one)."""
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Intent(str(data["segment"]), tuple(str(t) for t in data["targets"]))
+
+
+@contextmanager
+def table_lock(wal_dir: Path) -> Iterator[None]:
+    """Hold the table's fold lock (blocking; released if the process dies)."""
+    durable.ensure_dir(wal_dir)
+    fd = os.open(wal_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def drop_existing_keys(table: Table, data: pa.Table, files: list[Path]) -> pa.Table:
+    """Rows of `data` whose key is new: not in `files` and first of their key in `data`.
+
+    First write wins, like INSERT OR IGNORE. DuckDB scans only the key columns of the
+    existing files (a hash anti-join), so memory grows with the number of keys, not rows.
+    """
+    if not table.key or data.num_rows == 0:
+        return data
+    keys = ", ".join(f'"{k}"' for k in table.key)
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("incoming", data)
+        ordered = "SELECT *, row_number() OVER () AS __tl_pos FROM incoming"
+        first = (
+            f"SELECT * EXCLUDE (__tl_rank) FROM (SELECT *, row_number() OVER "
+            f"(PARTITION BY {keys} ORDER BY __tl_pos) AS __tl_rank FROM ({ordered})) "
+            "WHERE __tl_rank = 1"
+        )
+        if files:
+            listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+            existing = f"SELECT DISTINCT {keys} FROM read_parquet([{listed}])"
+            first = f"SELECT * FROM ({first}) ANTI JOIN ({existing}) USING ({keys})"
+        result = con.sql(f"SELECT * EXCLUDE (__tl_pos) FROM ({first}) ORDER BY __tl_pos")
+        out = result.to_arrow_table()
+    finally:
+        con.close()
+    return out.cast(data.schema)
+
+
+def plan_targets(
+    root: Path, table: Table, data: pa.Table, defaults: dict[str, str], stamp: str, suffix: str
+) -> list[tuple[Path, pa.Table]]:
+    """The files a fold will publish: one per partition, named from the segment."""
+    assert table.parquet is not None
+    out = []
+    for values, rows in layout.split_by_partition(table, data, defaults):
+        directory = root / table.name / layout.partition_path(values)
+        name = f"{table.parquet.file_prefix}_{stamp}_{suffix}.parquet"
+        out.append((directory / name, rows.select(list(table.column_names))))
+    return out
+
+
+def publish_targets(
+    targets: list[tuple[Path, pa.Table]], table: Table, metadata: dict[bytes, bytes]
+) -> None:
+    """Write every planned target file (they must not exist yet)."""
+    assert table.parquet is not None
+    spec = table.parquet
+    for path, rows in targets:
+        rows = parquet.sort_rows(rows, spec.sort)
+        rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), **metadata})
+
+        def fill(tmp: Path, rows: pa.Table = rows) -> None:
+            parquet.write_table(tmp, rows, spec)
+
+        durable.write_durably(path, fill, replace=False)
+
+
+def remove_targets(root: Path, intent: Intent) -> None:
+    """Delete the published targets of an unfinished fold (recovery)."""
+    dirs = set()
+    for rel in intent.targets:
+        path = root / rel
+        try:
+            path.unlink()
+            dirs.add(path.parent)
+        except FileNotFoundError:
+            pass
+    for d in dirs:
+        durable.fsync_dir(d)
