@@ -260,14 +260,23 @@ def open(
     *,
     host_id: str | None = None,
     fsync: str = "always",
+    fold_bytes: int = 8 << 20,
+    fold_age: float = 60.0,
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 
     `schema` is a built-in schema name or a path to a schema TOML file. `root` defaults
     to `$TELELAKE_ROOT` or the platform's user data directory.
+
+    Small writes go to a write-ahead log first. `fsync` says when an append reaches
+    the disk: "always" (before write() returns; the default), "batch" (the same, with
+    concurrent threads sharing one sync), "interval" (every second, in the
+    background) or "off". A WAL segment is folded into Parquet once it holds
+    `fold_bytes` or is `fold_age` seconds old, and when the store closes.
     """
     model = load_schema(schema)
     path = Path(root).expanduser() if root is not None else default_root(model.name)
     if fsync not in FSYNC_POLICIES:
         raise StoreError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
-    return Store(path.resolve(), model, host_id=host_id, durability=Durability(fsync=fsync))
+    durability = Durability(fsync=fsync, fold_bytes=fold_bytes, fold_age=fold_age)
+    return Store(path.resolve(), model, host_id=host_id, durability=durability)
