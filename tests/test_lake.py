@@ -419,11 +419,16 @@ def _corrupt(store: telelake.Store, keep: str) -> int:
     return n
 
 
+# A store reads each file's footer once and then trusts it (published files never change
+# in place). Corrupting files in place after a first query therefore makes any query that
+# opens them fail: exactly what shows that a filtered query does not open them.
+
+
 def test_partition_filter_skips_corrupt_days(store_root: Path) -> None:
-    with telelake.open(store_root, host_id=TEST_HOST_ID) as writer:
-        _write_days(writer, [10, 11, 12], GOOD_HOST, 40)
-        assert _corrupt(writer, "day=10/") == 2
     with telelake.open(store_root, host_id=TEST_HOST_ID) as store:
+        _write_days(store, [10, 11, 12], GOOD_HOST, 40)
+        assert store.sql("SELECT COUNT(*) FROM proc_samples").scalar() == 120
+        assert _corrupt(store, "day=10/") == 2
         q = "SELECT COUNT(*) FROM proc_samples WHERE year = 2026 AND month = 1 AND day = 10"
         assert store.sql(q).scalar() == 40
         with pytest.raises(telelake.QueryError):
@@ -431,11 +436,11 @@ def test_partition_filter_skips_corrupt_days(store_root: Path) -> None:
 
 
 def test_partition_filter_on_host_id_skips_corrupt_hosts(store_root: Path) -> None:
-    with telelake.open(store_root, host_id=TEST_HOST_ID) as writer:
-        _write_days(writer, [10, 11, 12], GOOD_HOST, 30)
-        _write_days(writer, [10, 11, 12], BAD_HOST, 20)
-        assert _corrupt(writer, f"host_id={GOOD_HOST}/") == 3
     with telelake.open(store_root, host_id=TEST_HOST_ID) as store:
+        _write_days(store, [10, 11, 12], GOOD_HOST, 30)
+        _write_days(store, [10, 11, 12], BAD_HOST, 20)
+        assert store.sql("SELECT COUNT(*) FROM proc_samples").scalar() == 150
+        assert _corrupt(store, f"host_id={GOOD_HOST}/") == 3
         n = store.sql("SELECT COUNT(*) FROM proc_samples WHERE host_id = ?", [GOOD_HOST]).scalar()
         assert n == 90
         with pytest.raises(telelake.QueryError):
@@ -443,10 +448,10 @@ def test_partition_filter_on_host_id_skips_corrupt_hosts(store_root: Path) -> No
 
 
 def test_partition_filter_skips_corrupt_days_before_the_good_one(store_root: Path) -> None:
-    with telelake.open(store_root, host_id=TEST_HOST_ID) as writer:
-        _write_days(writer, [10, 11, 12], GOOD_HOST, 40)
-        assert _corrupt(writer, "day=12/") == 2
     with telelake.open(store_root, host_id=TEST_HOST_ID) as store:
+        _write_days(store, [10, 11, 12], GOOD_HOST, 40)
+        assert store.sql("SELECT COUNT(*) FROM proc_samples").scalar() == 120
+        assert _corrupt(store, "day=12/") == 2
         q = "SELECT COUNT(*) FROM proc_samples WHERE year = 2026 AND month = 1 AND day = 12"
         assert store.sql(q).scalar() == 40
 
@@ -455,6 +460,7 @@ def test_queries_recover_once_a_bad_file_is_gone(store_root: Path) -> None:
     with telelake.open(store_root, host_id=TEST_HOST_ID) as store:
         _write_days(store, [10], GOOD_HOST, 10)
         (good,) = store.files("proc_samples")
+        assert store.sql("SELECT COUNT(*) FROM proc_samples").scalar() == 10
         saved = good.read_bytes()
         good.write_bytes(b"garbage" * 20)
         with pytest.raises(telelake.QueryError):
@@ -593,3 +599,19 @@ def test_two_processes_writing_in_the_same_second(tmp_path: Path) -> None:
             same_second = True
             break
     assert same_second, "the two writes never landed in the same second"
+
+
+def test_a_bad_file_is_skipped_with_a_warning_not_fatal(store_root: Path) -> None:
+    with telelake.open(store_root, host_id=TEST_HOST_ID) as store:
+        _write_days(store, [10, 11, 12], GOOD_HOST, 25)
+    day11 = next(p for p in (store_root / "proc_samples").rglob("*.parquet") if "day=11" in str(p))
+    day11.write_bytes(day11.read_bytes()[:100])  # truncated: footer gone
+    with (
+        pytest.warns(UserWarning, match="skipping .*day=11"),
+        telelake.open(store_root, host_id=TEST_HOST_ID) as store,
+    ):
+        assert store.sql("SELECT COUNT(*) FROM proc_samples").scalar() == 50
+        assert store.sql("SELECT DISTINCT day FROM proc_samples ORDER BY 1").rows() == [
+            (10,),
+            (12,),
+        ]

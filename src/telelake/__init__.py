@@ -6,7 +6,14 @@ with telelake.open("/tmp/lake") as store:
     store.sql("SELECT COUNT(*) FROM audit").scalar()
 """
 
-from telelake.errors import QueryError, SchemaError, StoreError, TelelakeError, ValidationError
+from telelake.errors import (
+    QueryError,
+    SchemaError,
+    StorageFullError,
+    StoreError,
+    TelelakeError,
+    ValidationError,
+)
 from telelake.query import Result
 from telelake.store import Store, __version__, open
 
@@ -14,6 +21,7 @@ __all__ = [
     "QueryError",
     "Result",
     "SchemaError",
+    "StorageFullError",
     "Store",
     "StoreError",
     "TelelakeError",

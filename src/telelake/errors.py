@@ -37,5 +37,12 @@ class StoreError(TelelakeError):
     """The store cannot do what was asked (wrong schema, read-only, unknown table...)."""
 
 
+class StorageFullError(StoreError):
+    """The disk (or a file size limit) is full; the write was not acknowledged.
+
+    Rows acknowledged before it are safe. Free space and write again: no repair needed.
+    """
+
+
 class QueryError(TelelakeError):
     """A SQL text or named query failed; the message says which and why."""

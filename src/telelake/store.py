@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import platformdirs
 import pyarrow as pa
 
 from telelake import validate
-from telelake.errors import StoreError, ValidationError
+from telelake.errors import StorageFullError, StoreError, ValidationError
 from telelake.lake.tier import Durability, LakeTier
 from telelake.lake.wal import FSYNC_POLICIES
 from telelake.metadata import MetadataDir, local_host_id, reconcile_version, utc_now_iso
@@ -166,6 +167,14 @@ class Store:
                 self._lake.commit(table, data)
             else:
                 self._lake.write(table, data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise StorageFullError(
+                    f"store {self.root}, table {table.name!r}: no space left "
+                    f"({exc.strerror}); this write was not acknowledged, earlier rows are "
+                    "safe; free space and write again"
+                ) from exc
+            raise
         except ValueError as exc:  # a partition key value that is not path-safe
             raise ValidationError(
                 f"store {self.schema.name!r}, table {table.name!r}: {exc}; nothing was written",

@@ -18,6 +18,7 @@ import secrets
 import string
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ class LakeTier:
         self._opened_at: dict[str, float] = {}
         self._lock = threading.RLock()
         self._cache = wal.SegmentCache()
+        self._checked: dict[tuple[Path, int], str | None] = {}
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if self.durability.fsync == "interval":
@@ -140,11 +142,24 @@ class LakeTier:
         with self._lock:
             segment = self._segment(table, data.schema)
             end = 0
-            for batch in data.to_batches():
-                end = segment.append(batch)
-        segment.wait_durable(end)
+            try:
+                for batch in data.to_batches():
+                    end = segment.append(batch)
+            except OSError:
+                self._abandon(table, segment)
+                raise
+        try:
+            segment.wait_durable(end)
+        except OSError:
+            with self._lock:
+                self._abandon(table, segment)
+            raise
         if self._due(table, segment):
-            self.fold_own(table)
+            try:
+                self.fold_own(table)
+            except OSError as exc:
+                # The rows are acknowledged (in the WAL); the segment waits for a later fold.
+                warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=3)
 
     def _segment(self, table: Table, schema: pa.Schema) -> wal.SegmentWriter:
         seg = self._segments.get(table.name)
@@ -157,6 +172,12 @@ class LakeTier:
         elif not seg.schema.equals(schema):
             raise ValueError(f"table {table.name!r}: rows do not match the WAL segment schema")
         return seg
+
+    def _abandon(self, table: Table, segment: wal.SegmentWriter) -> None:
+        # The segment keeps its complete records and is folded later as an orphan.
+        segment.abandon()
+        if self._segments.get(table.name) is segment:
+            del self._segments[table.name]
 
     def _due(self, table: Table, segment: wal.SegmentWriter) -> bool:
         age = time.monotonic() - self._opened_at.get(table.name, time.monotonic())
@@ -335,8 +356,49 @@ class LakeTier:
                 continue
             self._cache.forget_missing(set(segments))
             live = pa.concat_tables(tables, promote_options="default") if tables else None
-            return Snapshot([f for f in files if f not in pending], live, problems)
+            good = [f for f in files if f not in pending and self._usable(table, f)]
+            return Snapshot(good, live, problems)
         raise TimeoutError(f"table {table.name!r}: the WAL kept changing; try again")
+
+    def file_problem(self, table: Table, path: Path) -> str | None:
+        """Why a data file cannot be read as part of `table`, or None if it can."""
+        try:
+            meta = pq.read_metadata(path)
+        except (OSError, ValueError) as exc:
+            return f"unreadable Parquet file: {exc}"
+        kv = meta.metadata or {}
+        if (
+            kv.get(parquet.META_SCHEMA) != self.schema.name.encode()
+            or kv.get(parquet.META_TABLE, table.name.encode()) != table.name.encode()
+        ):
+            return "foreign file: not written by telelake for this schema and table"
+        version = kv.get(parquet.META_VERSION, b"0").decode(errors="replace")
+        if version.split(".")[0] != self.schema.version.split(".")[0]:
+            return f"written by schema version {version}, not compatible with {self.schema.version}"
+        file_schema = meta.schema.to_arrow_schema()
+        for field in file_schema:
+            if not table.has_column(field.name):
+                return f"foreign file: unknown column {field.name!r}"
+            want = table.column(field.name).type.arrow
+            if not field.type.equals(want):
+                return f"column {field.name!r} is {field.type}, not {want}"
+        return None
+
+    def _usable(self, table: Table, path: Path) -> bool:
+        # Published files never change in place (they are replaced by rename), so a
+        # verdict is remembered per inode: each footer is read once per process.
+        try:
+            key = (path, path.stat().st_ino)
+        except FileNotFoundError:
+            return False
+        if key not in self._checked:
+            problem = self.file_problem(table, path)
+            self._checked[key] = problem
+            if problem:
+                warnings.warn(
+                    f"skipping {path}: {problem}; run `telelake check --repair`", stacklevel=4
+                )
+        return self._checked[key] is None
 
     def _read_segments(
         self, table: Table, segments: list[Path]

@@ -19,6 +19,7 @@ TSDB's WAL does the same). Bytes after that point are never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -110,7 +111,12 @@ class SegmentWriter:
         Whether it is durable on return depends on the policy: see `wait_durable`.
         """
         record = encode_record(batch.serialize().to_pybytes())
-        self._write_all(record)
+        try:
+            self._write_all(record)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.size)  # drop the partial record
+            raise
         self.size += len(record)
         self.rows += batch.num_rows
         self.unsynced += 1
@@ -140,6 +146,21 @@ class SegmentWriter:
                 os.fdatasync(self._fd)
                 self._synced_size = self.size
                 self.unsynced = 0
+
+    def abandon(self) -> None:
+        """Give up on this segment after a failed append or sync (fail closed).
+
+        The torn tail is cut off when possible; either way readers stop at the last
+        complete record. We never retry an fsync that failed (PostgreSQL's lesson: the
+        kernel may have dropped the dirty pages), so the segment is closed and whoever
+        folds it keeps its complete records; the next write starts a new segment.
+        """
+        if self._fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self.size)  # `size` counts complete records only
+        os.close(self._fd)
+        self._fd = -1
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
