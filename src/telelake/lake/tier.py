@@ -372,9 +372,8 @@ class LakeTier:
             or kv.get(parquet.META_TABLE, table.name.encode()) != table.name.encode()
         ):
             return "foreign file: not written by telelake for this schema and table"
-        version = kv.get(parquet.META_VERSION, b"0").decode(errors="replace")
-        if version.split(".")[0] != self.schema.version.split(".")[0]:
-            return f"written by schema version {version}, not compatible with {self.schema.version}"
+        # The version is not judged here: a file is usable when its columns are (a store
+        # of a newer major version opened read-only must still be readable).
         file_schema = meta.schema.to_arrow_schema()
         for field in file_schema:
             if not table.has_column(field.name):
