@@ -71,30 +71,46 @@ def table_lock(wal_dir: Path) -> Iterator[None]:
 def drop_existing_keys(table: Table, data: pa.Table, files: list[Path]) -> pa.Table:
     """Rows of `data` whose key is new: not in `files` and first of their key in `data`.
 
-    First write wins, like INSERT OR IGNORE. DuckDB scans only the key columns of the
-    existing files (a hash anti-join), so memory grows with the number of keys, not rows.
+    First write wins, like INSERT OR IGNORE. Only the key columns and a row position go
+    to DuckDB: a hash anti-join against the key columns of the existing files, which are
+    filtered by the batch's key ranges so Parquet row-group statistics skip most of them.
+    Memory grows with the keys of the overlapping row groups, not with the table.
     """
     if not table.key or data.num_rows == 0:
         return data
     keys = ", ".join(f'"{k}"' for k in table.key)
+    incoming = data.select(list(table.key)).append_column(
+        "__tl_pos", pa.array(range(data.num_rows), pa.int64())
+    )
     con = duckdb.connect(":memory:")
     try:
-        con.register("incoming", data)
-        ordered = "SELECT *, row_number() OVER () AS __tl_pos FROM incoming"
-        first = (
-            f"SELECT * EXCLUDE (__tl_rank) FROM (SELECT *, row_number() OVER "
-            f"(PARTITION BY {keys} ORDER BY __tl_pos) AS __tl_rank FROM ({ordered})) "
-            "WHERE __tl_rank = 1"
-        )
+        con.register("incoming", incoming)
+        keep = f"SELECT min(__tl_pos) AS __tl_pos FROM incoming GROUP BY {keys}"
         if files:
+            bounds = con.sql(
+                "SELECT "
+                + ", ".join(f'min("{k}"), max("{k}")' for k in table.key)
+                + " FROM incoming"
+            ).fetchall()[0]
+            ranges = " AND ".join(
+                f'"{k}" BETWEEN $lo{i} AND $hi{i}' for i, k in enumerate(table.key)
+            )
+            params: dict[str, object] = {}
+            for i in range(len(table.key)):
+                params[f"lo{i}"], params[f"hi{i}"] = bounds[2 * i], bounds[2 * i + 1]
             listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-            existing = f"SELECT DISTINCT {keys} FROM read_parquet([{listed}])"
-            first = f"SELECT * FROM ({first}) ANTI JOIN ({existing}) USING ({keys})"
-        result = con.sql(f"SELECT * EXCLUDE (__tl_pos) FROM ({first}) ORDER BY __tl_pos")
-        out = result.to_arrow_table()
+            existing = f"SELECT {keys} FROM read_parquet([{listed}]) WHERE {ranges}"
+            firsts = f"SELECT i.* FROM incoming i JOIN ({keep}) USING (__tl_pos)"
+            keep = f"SELECT __tl_pos FROM ({firsts}) ANTI JOIN ({existing}) USING ({keys})"
+            positions = con.sql(f"SELECT __tl_pos FROM ({keep}) ORDER BY 1", params=params)
+        else:
+            positions = con.sql(f"SELECT __tl_pos FROM ({keep}) ORDER BY 1")
+        kept = positions.to_arrow_table().column(0)
     finally:
         con.close()
-    return out.cast(data.schema)
+    if len(kept) == data.num_rows:
+        return data  # the common case: nothing to drop, no copy
+    return data.take(kept)
 
 
 def plan_targets(

@@ -1,0 +1,1 @@
+"""telelake benchmarks: `python -m bench` (see bench/__main__.py)."""
