@@ -216,6 +216,52 @@ def describe(
 
 
 @app.command()
+def check(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Quarantine bad files and fold torn WAL segments")
+    ] = False,
+    fmt: FormatOpt = "table",
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Read every data file, WAL segment and metadata file; report (and repair) problems."""
+    import pyarrow as pa
+
+    with _open(root, schema) as store:
+        report = store.check(repair=repair)
+    checked = ", ".join(f"{n} {kind}" for kind, n in sorted(report.checked.items()))
+    if fmt == "table":
+        console.print(f"checked {checked or 'nothing'}")
+    if report.findings or fmt != "table":
+        _print_result(
+            Result(
+                pa.table(
+                    {
+                        "path": [str(f.path) for f in report.findings],
+                        "kind": [f.kind for f in report.findings],
+                        "problem": [f.problem for f in report.findings],
+                        "repair": [f.action or None for f in report.findings],
+                    }
+                )
+            ),
+            fmt,
+        )
+    if not report.ok:
+        _fail(
+            f"{sum(1 for f in report.findings if not f.action)} problem(s) found"
+            + ("" if repair else "; run `telelake check --repair`")
+        )
+
+
+@app.command()
+def fold(root: RootOpt = None, schema: SchemaOpt = "process_triage") -> None:
+    """Fold WAL rows (this host's orphaned segments included) into Parquet files."""
+    with _open(root, schema) as store:
+        n = store.fold()
+    console.print(f"folded {n} row{'s' if n != 1 else ''}")
+
+
+@app.command()
 def collect(
     samples: Annotated[int, typer.Option(help="Snapshots of all processes to take", min=1)] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between snapshots", min=0.0)] = 1.0,

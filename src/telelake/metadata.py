@@ -165,7 +165,10 @@ class MetadataDir:
     def update_host_info(self, host_id: str, now: str | None = None) -> dict[str, Any]:
         """Create or refresh host_info.json (§10.2) for this host."""
         stamp = now or utc_now_iso()
-        old = self._read("host_info.json") or {}
+        try:
+            old = self._read("host_info.json") or {}
+        except StoreError:
+            old = {}  # describes this host only: rebuilt rather than fatal
         same_host = old.get("host_id") == host_id
         info = {
             "host_id": host_id,

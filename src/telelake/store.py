@@ -14,6 +14,7 @@ import platformdirs
 import pyarrow as pa
 
 from telelake import validate
+from telelake.check import CheckReport, check_store
 from telelake.errors import StorageFullError, StoreError, ValidationError
 from telelake.lake.tier import Durability, LakeTier
 from telelake.lake.wal import FSYNC_POLICIES
@@ -226,6 +227,14 @@ class Store:
             self._lake.recover(t)
             done += self._lake.fold_orphans(t)
         return done
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Read every data file, WAL segment and metadata file; report what is wrong.
+
+        With `repair=True`, bad files move to `_quarantine/` with a reason file and the
+        readable records of torn WAL segments are folded, so queries work again.
+        """
+        return check_store(self, repair=repair and not self.read_only)
 
     def files(self, table: str) -> list[Path]:
         """The data files of a lake table."""

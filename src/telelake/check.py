@@ -1,0 +1,182 @@
+"""`telelake check`: read everything a store holds and report what cannot be trusted.
+
+With repair, each bad file moves to `_quarantine/<stamp>/<its path>` next to a
+`.reason.txt`, so queries work again and nothing is deleted that a person might want
+to look at. Readable rows are never dropped: the complete records of a torn WAL segment
+are folded into Parquet before the segment itself is quarantined.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from telelake import durable
+from telelake.lake import fold, wal
+from telelake.metadata import METADATA_DIR
+
+if TYPE_CHECKING:
+    from telelake.store import Store
+
+QUARANTINE_DIR = "_quarantine"
+STALE_TEMP_SECONDS = 600.0  # a younger temp file may belong to a write in progress
+_JSON_FILES = ("store.json", "schema_version.json", "host_info.json")
+
+
+@dataclass
+class Finding:
+    """One file that cannot be trusted, and what repair did about it."""
+
+    path: Path
+    kind: str
+    problem: str
+    action: str = ""
+
+
+@dataclass
+class CheckReport:
+    """The result of `Store.check`."""
+
+    checked: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong, or everything wrong was repaired."""
+        return all(f.action for f in self.findings)
+
+    def count(self, kind: str) -> None:
+        """Count one checked file of `kind`."""
+        self.checked[kind] = self.checked.get(kind, 0) + 1
+
+
+def quarantine(root: Path, path: Path, reason: str, stamp: str) -> Path:
+    """Move `path` under `_quarantine/<stamp>/` with a reason file; returns the new path."""
+    target = root / QUARANTINE_DIR / stamp / path.relative_to(root)
+    durable.ensure_dir(target.parent)
+    os.replace(path, target)
+    target.with_name(target.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
+    durable.fsync_dir(target.parent)
+    durable.fsync_dir(path.parent)
+    return target
+
+
+def check_store(store: Store, *, repair: bool = False) -> CheckReport:
+    """Check every data file, WAL segment, fold intent and metadata file of a store."""
+    report = CheckReport(repaired=repair)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    lake = store._lake
+    root = store.root
+
+    def found(path: Path, kind: str, problem: str) -> None:
+        finding = Finding(path, kind, problem)
+        if repair:
+            moved = quarantine(root, path, f"{kind}: {problem}", stamp)
+            finding.action = f"quarantined to {moved.relative_to(root)}"
+        report.findings.append(finding)
+
+    for table in store.schema.tables.values():
+        if table.tier != "lake":
+            continue
+        for path in lake.files(table):
+            report.count("parquet")
+            problem = lake.file_problem(table, path)
+            if problem:
+                found(path, "parquet", problem)
+        _check_temp_files(root / table.name, found, report)
+        wal_dir = lake.wal_dir(table)
+        if not wal_dir.is_dir():
+            continue
+        with fold.table_lock(wal_dir):
+            for intent_path in sorted(wal_dir.glob("*" + fold.INTENT_SUFFIX)):
+                report.count("intent")
+                try:
+                    fold.Intent.load(intent_path)
+                except (OSError, ValueError, KeyError) as exc:
+                    found(intent_path, "intent", f"unreadable fold intent ({exc})")
+        for seg in sorted(wal_dir.glob("*" + wal.SUFFIX)):
+            report.count("wal")
+            if wal.is_locked(seg):
+                continue  # its writer is alive and may be mid-append: not ours to judge
+            contents = wal.read_segment(seg)
+            if contents.schema is None:
+                found(seg, "wal", contents.problem or "unreadable segment")
+            elif contents.problem:
+                lost = contents.total_bytes - contents.valid_bytes
+                finding = Finding(
+                    seg,
+                    "wal",
+                    f"{contents.problem}: {lost} bytes after the "
+                    f"last complete record ({contents.rows} rows readable)",
+                )
+                if repair:
+                    copy = root / QUARANTINE_DIR / stamp / seg.relative_to(root)
+                    durable.ensure_dir(copy.parent)
+                    copy.write_bytes(seg.read_bytes())
+                    copy.with_name(copy.name + ".reason.txt").write_text(finding.problem + "\n")
+                    lake.fold_orphans(table)  # the complete records go to Parquet
+                    finding.action = (
+                        f"{contents.rows} rows folded; copy in {copy.relative_to(root)}"
+                    )
+                report.findings.append(finding)
+
+    meta = root / METADATA_DIR
+    for name in _JSON_FILES:
+        path = meta / name
+        report.count("metadata")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            report.findings.append(Finding(path, "metadata", "missing"))
+        except (OSError, ValueError) as exc:
+            if name == "host_info.json":
+                # Describes this host only: safe to rebuild. The other two decide how the
+                # store opens; a store that opened has them readable.
+                found(path, "metadata", f"unreadable ({exc})")
+                if repair and not store.read_only:
+                    store._meta.update_host_info(store.host_id)
+                    report.findings[-1].action += "; rewritten"
+            else:
+                report.findings.append(Finding(path, "metadata", f"unreadable ({exc})"))
+    for table in store.schema.tables.values():
+        if table.tier != "lake":
+            continue
+        anchor = lake.anchor_path(table)
+        report.count("metadata")
+        if lake.file_problem(table, anchor) if anchor.exists() else "missing":
+            finding = Finding(anchor, "metadata", "view anchor missing or unreadable")
+            if repair and not store.read_only:
+                lake.ensure_anchor(table)
+                finding.action = "rewritten"
+            report.findings.append(finding)
+    _check_temp_files(meta, found, report)
+    return report
+
+
+def _check_temp_files(
+    base: Path, found: Callable[[Path, str, str], None], report: CheckReport
+) -> None:
+    """Temp files left by a crashed publish (old enough not to be a write in progress)."""
+    if not base.is_dir():
+        return
+    now = time.time()
+    for dirpath, _, filenames in os.walk(base):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = Path(dirpath) / name
+                report.count("temp")
+                try:
+                    age = now - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age > STALE_TEMP_SECONDS:
+                    found(path, "temp", f"left by an interrupted write ({age:.0f}s old)")
