@@ -29,6 +29,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from telelake import durable
 from telelake.lake import layout, parquet
@@ -87,17 +88,14 @@ def drop_existing_keys(table: Table, data: pa.Table, files: list[Path]) -> pa.Ta
         con.register("incoming", incoming)
         keep = f"SELECT min(__tl_pos) AS __tl_pos FROM incoming GROUP BY {keys}"
         if files:
-            bounds = con.sql(
-                "SELECT "
-                + ", ".join(f'min("{k}"), max("{k}")' for k in table.key)
-                + " FROM incoming"
-            ).fetchall()[0]
             ranges = " AND ".join(
                 f'"{k}" BETWEEN $lo{i} AND $hi{i}' for i, k in enumerate(table.key)
             )
             params: dict[str, object] = {}
-            for i in range(len(table.key)):
-                params[f"lo{i}"], params[f"hi{i}"] = bounds[2 * i], bounds[2 * i + 1]
+            for i, k in enumerate(table.key):
+                # Bounds via Arrow: DuckDB would need pytz to return timezone-aware values.
+                bounds = pc.min_max(data.column(k))
+                params[f"lo{i}"], params[f"hi{i}"] = bounds["min"].as_py(), bounds["max"].as_py()
             listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
             existing = f"SELECT {keys} FROM read_parquet([{listed}]) WHERE {ranges}"
             firsts = f"SELECT i.* FROM incoming i JOIN ({keep}) USING (__tl_pos)"
