@@ -166,7 +166,8 @@ class LakeTier:
         if seg is None or seg.closed:
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             name = f"{stamp}-{os.getpid()}-{random_token(8)}{wal.SUFFIX}"
-            seg = wal.SegmentWriter(self.wal_dir(table) / name, schema, self.durability.fsync)
+            policy = table.fsync or self.durability.fsync
+            seg = wal.SegmentWriter(self.wal_dir(table) / name, schema, policy)
             self._segments[table.name] = seg
             self._opened_at[table.name] = time.monotonic()
         elif not seg.schema.equals(schema):

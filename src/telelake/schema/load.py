@@ -41,7 +41,9 @@ _COMPRESSIONS = {
 _MAX_ROW_GROUP = 1 << 30
 
 _SCHEMA_KEYS = {"name", "version", "description", "tables", "views", "macros", "queries"}
+_FSYNC = ("always", "batch", "interval", "off")
 _TABLE_KEYS = {
+    "fsync",
     "description",
     "tier",
     "columns",
@@ -172,7 +174,11 @@ def _parse_table(name: str, data: Any, file_where: str) -> Table:
         isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0
     ):
         raise SchemaError(f"{where}: retention_days must be a positive integer")
+    fsync = data.get("fsync")
+    if fsync is not None and fsync not in _FSYNC:
+        raise SchemaError(f"{where}: fsync must be one of {', '.join(_FSYNC)}")
     return Table(
+        fsync=fsync,
         name=name,
         columns=tuple(columns),
         tier=tier,

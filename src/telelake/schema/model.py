@@ -75,6 +75,8 @@ class Table:
     partition: Partitioning = field(default_factory=Partitioning)
     parquet: ParquetLayout | None = None
     retention_days: int | None = None
+    # WAL fsync policy of this table; None uses the store's (see docs/durability.md).
+    fsync: str | None = None
 
     def column(self, name: str) -> Column:
         """The column called `name` (KeyError if there is none)."""
