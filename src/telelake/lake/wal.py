@@ -256,10 +256,11 @@ def claim(path: Path) -> int | None:
 
 def is_locked(path: Path) -> bool:
     """True if some live process holds the segment's lock (its owner is still writing)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
+    fd = claim(path)
+    if fd is None:
+        return path.exists()
+    os.close(fd)
+    return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
