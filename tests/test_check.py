@@ -152,10 +152,13 @@ def test_unreadable_segment_and_intent_are_quarantined(store_root: Path, schema:
     (wal_dir / "20260101T000000Z-1-badbadbb.wal").write_bytes(b"")
     (wal_dir / "direct-qqqqqqqq.fold").write_text("{not json")
     with telelake.open(store_root, schema) as store:
+        # An empty segment (its writer died before the header was on disk) cannot hold an
+        # acknowledged row: the opener removes it. The foreign one is left for `check`.
+        assert not (wal_dir / "20260101T000000Z-1-badbadbb.wal").exists()
         assert count(store) == 4
         report = store.check()
         assert {f.kind for f in report.findings} == {"wal", "intent"}
-        assert len(report.findings) == 3
+        assert len(report.findings) == 2
         assert store.check(repair=True).ok
         assert store.check().findings == []
         assert count(store) == 4

@@ -157,6 +157,7 @@ class LakeTier:
         if self._due(table, segment):
             try:
                 self.fold_own(table)
+                self.fold_orphans(table)  # a long-lived writer tidies up after dead ones
             except OSError as exc:
                 # The rows are acknowledged (in the WAL); the segment waits for a later fold.
                 warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=3)
@@ -259,6 +260,10 @@ class LakeTier:
                 continue  # its owner is alive, or someone else is folding it
             try:
                 contents = wal.read_segment(path)
+                if contents.problem == wal.HEADER_TORN:
+                    path.unlink()  # created by a writer that died (or ran out of space) at once
+                    durable.fsync_dir(wal_dir)
+                    continue
                 if contents.schema is None:
                     continue  # unreadable: left for `check --repair` to quarantine
                 done += self.commit(table, contents.table(), path)

@@ -36,6 +36,9 @@ MAGIC = b"TLWAL01\n"
 RECORD_MAGIC = b"TLR1"
 _HEADER = struct.Struct("<4sII")
 SUFFIX = ".wal"
+# A segment whose header never made it to disk holds no acknowledged record: the header
+# is fsynced before the first append is even attempted.
+HEADER_TORN = "segment header is torn (no acknowledged record can follow it)"
 FSYNC_POLICIES = ("always", "batch", "interval", "off")
 
 
@@ -95,9 +98,15 @@ class SegmentWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         header = MAGIC + encode_record(schema.serialize().to_pybytes())
-        self._write_all(header)
-        os.fsync(self._fd)
-        durable.fsync_dir(path.parent)  # the segment's name must survive a crash too
+        try:
+            self._write_all(header)
+            os.fsync(self._fd)
+            durable.fsync_dir(path.parent)  # the segment's name must survive a crash too
+        except OSError:
+            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         self.size = len(header)
         self.rows = 0
         self.unsynced = 0
@@ -216,15 +225,13 @@ def _read_open(path: Path, data: bytes) -> SegmentContents:
     if not data.startswith(MAGIC):
         problem = (
             "not a telelake WAL segment (bad magic)"
-            if len(data) >= len(MAGIC)
-            else ("segment header is torn")
+            if len(data) >= len(MAGIC) or not MAGIC.startswith(data)
+            else HEADER_TORN
         )
         return SegmentContents(path, None, [], 0, len(data), problem)
     decoded = decode_records(data, len(MAGIC))
     if not decoded.payloads:
-        return SegmentContents(
-            path, None, [], len(MAGIC), len(data), decoded.problem or "segment has no schema record"
-        )
+        return SegmentContents(path, None, [], len(MAGIC), len(data), HEADER_TORN)
     try:
         schema = pa.ipc.read_schema(pa.py_buffer(decoded.payloads[0]))
         batches = [pa.ipc.read_record_batch(pa.py_buffer(p), schema) for p in decoded.payloads[1:]]
