@@ -94,6 +94,7 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
         wal_dir = lake.wal_dir(table)
         if not wal_dir.is_dir():
             continue
+        _check_temp_files(wal_dir, found, report)
         with fold.table_lock(wal_dir):
             for intent_path in sorted(wal_dir.glob("*" + fold.INTENT_SUFFIX)):
                 report.count("intent")

@@ -69,40 +69,53 @@ def table_lock(wal_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def drop_existing_keys(table: Table, data: pa.Table, files: list[Path]) -> pa.Table:
-    """Rows of `data` whose key is new: not in `files` and first of their key in `data`.
+AT = "__tl_at"  # acknowledgement time (µs) of each WAL record: orders writes across writers
+_NEVER = 2**63 - 1
 
-    First write wins, like INSERT OR IGNORE. Only the key columns and a row position go
-    to DuckDB: a hash anti-join against the key columns of the existing files, which are
-    filtered by the batch's key ranges so Parquet row-group statistics skip most of them.
-    Memory grows with the keys of the overlapping row groups, not with the table.
+
+def drop_existing_keys(
+    table: Table, data: pa.Table, files: list[Path], others: pa.Table | None = None
+) -> pa.Table:
+    """Rows of `data` whose key nobody wrote first; first write wins (INSERT OR IGNORE).
+
+    A row is dropped when its key is in one of the Parquet `files`, earlier in `data`,
+    or in `others` (the records of other live WAL segments) with an earlier
+    acknowledgement time; rows without a time (direct writes) come after every WAL row.
+    Only key columns, times and row positions go to DuckDB; existing files are read with
+    a filter on the batch's key range, so Parquet row-group statistics skip most of them.
     """
     if not table.key or data.num_rows == 0:
         return data
     keys = ", ".join(f'"{k}"' for k in table.key)
-    incoming = data.select(list(table.key)).append_column(
-        "__tl_pos", pa.array(range(data.num_rows), pa.int64())
+    at = data.column(AT) if AT in data.column_names else pa.repeat(pa.scalar(_NEVER), data.num_rows)
+    incoming = (
+        data.select(list(table.key))
+        .append_column("__tl_pos", pa.array(range(data.num_rows), pa.int64()))
+        .append_column(AT, at)
     )
     con = duckdb.connect(":memory:")
     try:
         con.register("incoming", incoming)
         keep = f"SELECT min(__tl_pos) AS __tl_pos FROM incoming GROUP BY {keys}"
+        keep = f"SELECT i.* FROM incoming i JOIN ({keep}) USING (__tl_pos)"
+        params: dict[str, object] = {}
+        if others is not None and others.num_rows:
+            con.register("others", others.select([*table.key, AT]))
+            same = " AND ".join(f'k."{k}" = o."{k}"' for k in table.key)
+            keep = f"SELECT k.* FROM ({keep}) k ANTI JOIN others o ON {same} AND o.{AT} < k.{AT}"
         if files:
             ranges = " AND ".join(
                 f'"{k}" BETWEEN $lo{i} AND $hi{i}' for i, k in enumerate(table.key)
             )
-            params: dict[str, object] = {}
             for i, k in enumerate(table.key):
                 # Bounds via Arrow: DuckDB would need pytz to return timezone-aware values.
                 bounds = pc.min_max(data.column(k))
                 params[f"lo{i}"], params[f"hi{i}"] = bounds["min"].as_py(), bounds["max"].as_py()
             listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
             existing = f"SELECT {keys} FROM read_parquet([{listed}]) WHERE {ranges}"
-            firsts = f"SELECT i.* FROM incoming i JOIN ({keep}) USING (__tl_pos)"
-            keep = f"SELECT __tl_pos FROM ({firsts}) ANTI JOIN ({existing}) USING ({keys})"
-            positions = con.sql(f"SELECT __tl_pos FROM ({keep}) ORDER BY 1", params=params)
-        else:
-            positions = con.sql(f"SELECT __tl_pos FROM ({keep}) ORDER BY 1")
+            keep = f"SELECT * FROM ({keep}) ANTI JOIN ({existing}) USING ({keys})"
+        query = f"SELECT __tl_pos FROM ({keep}) ORDER BY 1"
+        positions = con.sql(query, params=params) if params else con.sql(query)
         kept = positions.to_arrow_table().column(0)
     finally:
         con.close()

@@ -139,6 +139,8 @@ class LakeTier:
         if data.num_rows >= self.durability.direct_rows:
             self.commit(table, data)
             return
+        now = time.time_ns() // 1000
+        data = data.append_column(fold.AT, pa.repeat(pa.scalar(now, pa.int64()), data.num_rows))
         with self._lock:
             segment = self._segment(table, data.schema)
             end = 0
@@ -195,7 +197,8 @@ class LakeTier:
         with fold.table_lock(wal_dir):
             self._recover_locked(table)
             existing = list(self.files(table)) if table.key else []
-            rows = fold.drop_existing_keys(table, data, existing)
+            others = self._other_segments(table, segment) if table.key else None
+            rows = fold.drop_existing_keys(table, data, existing, others)
             if segment is not None:
                 seg_name = segment.name
                 stamp, token = seg_name.split("-")[0], seg_name.rsplit("-", 1)[1][:8]
@@ -223,6 +226,20 @@ class LakeTier:
             intent_path.unlink()  # the commit point of a direct write
             durable.fsync_dir(wal_dir)
             return int(rows.num_rows)
+
+    def _other_segments(self, table: Table, exclude: Path | None) -> pa.Table | None:
+        """The records of every live segment of `table` but `exclude` (for key dedup)."""
+        parts = []
+        for path in sorted(self.wal_dir(table).glob("*" + wal.SUFFIX)):
+            if path == exclude:
+                continue
+            try:
+                contents = self._cache.read(path)
+            except FileNotFoundError:
+                continue
+            if contents.schema is not None and contents.batches:
+                parts.append(contents.table().select([*table.key, fold.AT]))
+        return pa.concat_tables(parts) if parts else None
 
     def fold_own(self, table: Table | None = None) -> int:
         """Fold this writer's segments (all tables, or one); returns rows published."""
@@ -433,7 +450,8 @@ class LakeTier:
                 if key in rows.column_names
                 else pa.repeat(pa.scalar(self.defaults.get(key, ""), pa.string()), rows.num_rows)
             )
-        cols["__tl_seq"] = pa.array(range(rows.num_rows), pa.int64())  # first write wins
+        cols["__tl_seq"] = pa.array(range(rows.num_rows), pa.int64())
+        cols[fold.AT] = rows.column(fold.AT)  # first write wins, across writers
         return pa.table(cols)
 
     # -- DuckDB views -------------------------------------------------------------------
@@ -503,7 +521,7 @@ class LakeTier:
             keys = ", ".join(f'"{k}"' for k in table.key)
             live = (
                 f"SELECT {select} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} "
-                f"ORDER BY __tl_seq) AS __tl_rank FROM {wal_relation}) WHERE __tl_rank = 1"
+                f"ORDER BY __tl_at, __tl_seq) AS __tl_rank FROM {wal_relation}) WHERE __tl_rank = 1"
             )
             if snap.files:
                 live = f"SELECT * FROM ({live}) ANTI JOIN ({lake}) USING ({keys})"

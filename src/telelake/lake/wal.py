@@ -95,15 +95,22 @@ class SegmentWriter:
         self.schema = schema
         self.fsync = fsync
         durable.ensure_dir(path.parent)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        # Built under a hidden name, locked and with its header on disk before it appears
+        # under its real name: no folder can ever see (and take) a half-made segment.
+        # The rename keeps the lock, which belongs to the open file, not to the name.
+        tmp = durable.temp_path_for(path)
+        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         header = MAGIC + encode_record(schema.serialize().to_pybytes())
         try:
             self._write_all(header)
             os.fsync(self._fd)
+            os.rename(tmp, path)
             durable.fsync_dir(path.parent)  # the segment's name must survive a crash too
         except OSError:
             os.close(self._fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
             with contextlib.suppress(OSError):
                 path.unlink()
             raise
@@ -286,9 +293,14 @@ class SegmentCache:
 
     def __init__(self) -> None:
         self._seen: dict[Path, tuple[int, SegmentContents]] = {}
+        self._lock = threading.Lock()  # queries and folds of one store may run in threads
 
     def read(self, path: Path) -> SegmentContents:
         """The complete records of `path` now (FileNotFoundError if it is gone)."""
+        with self._lock:
+            return self._read(path)
+
+    def _read(self, path: Path) -> SegmentContents:
         with path.open("rb") as fh:
             st = os.fstat(fh.fileno())
             cached = self._seen.get(path)
@@ -318,6 +330,7 @@ class SegmentCache:
 
     def forget_missing(self, alive: set[Path]) -> None:
         """Drop cache entries of segments that no longer exist."""
-        for path in list(self._seen):
-            if path not in alive:
-                del self._seen[path]
+        with self._lock:
+            for path in list(self._seen):
+                if path not in alive:
+                    del self._seen[path]
