@@ -32,6 +32,10 @@ test: lint unit docs-check
 bench: install
 	$(BIN)/python -m bench
 
+## kill -9 torture: 200 crashes of a writer; fails on any lost or doubled row (~4 min).
+torture: install
+	$(BIN)/python tests/torture.py --kills 200
+
 docs: install
 	$(BIN)/python -m telelake.clidoc > docs/cli.md
 

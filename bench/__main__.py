@@ -3,10 +3,16 @@
     python -m bench                 # 2,000,000 proc_samples rows, 5,000,000 query rows
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
+    python -m bench --only foundation|durability
+
+Two parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2) and
+the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
+dedup; issue 3, bench/durability.py). `--only` runs one of them.
 
 Prints a table (benchmark | telelake | peer | ratio | target | pass/fail) and writes
-bench/out/results.json. The exit code is 0 even when a target is missed: this is a
-report; missed targets are printed as MISSED.
+bench/out/results.json (bench/out/results-<part>.json with --only, so a partial run
+does not replace the full one). The exit code is 0 even when a target is missed: this
+is a report; missed targets are printed as MISSED.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import pyarrow as pa
 from rich.console import Console
 
 import telelake
-from bench import datagen, ingest, queries, report
+from bench import datagen, durability, ingest, queries, report
 from bench.report import INFO, MIB, PASS, Line
 from telelake.schema.load import load_schema
 
@@ -39,7 +45,9 @@ DEFAULT_QUERY_ROWS = 5_000_000
 QUICK_ROWS = 200_000
 QUICK_QUERY_ROWS = 500_000
 RSS_LIMIT = 1024 * MIB
-OUT = Path(__file__).resolve().parent / "out" / "results.json"
+OUT_DIR = Path(__file__).resolve().parent / "out"
+OUT = OUT_DIR / "results.json"
+PARTS = ("foundation", "durability")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -49,8 +57,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--query-rows", type=int, default=None, help="rows per triage table (5,000,000)"
     )
     parser.add_argument("--quick", action="store_true", help="200k / 500k rows: a smoke test")
-    parser.add_argument("--out", type=Path, default=OUT, help="JSON results file")
+    parser.add_argument(
+        "--only", choices=PARTS, default=None, help="run one part (default: both, in order)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON results file (bench/out/results.json)"
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = OUT if args.only is None else OUT_DIR / f"results-{args.only}.json"
     if args.rows is None:
         args.rows = QUICK_ROWS if args.quick else DEFAULT_ROWS
     if args.query_rows is None:
@@ -87,61 +102,53 @@ def environment() -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Piped output would wrap the table at 80 columns; a report is read in a log.
-    console = Console(width=None if sys.stdout.isatty() else 132)
-    clock = Clock(console)
+def foundation(
+    args: argparse.Namespace, console: Console, clock: Clock, work: Path
+) -> tuple[list[Line], dict[str, Any]]:
+    """Issue 2's benchmarks: columnar and row ingest against peers, RSS, named queries."""
     schema = load_schema(ingest.SCHEMA)
     samples = schema.tables[ingest.TABLE]
     console.print(
-        f"[bold]telelake benchmarks[/]: {args.rows:,} {ingest.TABLE} rows, "
+        f"[bold]foundation[/]: {args.rows:,} {ingest.TABLE} rows, "
         f"{args.query_rows:,} rows per triage table, chunks of {ingest.CHUNK_ROWS:,}"
     )
-    env = environment()
-    env["load_average_start"] = os.getloadavg()
-    work = Path(tempfile.mkdtemp(prefix="telelake-bench-", dir="/tmp"))
     lines: list[Line] = []
-    try:
-        start = time.perf_counter()
-        data = datagen.proc_samples(samples, args.rows)
-        clock.step("generate proc_samples (Arrow)", time.perf_counter() - start)
+    start = time.perf_counter()
+    data = datagen.proc_samples(samples, args.rows)
+    clock.step("generate proc_samples (Arrow)", time.perf_counter() - start)
 
-        col_tl, col_pq = ingest.columnar_pair(
-            data, work / "columnar-telelake", work / "columnar-pyarrow", samples
-        )
-        clock.step("columnar ingest, telelake", col_tl.seconds, ingest.report_rate(col_tl))
-        clock.step(
-            "columnar ingest, pyarrow (interleaved)", col_pq.seconds, ingest.report_rate(col_pq)
-        )
-        shutil.rmtree(work / "columnar-telelake")
-        shutil.rmtree(work / "columnar-pyarrow")
+    col_tl, col_pq = ingest.columnar_pair(
+        data, work / "columnar-telelake", work / "columnar-pyarrow", samples
+    )
+    clock.step("columnar ingest, telelake", col_tl.seconds, ingest.report_rate(col_tl))
+    clock.step("columnar ingest, pyarrow (interleaved)", col_pq.seconds, ingest.report_rate(col_pq))
+    shutil.rmtree(work / "columnar-telelake")
+    shutil.rmtree(work / "columnar-pyarrow")
 
-        rss_dir = work / "rss"
-        rss_dir.mkdir()
-        start = time.perf_counter()
-        rss = ingest.peak_rss(data, rss_dir)
-        clock.step("peak RSS child (ingest in a fresh process)", time.perf_counter() - start)
-        shutil.rmtree(rss_dir)
+    rss_dir = work / "rss"
+    rss_dir.mkdir()
+    start = time.perf_counter()
+    rss = ingest.peak_rss(data, rss_dir)
+    clock.step("peak RSS child (ingest in a fresh process)", time.perf_counter() - start)
+    shutil.rmtree(rss_dir)
 
-        start = time.perf_counter()
-        rows = datagen.to_dicts(data)
-        clock.step("generate list of dicts (untimed)", time.perf_counter() - start)
-        del data
-        row_tl = ingest.rows_telelake(rows, work / "rows-telelake")
-        clock.step("row ingest, telelake write_many", row_tl.seconds, ingest.report_rate(row_tl))
-        shutil.rmtree(work / "rows-telelake")
-        (work / "sqlite").mkdir()
-        row_sq = ingest.rows_sqlite(rows, work / "sqlite" / "samples.db", samples)
-        clock.step("row ingest, sqlite executemany", row_sq.seconds, ingest.report_rate(row_sq))
-        shutil.rmtree(work / "sqlite")
-        gc.unfreeze()
-        del rows
-        gc.collect()
+    start = time.perf_counter()
+    rows = datagen.to_dicts(data)
+    clock.step("generate list of dicts (untimed)", time.perf_counter() - start)
+    del data
+    row_tl = ingest.rows_telelake(rows, work / "rows-telelake")
+    clock.step("row ingest, telelake write_many", row_tl.seconds, ingest.report_rate(row_tl))
+    shutil.rmtree(work / "rows-telelake")
+    (work / "sqlite").mkdir()
+    row_sq = ingest.rows_sqlite(rows, work / "sqlite" / "samples.db", samples)
+    clock.step("row ingest, sqlite executemany", row_sq.seconds, ingest.report_rate(row_sq))
+    shutil.rmtree(work / "sqlite")
+    gc.unfreeze()
+    del rows
+    gc.collect()
 
-        qb = queries.run(args.query_rows, work / "queries", progress=clock.step)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    qb = queries.run(args.query_rows, work / "queries", progress=clock.step)
+    shutil.rmtree(work / "queries", ignore_errors=True)
 
     lines.append(
         report.ratio_line(
@@ -199,19 +206,58 @@ def main(argv: Sequence[str] | None = None) -> int:
             details={"after_open_rss_bytes": rss["after_open_rss_bytes"]},
         )
     )
+    return lines, {"query_data": qb.as_dict()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Piped output would wrap the table at 80 columns; a report is read in a log.
+    console = Console(width=None if sys.stdout.isatty() else 132)
+    clock = Clock(console)
+    parts = PARTS if args.only is None else (args.only,)
+    console.print(
+        f"[bold]telelake benchmarks[/] ({', '.join(parts)}): {os.cpu_count()} cpus, "
+        f"load average {durability.load_text(os.getloadavg())}"
+    )
+    env = environment()
+    env["load_average_start"] = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="telelake-bench-", dir="/tmp"))
+    lines: list[Line] = []
+    extra: dict[str, Any] = {}
+    try:
+        if "foundation" in parts:
+            part_lines, part_extra = foundation(args, console, clock, work)
+            lines += part_lines
+            extra.update(part_extra)
+        if "durability" in parts:
+            console.print(
+                f"[bold]durability[/]: {args.rows:,} {ingest.TABLE} rows for bulk ingest, "
+                f"{durability.WRITERS} writer processes"
+            )
+            (work / "durability").mkdir()
+            start = time.perf_counter()
+            db = durability.run(
+                args.rows, work / "durability", quick=args.quick, progress=clock.step
+            )
+            clock.phases["durability (all)"] = round(time.perf_counter() - start, 3)
+            lines += durability.lines(db)
+            extra["durability"] = db.as_dict()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
     total = time.perf_counter() - clock.started
     env["load_average_end"] = os.getloadavg()
     console.print()
-    report.render(
-        lines,
-        console,
-        f"telelake bench: {args.rows:,} rows, {args.query_rows:,} query rows, {total:.0f}s",
-    )
+    title = f"telelake bench ({', '.join(parts)}): {args.rows:,} rows"
+    if "foundation" in parts:
+        title += f", {args.query_rows:,} query rows"
+    report.render(lines, console, f"{title}, {total:.0f}s")
     report.write_json(
         args.out,
         lines,
         {
             "config": {
+                "parts": list(parts),
                 "rows": args.rows,
                 "query_rows": args.query_rows,
                 "chunk_rows": ingest.CHUNK_ROWS,
@@ -219,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "environment": env,
             "phases_seconds": clock.phases,
-            "query_data": qb.as_dict(),
+            **extra,
             "total_wall_seconds": round(total, 2),
         },
     )
@@ -229,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(partition directories fsynced level by level, lazy pyarrow imports) and load "
             "noise weigh on the ratios; judge targets on the default run."
         )
+    console.print(
+        f"load average 1/5/15 min: start {durability.load_text(env['load_average_start'])}, "
+        f"end {durability.load_text(env['load_average_end'])} on {os.cpu_count()} cpus"
+    )
     console.print(f"total wall time {total:.1f}s; results in {args.out}")
     return 0
 
