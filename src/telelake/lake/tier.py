@@ -307,6 +307,7 @@ class LakeTier:
                 fold.remove_targets(self.root, intent)  # not committed: undo
             intent_path.unlink(missing_ok=True)
             durable.fsync_dir(wal_dir)
+        wal.remove_dead_temps(wal_dir)
 
     def sync(self) -> None:
         """fdatasync every open segment of this writer."""

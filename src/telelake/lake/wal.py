@@ -24,6 +24,7 @@ import fcntl
 import os
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,19 +269,38 @@ def claim(path: Path) -> int | None:
     return fd
 
 
+def remove_dead_temps(wal_dir: Path, min_age: float = 60.0) -> int:
+    """Remove hidden segments whose writer died before naming them; returns how many.
+
+    Such a file never held an acknowledged record (the rename comes before the first
+    append). A live writer holds its lock from a moment after creating the file, so
+    only files both unlocked and older than `min_age` seconds are taken.
+    """
+    removed = 0
+    now = time.time()
+    for path in wal_dir.glob(f".*{SUFFIX}.*.tmp"):
+        try:
+            if now - path.stat().st_mtime < min_age:
+                continue
+        except FileNotFoundError:
+            continue
+        fd = claim(path)
+        if fd is None:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
 def is_locked(path: Path) -> bool:
     """True if some live process holds the segment's lock (its owner is still writing)."""
     fd = claim(path)
     if fd is None:
         return path.exists()
     os.close(fd)
-    return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
     return False
 
 

@@ -1,0 +1,370 @@
+"""The WAL segment format: record framing, torn tails, byte flips, foreign files.
+
+Expectations are built here from the payloads and offsets the test itself produced; the
+decoder is never compared with itself. The last tests crash a real writer (a child that
+exits without folding), damage its segment the way a crash or a bad disk would, and check
+that a new Store folds exactly the complete records and carries on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import telelake
+from telelake.lake import wal
+from torture import HOST, write_schema
+
+payload_lists = st.lists(st.binary(max_size=300), min_size=1, max_size=12)
+FAST = settings(max_examples=150, deadline=None)
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # tmp_path is fine: names are unique
+
+
+def encode_all(payloads: list[bytes]) -> tuple[bytes, list[int]]:
+    """The framed records and the offset where each one starts."""
+    out, starts = b"", []
+    for p in payloads:
+        starts.append(len(out))
+        out += wal.encode_record(p)
+    return out, starts
+
+
+# -- framing -----------------------------------------------------------------------
+
+
+def test_record_layout_is_magic_length_crc_payload() -> None:
+    rec = wal.encode_record(b"hello")
+    assert rec[:4] == b"TLR1"
+    assert int.from_bytes(rec[4:8], "little") == 5
+    assert int.from_bytes(rec[8:12], "little") == zlib.crc32(rec[4:8] + b"hello")
+    assert rec[12:] == b"hello"
+
+
+@FAST
+@given(payload_lists)
+def test_encode_then_decode_gives_the_payloads_back(payloads: list[bytes]) -> None:
+    buf, _ = encode_all(payloads)
+    decoded = wal.decode_records(buf)
+    assert decoded.payloads == payloads
+    assert decoded.end == len(buf)
+    assert decoded.problem is None
+
+
+@FAST
+@given(payload_lists, st.binary(min_size=1, max_size=16))
+def test_decoding_starts_where_told(payloads: list[bytes], prefix: bytes) -> None:
+    buf, _ = encode_all(payloads)
+    decoded = wal.decode_records(prefix + buf, len(prefix))
+    assert decoded.payloads == payloads
+    assert decoded.end == len(prefix) + len(buf)
+
+
+@FAST
+@given(payload_lists)
+def test_truncation_at_every_offset_of_the_last_record_keeps_the_others(
+    payloads: list[bytes],
+) -> None:
+    buf, starts = encode_all(payloads)
+    last = starts[-1]
+    for cut in range(last, len(buf)):
+        decoded = wal.decode_records(buf[:cut])
+        assert decoded.payloads == payloads[:-1], cut
+        assert decoded.end == last, cut
+        if cut == last:
+            assert decoded.problem is None  # a clean record boundary is not a problem
+        else:
+            assert decoded.problem is not None, cut
+
+
+@FAST
+@given(payload_lists, st.data())
+def test_a_flipped_byte_yields_exactly_the_records_before_it(
+    payloads: list[bytes], data: st.DataObject
+) -> None:
+    buf, starts = encode_all(payloads)
+    pos = data.draw(st.integers(0, len(buf) - 1), label="pos")
+    mask = data.draw(st.integers(1, 255), label="mask")
+    damaged = bytearray(buf)
+    damaged[pos] ^= mask
+    hit = max(i for i, s in enumerate(starts) if s <= pos)  # the record holding the byte
+    decoded = wal.decode_records(bytes(damaged))
+    assert decoded.payloads == payloads[:hit]  # never a wrong payload, never one past it
+    assert decoded.end == starts[hit]
+    assert decoded.problem is not None
+
+
+@FAST
+@given(payload_lists, st.binary(min_size=1, max_size=64))
+def test_garbage_after_the_records_is_ignored_and_reported(
+    payloads: list[bytes], garbage: bytes
+) -> None:
+    buf, _ = encode_all(payloads)
+    decoded = wal.decode_records(buf + garbage)
+    assert decoded.payloads == payloads
+    assert decoded.end == len(buf)
+    assert decoded.problem is not None
+
+
+# -- real segments -----------------------------------------------------------------
+
+SCHEMA = pa.schema([("n", pa.int64()), ("s", pa.string())])
+
+
+def make_batches(sizes: list[int]) -> list[pa.RecordBatch]:
+    out, n = [], 0
+    for size in sizes:
+        out.append(
+            pa.record_batch(
+                [
+                    pa.array(range(n, n + size), pa.int64()),
+                    pa.array([f"r{i}" for i in range(size)]),
+                ],
+                schema=SCHEMA,
+            )
+        )
+        n += size
+    return out
+
+
+def write_segment(path: Path, batches: list[pa.RecordBatch]) -> list[int]:
+    """A real segment; returns the file size after the header and after each batch."""
+    seg = wal.SegmentWriter(path, SCHEMA, "always")
+    ends = [seg.size]
+    for b in batches:
+        ends.append(seg.append(b))
+    seg.close()
+    assert path.stat().st_size == ends[-1]
+    return ends
+
+
+def rows_of(contents: wal.SegmentContents) -> list[dict[str, object]]:
+    return [r for b in contents.batches for r in b.to_pylist()]
+
+
+def expected_rows(batches: list[pa.RecordBatch]) -> list[dict[str, object]]:
+    return [r for b in batches for r in b.to_pylist()]
+
+
+sizes_strategy = st.lists(st.integers(1, 30), min_size=1, max_size=6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(sizes_strategy, st.binary(min_size=1, max_size=200))
+def test_segment_with_garbage_tail_reads_every_batch(
+    tmp_path: Path, sizes: list[int], garbage: bytes
+) -> None:
+    path = tmp_path / f"seg-{os.urandom(4).hex()}.wal"
+    batches = make_batches(sizes)
+    ends = write_segment(path, batches)
+    with path.open("ab") as fh:
+        fh.write(garbage)
+    contents = wal.read_segment(path)
+    assert contents.schema is not None and contents.schema.equals(SCHEMA)
+    assert rows_of(contents) == expected_rows(batches)
+    assert contents.valid_bytes == ends[-1]
+    assert contents.total_bytes == ends[-1] + len(garbage)
+    assert contents.problem is not None
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(sizes_strategy)
+def test_segment_truncated_anywhere_in_its_last_record_reads_the_others(
+    tmp_path: Path, sizes: list[int]
+) -> None:
+    path = tmp_path / f"seg-{os.urandom(4).hex()}.wal"
+    batches = make_batches(sizes)
+    ends = write_segment(path, batches)
+    full = path.read_bytes()
+    step = max(1, (ends[-1] - ends[-2]) // 97)  # about 100 offsets per record
+    for cut in [*range(ends[-2] + 1, ends[-1], step), ends[-1] - 1]:
+        path.write_bytes(full[:cut])
+        contents = wal.read_segment(path)
+        assert rows_of(contents) == expected_rows(batches[:-1]), cut
+        assert contents.valid_bytes == ends[-2]
+        assert contents.problem is not None
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(sizes_strategy, st.data())
+def test_segment_cache_reading_a_growing_segment_matches_a_full_read(
+    tmp_path: Path, sizes: list[int], data: st.DataObject
+) -> None:
+    """A reader polling a segment while its owner appends (torn records included)."""
+    src = tmp_path / f"src-{os.urandom(4).hex()}.wal"
+    batches = make_batches(sizes)
+    ends = write_segment(src, batches)
+    full = src.read_bytes()
+    path = tmp_path / f"grow-{os.urandom(4).hex()}.wal"
+    cache = wal.SegmentCache()
+    written = ends[0]  # readers only look at segments whose header is written
+    path.write_bytes(full[:written])
+    while written < len(full):
+        written = min(len(full), written + data.draw(st.integers(1, 400)))
+        with path.open("ab") as fh:
+            fh.write(full[len(path.read_bytes()) : written])
+        got = cache.read(path)
+        complete = [i for i, e in enumerate(ends) if e <= written][-1]  # batches fully written
+        assert rows_of(got) == expected_rows(batches[:complete]), written
+        assert got.valid_bytes == ends[complete]
+
+
+def test_zero_length_segment_has_no_schema_and_says_its_header_is_torn(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wal"
+    path.write_bytes(b"")
+    contents = wal.read_segment(path)
+    assert contents.schema is None
+    assert contents.batches == []
+    assert contents.problem == wal.HEADER_TORN
+
+
+@pytest.mark.parametrize(
+    "data",
+    [wal.MAGIC[:3], wal.MAGIC, wal.MAGIC + wal.encode_record(b"x" * 40)[:20]],
+    ids=["magic-prefix", "magic-only", "schema-record-torn"],
+)
+def test_segment_torn_inside_its_header(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "torn.wal"
+    path.write_bytes(data)
+    contents = wal.read_segment(path)
+    assert contents.schema is None
+    assert contents.problem == wal.HEADER_TORN
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"PAR1" + b"\0" * 100, b"hello, this is not a WAL segment at all\n", b"TLWAL02\n" + b"x" * 9],
+    ids=["parquet", "text", "other-version"],
+)
+def test_foreign_file_has_no_schema_and_a_problem(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "foreign.wal"
+    path.write_bytes(data)
+    contents = wal.read_segment(path)
+    assert contents.schema is None
+    assert contents.batches == []
+    assert contents.problem is not None
+    assert contents.problem != wal.HEADER_TORN  # it is foreign, not a crashed writer's
+
+
+def test_only_unlocked_old_hidden_segments_are_removed(tmp_path: Path) -> None:
+    """A writer that died before naming its segment leaves a hidden file; a live one's stays."""
+    schema = pa.schema([("x", pa.int64())])
+    live = wal.SegmentWriter(tmp_path / "live.wal", schema)
+    os.rename(live.path, tmp_path / ".live.wal.00000000.tmp")  # as if still being made
+    dead = tmp_path / ".dead.wal.11111111.tmp"
+    dead.write_bytes(wal.MAGIC)
+    young = tmp_path / ".young.wal.22222222.tmp"
+    young.write_bytes(b"")
+    old = 1_000_000_000.0
+    for p in (dead, tmp_path / ".live.wal.00000000.tmp"):
+        os.utime(p, (old, old))
+    assert wal.remove_dead_temps(tmp_path) == 1
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".live.wal.00000000.tmp", ".young.wal.22222222.tmp"]
+    live.close()
+
+
+def test_checksummed_record_that_is_not_arrow_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "odd.wal"
+    path.write_bytes(wal.MAGIC + wal.encode_record(b"definitely not an arrow schema"))
+    contents = wal.read_segment(path)
+    assert contents.schema is None
+    assert contents.problem is not None
+
+
+# -- a crashed writer's torn segment, then a new Store -----------------------------------
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import datetime as dt, os, sys
+    import telelake
+    root, schema, batches, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    store = telelake.open(root, schema=schema, host_id="feedfacecafebeef", fold_bytes=1 << 30)
+    base = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+    for b in range(batches):
+        rows = [
+            {"ts": base + dt.timedelta(hours=s), "writer": "crash", "seq": s, "payload": "p"}
+            for s in range(b * size, (b + 1) * size)
+        ]
+        store.write("events", rows)
+    os._exit(0)  # like kill -9: no close, no fold
+    """
+)
+BATCHES, SIZE = 6, 7
+
+
+@pytest.fixture(scope="module")
+def crashed_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A store whose only writer died after acknowledging BATCHES batches of SIZE rows."""
+    base = tmp_path_factory.mktemp("crashed")
+    schema = write_schema(base)
+    root = base / "store"
+    subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(root), str(schema), str(BATCHES), str(SIZE)],
+        check=True,
+        timeout=120,
+    )
+    return root, schema
+
+
+def only_segment(root: Path) -> Path:
+    (segment,) = (root / "_wal" / "events").glob("*.wal")
+    return segment
+
+
+def record_starts(segment: Path) -> list[int]:
+    """Offsets of each record after the magic, found by walking the length fields."""
+    data = segment.read_bytes()
+    pos, starts = len(wal.MAGIC), []
+    while pos < len(data):
+        starts.append(pos)
+        pos += 12 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+    assert pos == len(data)
+    return starts
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip", "none"])
+def test_new_store_folds_the_complete_records_of_a_torn_segment(
+    crashed_root: tuple[Path, Path], tmp_path: Path, damage: str
+) -> None:
+    src, schema = crashed_root
+    root = tmp_path / "store"
+    shutil.copytree(src, root)
+    segment = only_segment(root)
+    starts = record_starts(segment)
+    assert len(starts) == 1 + BATCHES  # the schema record, then one per write
+    data = bytearray(segment.read_bytes())
+    last = starts[-1]
+    if damage == "truncate":
+        data = data[: last + (len(data) - last) // 2]
+    elif damage == "garbage":
+        data += wal.RECORD_MAGIC + b"\xff" * 30
+    elif damage == "flip":
+        data[last + 12 + (len(data) - last - 12) // 2] ^= 0x5A
+    segment.write_bytes(bytes(data))
+    kept = BATCHES if damage in ("garbage", "none") else BATCHES - 1
+    want = [("crash", s) for s in range(kept * SIZE)]
+
+    with telelake.open(root, schema=schema, host_id=HOST) as store:
+        got = store.sql("SELECT writer, seq FROM events ORDER BY seq").rows()
+        assert got == want
+        assert list((root / "_wal" / "events").glob("*.wal")) == []  # folded on open
+        more = [
+            {"ts": dt.datetime(2026, 4, 2, tzinfo=dt.UTC), "writer": "after", "seq": i}
+            for i in range(5)
+        ]
+        store.write("events", more)
+        assert store.sql("SELECT COUNT(*) FROM events").scalar() == len(want) + 5
+    with telelake.open(root, schema=schema, host_id=HOST) as store:
+        rows = store.sql("SELECT writer, seq FROM events").rows()
+        assert sorted(rows) == sorted([*want, *(("after", i) for i in range(5))])
