@@ -286,8 +286,8 @@ def open(
     *,
     host_id: str | None = None,
     fsync: str = "always",
-    fold_bytes: int = 8 << 20,
-    fold_age: float = 60.0,
+    fold_bytes: int = Durability.fold_bytes,
+    fold_age: float = Durability.fold_age,
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 

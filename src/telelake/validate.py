@@ -196,7 +196,7 @@ def _columns_of_rows(
 ) -> tuple[dict[str, ColumnData], int]:
     ctx.rows = rows
     for index, row in enumerate(rows):
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):  # exact dict: fast path
             raise ctx.error(f"rows must be dicts, got {type(row).__name__}", row=index)
     if not rows:
         return {}, 0
@@ -244,6 +244,8 @@ def convert_column(col: Column, values: ColumnData, ctx: _Context) -> pa.Array:
     arr = _combine(arr)
     # Large integers into a float column lose precision like any float does: not an error.
     safe = not (kind.startswith("float") and pa.types.is_integer(arr.type))
+    if arr.type == col.type.arrow:
+        return arr  # already the column's type (e.g. an Arrow table): nothing to cast
     try:
         out = arr.cast(col.type.arrow, safe=safe)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
