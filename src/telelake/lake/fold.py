@@ -86,6 +86,12 @@ def drop_existing_keys(
     """
     if not table.key or data.num_rows == 0:
         return data
+    bounds = key_bounds(table, data)
+    # Most files cannot hold any of the batch's keys (keys grow with time): their footer
+    # statistics rule them out without DuckDB opening them.
+    files = [f for f in files if parquet.may_overlap(parquet.column_ranges(f, table.key), bounds)]
+    if not files and (others is None or others.num_rows == 0) and _unique(data, table.key):
+        return data  # the common case: new keys only, nothing to compare with
     keys = ", ".join(f'"{k}"' for k in table.key)
     at = data.column(AT) if AT in data.column_names else pa.repeat(pa.scalar(_NEVER), data.num_rows)
     incoming = (
@@ -108,9 +114,7 @@ def drop_existing_keys(
                 f'"{k}" BETWEEN $lo{i} AND $hi{i}' for i, k in enumerate(table.key)
             )
             for i, k in enumerate(table.key):
-                # Bounds via Arrow: DuckDB would need pytz to return timezone-aware values.
-                bounds = pc.min_max(data.column(k))
-                params[f"lo{i}"], params[f"hi{i}"] = bounds["min"].as_py(), bounds["max"].as_py()
+                params[f"lo{i}"], params[f"hi{i}"] = bounds[k]
             listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
             existing = f"SELECT {keys} FROM read_parquet([{listed}]) WHERE {ranges}"
             keep = f"SELECT * FROM ({keep}) ANTI JOIN ({existing}) USING ({keys})"
@@ -122,6 +126,20 @@ def drop_existing_keys(
     if len(kept) == data.num_rows:
         return data  # the common case: nothing to drop, no copy
     return data.take(kept)
+
+
+def key_bounds(table: Table, data: pa.Table) -> parquet.Ranges:
+    """(min, max) of each key column of `data` (via Arrow: DuckDB would need pytz)."""
+    out: parquet.Ranges = {}
+    for k in table.key:
+        mm = pc.min_max(data.column(k))
+        out[k] = (mm["min"].as_py(), mm["max"].as_py())
+    return out
+
+
+def _unique(data: pa.Table, key: tuple[str, ...]) -> bool:
+    """True if no key occurs twice in `data` (Arrow's hash group-by, no copy of rows)."""
+    return bool(data.select(list(key)).group_by(list(key)).aggregate([]).num_rows == data.num_rows)
 
 
 def plan_targets(

@@ -67,3 +67,62 @@ def publish_file(
         except FileExistsError:
             continue  # another writer took this name between our check and our link
     raise RuntimeError(f"no free file name in {directory}")  # pragma: no cover
+
+
+Ranges = dict[str, tuple[object, object]]
+_RANGES: dict[tuple[str, int, int, int], Ranges | None] = {}
+
+
+def column_ranges(path: Path, columns: tuple[str, ...]) -> Ranges | None:
+    """(min, max) of each of `columns` over the whole file, from its footer statistics.
+
+    None when some row group has no statistics for one of them (nothing can be ruled
+    out then). Cached by path, inode, size and mtime: published files never change.
+    """
+    st = path.stat()
+    ident = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if ident in _RANGES:
+        return _RANGES[ident]
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    out: Ranges | None = {}
+    for name in columns:
+        if name not in names or out is None:
+            out = None
+            break
+        index = names.index(name)
+        lows, highs = [], []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(index).statistics
+            if meta.row_group(g).num_rows == 0:
+                continue
+            if stats is None or not stats.has_min_max:
+                out = None
+                break
+            lows.append(stats.min)
+            highs.append(stats.max)
+        if out is not None and lows:
+            out[name] = (min(lows), max(highs))
+    if len(_RANGES) > 100_000:
+        _RANGES.clear()
+    _RANGES[ident] = out
+    return out
+
+
+def may_overlap(ranges: Ranges | None, bounds: Ranges) -> bool:
+    """Could a file with these column `ranges` hold a row inside `bounds`?
+
+    A file is ruled out when one column's range is disjoint from the batch's.
+    """
+    if ranges is None:
+        return True
+    for name, (lo, hi) in bounds.items():
+        if name not in ranges:
+            return False  # no non-empty row group: the file holds no rows
+        flo, fhi = ranges[name]
+        try:
+            if fhi < lo or flo > hi:  # type: ignore[operator]
+                return False
+        except TypeError:
+            return True  # incomparable statistics (should not happen): be safe
+    return True
