@@ -822,3 +822,75 @@ def test_datetime_with_unknown_offset_refused() -> None:
     assert value_problem(col("c", "timestamp"), v) is not None
     e = err(one("timestamp"), [{"c": v}])
     assert (e.column, e.row) == ("c", 0)
+
+
+# -- the small-write fast path agrees with the general path ---------------------------------
+
+SMALL = Table(
+    "small",
+    (
+        col("s", "string", nullable=False),
+        col("e", "string", enum=("x", "y")),
+        col("b", "bool"),
+        col("i8", "int8"),
+        col("i32", "int32", nullable=False),
+        col("i64", "int64"),
+        col("f", "float64"),
+        col("ts", "timestamp", nullable=False),
+    ),
+)
+_NAIVE = dt.datetime(2026, 1, 1, 12, 0)
+# Per column: values of exactly the right type, and values that look close enough for a
+# lenient converter to take (2.0 for an int, bytes for a string, True for an int, ...).
+SMALL_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "s": st.text(max_size=4) | st.sampled_from([b"x", 1, None]),
+    "e": st.sampled_from(["x", "y", "z", None]),
+    "b": st.booleans() | st.sampled_from([None, 1, 0, "true"]),
+    "i8": st.integers(-130, 130) | st.sampled_from([None, 2.0, True, "3"]),
+    "i32": st.integers(-(2**31) - 2, 2**31 + 1) | st.sampled_from([None, 1.5, False]),
+    "i64": st.integers(-(2**64), 2**64) | st.sampled_from([None, 7.0]),
+    "f": st.floats(allow_nan=False) | st.integers(-(2**70), 2**70) | st.sampled_from([None, True]),
+    "ts": AWARE | st.sampled_from([None, _NAIVE, "2026-01-01T00:00:00Z", 1.5]),
+}
+
+
+@st.composite
+def small_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
+    rows = []
+    for _ in range(draw(st.integers(1, 5))):
+        row = {}
+        for name, values in SMALL_VALUES.items():
+            if draw(st.integers(0, 9)) > 0:  # now and then a key is left out
+                row[name] = draw(values)
+        if draw(st.integers(0, 30)) == 0:
+            row["nope"] = 1
+        rows.append(row)
+    return rows
+
+
+def outcome(table: Table, data: Any) -> Any:
+    try:
+        return to_arrow(table, data, store="s")
+    except ValidationError as e:
+        return (str(e), e.column, e.row)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rows=small_rows())
+def test_small_list_of_dicts_converts_like_the_general_path(rows: list[dict[str, Any]]) -> None:
+    fast = outcome(SMALL, rows)  # a short list: the fast path is tried first
+    general = outcome(SMALL, iter(rows))  # an iterator always takes the general path
+    if isinstance(general, pa.Table):
+        assert isinstance(fast, pa.Table) and fast.equals(general)
+    else:
+        assert fast == general
+
+
+def test_exactly_typed_small_rows_take_the_fast_path() -> None:
+    from telelake import validate
+
+    row = {"s": "a", "e": "x", "b": True, "i8": 1, "i32": 2, "i64": 3, "f": 1.5}
+    row["ts"] = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    assert validate._exact_rows(SMALL, [row, dict(row, e=None)], ()) is not None
+    assert validate._exact_rows(SMALL, [dict(row, i8=2.0)], ()) is None  # a float for an int
+    assert validate._exact_rows(SMALL, [dict(row, i8=300)], ()) is None  # out of range

@@ -67,6 +67,7 @@ class Store:
         self.schema = schema
         self.host_id = host_id or local_host_id()
         self.read_only = False
+        self._extras: dict[str, tuple[Column, ...]] = {}
         self._meta = MetadataDir(root)
         self._open_metadata()
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
@@ -138,7 +139,12 @@ class Store:
         return [t for t in self.schema.tables.values() if t.tier == "lake"]
 
     def _extra_columns(self, table: Table) -> tuple[Column, ...]:
-        return tuple(Column(k, TYPES["string"], nullable=False) for k in table.virtual_keys)
+        """Partition keys that are not columns, as the string columns a write may carry."""
+        extra = self._extras.get(table.name)
+        if extra is None:  # built once: their Arrow fields are cached on the Column
+            extra = tuple(Column(k, TYPES["string"], nullable=False) for k in table.virtual_keys)
+            self._extras[table.name] = extra
+        return extra
 
     def validate(self, table: str, rows: Any) -> pa.Table:
         """Check rows against `table` and return them as Arrow, writing nothing."""

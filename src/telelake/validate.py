@@ -59,6 +59,10 @@ def to_arrow(
     ValidationError naming the store, table, column and row of the first problem.
     """
     ctx = _Context(store, table.name)
+    if type(data) is list and len(data) <= SMALL_ROWS:
+        fast = _exact_rows(table, data, extra)
+        if fast is not None:
+            return fast
     # Arrow's inference would silently read naive datetimes as UTC and turn JSON objects
     # into structs, so these columns keep their Python values for the strict checks.
     python_cols = {c.name for c in table.columns if c.type.name in ("timestamp", "json")}
@@ -86,6 +90,76 @@ def to_arrow(
             # problem comes first in the column.
             raise _earliest(col, values, ctx, exc) from None
         arrays.append(arr)
+        fields.append(col.arrow_field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# -- the small-write fast path ------------------------------------------------------------
+
+SMALL_ROWS = 256  # up to this many dict rows, try the fast path first
+
+
+def _aware(v: Any) -> bool:
+    return type(v) is dt.datetime and v.utcoffset() is not None
+
+
+# Python types accepted as they are, per logical type. A value of exactly such a type
+# converts to the column's Arrow type with no decision left to make; anything else
+# (None aside) sends the batch down the general path, which reports the first bad row.
+_EXACT: dict[str, Any] = {
+    "string": lambda v: type(v) is str,
+    "bool": lambda v: type(v) is bool,
+    "int8": lambda v: type(v) is int,
+    "int16": lambda v: type(v) is int,
+    "int32": lambda v: type(v) is int,
+    "int64": lambda v: type(v) is int,
+    "float64": lambda v: type(v) is float,
+    "timestamp": _aware,
+}
+
+
+def _exact_rows(table: Table, rows: list[Any], extra: Sequence[Column]) -> pa.Table | None:
+    """Convert a few exactly-typed dict rows without inference; None if any doubt.
+
+    A write of a handful of rows is dominated by fixed costs of Arrow's inference and
+    casts; here each column is one typed `pa.array` call. Integers out of range make
+    that call fail, so they also take the general path.
+    """
+    if not rows or any(type(r) is not dict for r in rows):
+        return None
+    keys = rows[0].keys()
+    if any(r.keys() != keys for r in rows):
+        return None
+    columns = (*table.columns, *extra)
+    if not keys <= {c.name for c in columns}:
+        return None
+    arrays: list[pa.Array] = []
+    fields: list[pa.Field] = []
+    for col in columns:
+        if col.name not in keys:
+            if col in extra:
+                continue
+            if not col.nullable:
+                return None
+            arrays.append(pa.nulls(len(rows), col.type.arrow))
+            fields.append(col.arrow_field)
+            continue
+        exact = _EXACT.get(col.type.name)
+        if exact is None:
+            return None
+        values = [r[col.name] for r in rows]
+        for v in values:
+            if v is None:
+                if not col.nullable:
+                    return None
+            elif not exact(v):
+                return None
+        if col.enum is not None and not all(v is None or v in col.enum for v in values):
+            return None
+        try:
+            arrays.append(pa.array(values, type=col.type.arrow))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
         fields.append(col.arrow_field)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 

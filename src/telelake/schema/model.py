@@ -8,6 +8,7 @@ for the sql and log tiers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,7 +32,7 @@ class Column:
     # Unit of plain numbers written to a timestamp column; None refuses numbers.
     epoch_unit: str | None = None
 
-    @property
+    @cached_property
     def arrow_field(self) -> pa.Field:
         """The Arrow field this column is stored as."""
         return pa.field(self.name, self.type.arrow, nullable=self.nullable)
@@ -94,12 +95,12 @@ class Table:
         """True if the table declares a column called `name`."""
         return any(c.name == name for c in self.columns)
 
-    @property
+    @cached_property
     def virtual_keys(self) -> tuple[str, ...]:
         """Partition keys that are not columns (their value comes from the store)."""
         return tuple(k for k in self.partition.keys if not self.has_column(k))
 
-    @property
+    @cached_property
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of the table's rows, in declared order."""
         return pa.schema([c.arrow_field for c in self.columns])
