@@ -27,16 +27,12 @@ machine shows up there).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import queue
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,14 +48,12 @@ import telelake
 from bench import datagen
 from bench.ingest import (
     HOST_ID,
-    REPO_ROOT,
     SCHEMA,
     TABLE,
     Run,
-    _maxrss_bytes,
     _settle,
-    _vm_hwm_bytes,
     chunks,
+    run_rss_child,
     write_ipc,
 )
 from bench.report import INFO, MISSED, PASS, Line, mib, rate, ratio_line
@@ -622,62 +616,6 @@ def keyed_vs_unkeyed(data: pa.Table, work: Path, keyed: Path, unkeyed: Path) -> 
     return runs["keyed"], runs["unkeyed"]
 
 
-def peak_rss(ipc: Path, workdir: Path, schema: Path) -> dict[str, Any]:
-    """Ingest the IPC file (100k-row batches) into `schema` in a fresh child; its RSS.
-
-    Run like `bench.ingest.peak_rss`: through a shell that forks, so that the child's
-    ru_maxrss starts fresh rather than at this (large) process's high-water mark.
-    """
-    root = workdir / "store"
-    child = [
-        sys.executable,
-        "-m",
-        "bench.durability",
-        "rss-child",
-        str(ipc),
-        str(root),
-        str(schema),
-    ]
-    cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *child]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"rss child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _rss_child(ipc: Path, root: Path, schema: Path) -> None:
-    """Child body: RSS after imports, then the ingest of the IPC file batch by batch."""
-    baseline = _maxrss_bytes()
-    store = telelake.open(root, schema=schema, host_id=HOST_ID)
-    after_open = _maxrss_bytes()
-    rows = 0
-    start = time.perf_counter()
-    with pa.OSFile(str(ipc), "rb") as source:
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            part = pa.Table.from_batches([reader.get_batch(i)])
-            rows += store.write(TABLE, part)
-            del part
-    seconds = time.perf_counter() - start
-    store.close()
-    print(
-        json.dumps(
-            {
-                "schema": schema.name,
-                "baseline_rss_bytes": baseline,
-                "after_open_rss_bytes": after_open,
-                "peak_rss_bytes": _maxrss_bytes(),
-                "peak_vm_hwm_bytes": _vm_hwm_bytes(),
-                "rows": rows,
-                "seconds": round(seconds, 4),
-                "pyarrow_pool": pa.default_memory_pool().backend_name,
-                "pyarrow_pool_max_bytes": pa.default_memory_pool().max_memory(),
-            }
-        )
-    )
-
-
 # -- the whole part --------------------------------------------------------------------------------
 
 
@@ -760,7 +698,7 @@ def run(
     rss: dict[str, dict[str, Any]] = {}
     for name, schema in (("keyed", keyed_schema), ("unkeyed", unkeyed_schema)):
         (work / f"rss-{name}").mkdir()
-        rss[name] = peak_rss(ipc, work / f"rss-{name}", schema)
+        rss[name] = run_rss_child(ipc, work / f"rss-{name}" / "store", schema)
         if rss[name]["rows"] != data_rows:
             raise RuntimeError(f"rss child ({name}) wrote {rss[name]['rows']} rows")
     ipc.unlink()
@@ -882,20 +820,3 @@ def lines(bench: DurabilityBench) -> list[Line]:
         )
     )
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.durability")
-    sub = parser.add_subparsers(dest="command", required=True)
-    child = sub.add_parser("rss-child", help="ingest an Arrow IPC file and print RSS as JSON")
-    child.add_argument("ipc", type=Path)
-    child.add_argument("root", type=Path)
-    child.add_argument("schema", type=Path)
-    args = parser.parse_args(argv)
-    if args.command == "rss-child":
-        _rss_child(args.ipc, args.root, args.schema)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -242,8 +242,19 @@ def peak_rss(data: pa.Table, workdir: Path) -> dict[str, Any]:
     """Run the ingest of `data` in 100k chunks in a fresh child; its RSS figures."""
     ipc = workdir / "proc_samples.arrow"
     write_ipc(data, ipc)
-    root = workdir / "store"
-    child = [sys.executable, "-m", "bench.ingest", "rss-child", str(ipc), str(root)]
+    result = run_rss_child(ipc, workdir / "store", SCHEMA)
+    if result["rows"] != data.num_rows:
+        raise RuntimeError(f"rss child wrote {result['rows']} rows, expected {data.num_rows}")
+    ipc.unlink()
+    return result
+
+
+def run_rss_child(ipc: Path, root: Path, schema: str | Path) -> dict[str, Any]:
+    """Ingest the IPC file's record batches into `schema` at `root` in a fresh child.
+
+    Returns the child's RSS figures (see `_rss_child`).
+    """
+    child = [sys.executable, "-m", "bench.ingest", "rss-child", str(ipc), str(root), str(schema)]
     # Linux keeps ru_maxrss across execve, and a child exec'd straight from this (large)
     # process starts with our high-water mark. A shell that forks (the command is not its
     # last, so it cannot exec it) gives the child a fresh mm and an honest ru_maxrss.
@@ -253,16 +264,13 @@ def peak_rss(data: pa.Table, workdir: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"rss child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    if result["rows"] != data.num_rows:
-        raise RuntimeError(f"rss child wrote {result['rows']} rows, expected {data.num_rows}")
-    ipc.unlink()
     return result
 
 
-def _rss_child(ipc: Path, root: Path) -> None:
+def _rss_child(ipc: Path, root: Path, schema: str) -> None:
     """Child body: report RSS after imports, then ingest the IPC file chunk by chunk."""
     baseline = _maxrss_bytes()  # telelake, pyarrow, pyarrow.parquet and duckdb are imported
-    store = telelake.open(root, schema=SCHEMA, host_id=HOST_ID)
+    store = telelake.open(root, schema=schema, host_id=HOST_ID)
     after_open = _maxrss_bytes()
     rows = 0
     start = time.perf_counter()
@@ -275,6 +283,7 @@ def _rss_child(ipc: Path, root: Path) -> None:
     seconds = time.perf_counter() - start
     store.close()
     out = {
+        "schema": schema,
         "baseline_rss_bytes": baseline,
         "after_open_rss_bytes": after_open,
         "peak_rss_bytes": _maxrss_bytes(),
@@ -293,9 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     child = sub.add_parser("rss-child", help="ingest an Arrow IPC file and print RSS as JSON")
     child.add_argument("ipc", type=Path)
     child.add_argument("root", type=Path)
+    child.add_argument("schema", nargs="?", default=SCHEMA, help="built-in name or TOML path")
     args = parser.parse_args(argv)
     if args.command == "rss-child":
-        _rss_child(args.ipc, args.root)
+        _rss_child(args.ipc, args.root, args.schema)
     return 0
 
 

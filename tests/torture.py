@@ -396,21 +396,17 @@ class Report:
     kills: int = 0
     acked: dict[str, int] = field(default_factory=dict)
     found: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0
-    lost: int = 0
-    phantom: int = 0
-    wrong_payload: int = 0
+    totals: Verdict = field(default_factory=Verdict)  # summed over every check
     observer_queries: int = 0
     temp_files: int = 0
     leftovers: Counter[str] = field(default_factory=Counter)
-    problems: list[str] = field(default_factory=list)
 
     def absorb(self, v: Verdict) -> None:
-        self.duplicates += v.duplicates
-        self.lost += v.lost
-        self.phantom += v.phantom
-        self.wrong_payload += v.wrong_payload
-        self.problems += v.problems
+        self.totals.add(v)
+
+    @property
+    def problems(self) -> list[str]:
+        return self.totals.problems
 
     @property
     def ok(self) -> bool:
@@ -422,8 +418,9 @@ class Report:
         left = ", ".join(f"{k} {v}" for k, v in sorted(self.leftovers.items()))
         return (
             f"kills: {self.kills}\nacknowledged rows: {acked}\nrows found: {found}\n"
-            f"duplicates: {self.duplicates}\nlost: {self.lost}\nphantom: {self.phantom}\n"
-            f"wrong payloads: {self.wrong_payload}\nobserver queries: {self.observer_queries}\n"
+            f"duplicates: {self.totals.duplicates}\nlost: {self.totals.lost}\n"
+            f"phantom: {self.totals.phantom}\nwrong payloads: {self.totals.wrong_payload}\n"
+            f"observer queries: {self.observer_queries}\n"
             f"rounds that left, before recovery: {left}\n"
             f"temp files left over at the end: {self.temp_files}\n"
             f"problems: {len(self.problems)}"
@@ -539,14 +536,14 @@ def run(
                 report.absorb(verify_store(store, store_root, model, where + " (reopened)"))
         if observer is not None and rng.random() < 0.5:
             observer.close()
-            report.problems += observer.problems
+            report.problems.extend(observer.problems)
             report.observer_queries += observer.queries
             observer = None
         if progress and (rnd + 1) % 10 == 0:
             print(f"{rnd + 1} kills, {len(model.acked('events'))} events acked", flush=True)
     if observer is not None:
         observer.close()
-        report.problems += observer.problems
+        report.problems.extend(observer.problems)
         report.observer_queries += observer.queries
     # Final: recover, fold everything, close; then read the Parquet files with pyarrow alone.
     with telelake.open(store_root, schema=schema, host_id=HOST) as store:

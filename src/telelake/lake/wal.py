@@ -43,11 +43,11 @@ HEADER_TORN = "segment header is torn (no acknowledged record can follow it)"
 FSYNC_POLICIES = ("always", "batch", "interval", "off")
 
 
-def encode_record(payload: bytes) -> bytes:
-    """Frame one payload: magic, length, checksum, payload."""
-    length = struct.pack("<I", len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(length))
-    return _HEADER.pack(RECORD_MAGIC, len(payload), crc) + payload
+def encode_record(payload: bytes | memoryview) -> bytes:
+    """Frame one payload: magic, length, checksum, payload (one copy of the payload)."""
+    size = len(payload)
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<I", size)))
+    return _HEADER.pack(RECORD_MAGIC, size, crc) + payload
 
 
 @dataclass
@@ -127,7 +127,7 @@ class SegmentWriter:
 
         Whether it is durable on return depends on the policy: see `wait_durable`.
         """
-        record = encode_record(batch.serialize().to_pybytes())
+        record = encode_record(memoryview(batch.serialize()))  # no extra copy of big batches
         try:
             self._write_all(record)
         except OSError:
