@@ -72,6 +72,10 @@ def _integral_decimals_to_int(table: pa.Table) -> pa.Table:
     return table
 
 
+_RETRIES = 5
+_MISSING_FILE = re.compile(r"No such file|No files found|does not exist", re.IGNORECASE)
+
+
 class Engine:
     """One in-process DuckDB connection over a store's lake tables.
 
@@ -116,16 +120,27 @@ class Engine:
         """Run SQL (DuckDB dialect) with optional `$name` or `?` parameters."""
         with self._lock:
             try:
-                self._refresh()
-                rel = self._con.sql(text, params=params) if params else self._con.sql(text)
-                table = rel.to_arrow_table() if rel is not None else pa.table({})
-                table = _integral_decimals_to_int(table)
+                table = self._run(text, params)
             except TimeoutError as exc:
                 raise QueryError(f"query failed: {exc}") from exc
             except duckdb.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise QueryError(f"query failed: {first}") from exc
         return Result(table)
+
+    def _run(self, text: str, params: Mapping[str, Any] | list[Any] | None) -> pa.Table:
+        for attempt in range(_RETRIES):
+            self._refresh()
+            try:
+                rel = self._con.sql(text, params=params) if params else self._con.sql(text)
+                table = rel.to_arrow_table() if rel is not None else pa.table({})
+                return _integral_decimals_to_int(table)
+            except duckdb.IOException as exc:
+                # A compaction or retention removed a file between our snapshot and
+                # DuckDB opening it: the rows live on elsewhere, so look again.
+                if attempt == _RETRIES - 1 or not _MISSING_FILE.search(str(exc)):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def named(self, name: str, params: Mapping[str, Any]) -> Result:
         """Run the schema's named query `name` with `params`."""

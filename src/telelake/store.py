@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +17,9 @@ import pyarrow as pa
 
 from telelake import validate
 from telelake.check import CheckReport, check_store
+from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, ValidationError
+from telelake.lake.compact import CompactReport, PartitionResult
 from telelake.lake.tier import Durability, LakeTier
 from telelake.lake.wal import FSYNC_POLICIES
 from telelake.metadata import MetadataDir, local_host_id, reconcile_version, utc_now_iso
@@ -242,6 +246,46 @@ class Store:
             done += self._lake.fold_orphans(t)
         return done
 
+    def compact(
+        self,
+        table: str | None = None,
+        older_than: str | dt.timedelta | None = None,
+        *,
+        dry_run: bool = False,
+        on_partition: Callable[[str, PartitionResult], None] | None = None,
+        now: dt.datetime | None = None,
+    ) -> CompactReport:
+        """Merge the small files of each partition into one file (spec 000 §5.3).
+
+        `table` None means every lake table. With `older_than` (`"7d"` or a timedelta)
+        only partitions whose time range ended that long before `now` (default: the
+        current time) are touched, so the partitions being written are left alone.
+        Repeated keys are removed (the oldest write wins). Each partition is swapped
+        atomically: a query running meanwhile sees every row exactly once. With
+        `dry_run`, nothing changes and the report says what would be merged.
+        """
+        if self.read_only and not dry_run:
+            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        try:
+            age = None if older_than is None else parse_age(older_than)
+        except ValueError as exc:
+            raise StoreError(f"compact: {exc}") from None
+        cutoff = None if age is None else (now or dt.datetime.now(dt.UTC)) - age
+        tables = [self.table(table)] if table is not None else self._lake_tables()
+        report = CompactReport()
+        for t in tables:
+            if t.tier != "lake":
+                raise StoreError(f"table {t.name!r} is in the {t.tier} tier: nothing to compact")
+
+            def tell(result: PartitionResult, name: str = t.name) -> None:
+                if on_partition is not None:
+                    on_partition(name, result)
+
+            report.tables[t.name] = self._lake.compact(
+                t, cutoff, dry_run=dry_run, on_partition=tell
+            )
+        return report
+
     def check(self, repair: bool = False) -> CheckReport:
         """Read every data file, WAL segment and metadata file; report what is wrong.
 
@@ -294,6 +338,7 @@ def open(
     fsync: str = "always",
     fold_bytes: int = Durability.fold_bytes,
     fold_age: float = Durability.fold_age,
+    retire_after: float = Durability.retire_after,
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 
@@ -304,11 +349,15 @@ def open(
     the disk: "always" (before write() returns; the default), "batch" (the same, with
     concurrent threads sharing one sync), "interval" (every second, in the
     background) or "off". A WAL segment is folded into Parquet once it holds
-    `fold_bytes` or is `fold_age` seconds old, and when the store closes.
+    `fold_bytes` or is `fold_age` seconds old, and when the store closes. Files that
+    a compaction replaced are deleted `retire_after` seconds after it (queries that
+    started before it may still be reading them).
     """
     model = load_schema(schema)
     path = Path(root).expanduser() if root is not None else default_root(model.name)
     if fsync not in FSYNC_POLICIES:
         raise StoreError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
-    durability = Durability(fsync=fsync, fold_bytes=fold_bytes, fold_age=fold_age)
+    durability = Durability(
+        fsync=fsync, fold_bytes=fold_bytes, fold_age=fold_age, retire_after=retire_after
+    )
     return Store(path.resolve(), model, host_id=host_id, durability=durability)

@@ -45,16 +45,45 @@ class Intent:
 
     segment: str
     targets: tuple[str, ...]  # paths relative to the store root
+    # Files a compaction replaces (relative paths), and whether it has committed: the
+    # intent is rewritten with committed=true once its targets are durable. Before
+    # that readers ignore the targets; after it they ignore the sources, which stay on
+    # disk for a grace period (queries that listed them can still read them).
+    sources: tuple[str, ...] = ()
+    committed: bool = False
 
     def dump(self) -> bytes:
         """The intent's JSON text."""
-        return json.dumps({"segment": self.segment, "targets": list(self.targets)}).encode()
+        data: dict[str, object] = {"segment": self.segment, "targets": list(self.targets)}
+        if self.sources:
+            data["sources"] = list(self.sources)
+            data["committed"] = self.committed
+        return json.dumps(data).encode()
 
     @staticmethod
     def load(path: Path) -> Intent:
         """Read an intent file (ValueError when it is not one)."""
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Intent(str(data["segment"]), tuple(str(t) for t in data["targets"]))
+        return Intent(
+            str(data["segment"]),
+            tuple(str(t) for t in data["targets"]),
+            tuple(str(s) for s in data.get("sources", ())),
+            bool(data.get("committed", False)),
+        )
+
+    def hidden(self, root: Path, live_segments: set[str]) -> set[Path]:
+        """The files a reader must not read while this intent exists.
+
+        A fold's targets stay hidden while its segment exists; a direct write's while
+        the intent exists; a compaction's until it commits, and its sources after that.
+        """
+        if self.sources:
+            names = self.sources if self.committed else self.targets
+        elif not self.segment or self.segment in live_segments:
+            names = self.targets
+        else:
+            names = ()
+        return {root / n for n in names}
 
 
 @contextmanager
@@ -171,10 +200,35 @@ def publish_targets(
         durable.write_durably(path, fill, replace=False)
 
 
+def recover(root: Path, intent: Intent, wal_dir: Path) -> bool:
+    """Undo the work of an intent whose writer is gone; False if it must stay for now.
+
+    A fold whose segment still exists, a direct write, and an uncommitted compaction
+    are undone (their targets deleted); a committed fold needs nothing. A committed
+    compaction is kept: its sources go when their grace period ends (`retire`).
+    """
+    if intent.sources and intent.committed:
+        return False
+    if intent.sources or not intent.segment or (wal_dir / intent.segment).exists():
+        remove_files(root, intent.targets)
+    return True
+
+
+def retire(root: Path, intent: Intent) -> None:
+    """Delete the sources of a committed compaction (its grace period is over)."""
+    assert intent.committed
+    remove_files(root, intent.sources)
+
+
 def remove_targets(root: Path, intent: Intent) -> None:
-    """Delete the published targets of an unfinished fold (recovery)."""
+    """Delete the published targets of an unfinished fold."""
+    remove_files(root, intent.targets)
+
+
+def remove_files(root: Path, relative: tuple[str, ...]) -> None:
+    """Delete files (paths relative to `root`) that may or may not exist, durably."""
     dirs = set()
-    for rel in intent.targets:
+    for rel in relative:
         path = root / rel
         try:
             path.unlink()

@@ -109,3 +109,38 @@ def rows_per_group(data: pa.Table, target_bytes: int) -> int:
         return 1
     per_row = max(1, int(data.nbytes) // int(data.num_rows))
     return max(1, target_bytes // per_row)
+
+
+def parse_partition(relative: Path) -> PartitionValues:
+    """The partition values of a directory below the table dir (`year=2026/month=01`)."""
+    out = []
+    for part in relative.parts:
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"not a partition directory: {relative}")
+        out.append((key, value))
+    return tuple(out)
+
+
+def partition_end(values: PartitionValues) -> dt.datetime | None:
+    """When the time range of a partition ends (UTC), or None without a year level.
+
+    `year=2026/month=01` ends at 2026-02-01T00:00Z; key levels (host_id) do not matter.
+    """
+    levels = {k: int(v) for k, v in values if k in _WIDTH}
+    if "year" not in levels:
+        return None
+    start = dt.datetime(
+        levels["year"],
+        levels.get("month", 1),
+        levels.get("day", 1),
+        levels.get("hour", 0),
+        tzinfo=dt.UTC,
+    )
+    if "hour" in levels:
+        return start + dt.timedelta(hours=1)
+    if "day" in levels:
+        return start + dt.timedelta(days=1)
+    if "month" in levels:
+        return (start + dt.timedelta(days=32)).replace(day=1)
+    return start.replace(year=start.year + 1)

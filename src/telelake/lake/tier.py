@@ -19,7 +19,7 @@ import string
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from telelake import durable
-from telelake.lake import fold, layout, parquet, wal
+from telelake.lake import compact, fold, layout, parquet, wal
 from telelake.schema.model import Schema, Table
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -67,6 +67,9 @@ class Durability:
     fold_bytes: int = 32 << 20
     fold_age: float = 60.0
     direct_rows: int = 50_000
+    # Files replaced by a compaction stay on disk this long after it commits (hidden
+    # from new queries), so a query that listed them before still finds them.
+    retire_after: float = 120.0
 
 
 @dataclass
@@ -309,8 +312,12 @@ class LakeTier:
                 intent = fold.Intent.load(intent_path)
             except (OSError, ValueError, KeyError):
                 continue  # unreadable intent: reported by `check`
-            if not intent.segment or (wal_dir / intent.segment).exists():
-                fold.remove_targets(self.root, intent)  # not committed: undo
+            if not fold.recover(self.root, intent, wal_dir):
+                # A committed compaction: its sources stay while queries may read them.
+                age = time.time() - intent_path.stat().st_mtime
+                if age < self.durability.retire_after:
+                    continue
+                fold.retire(self.root, intent)
             intent_path.unlink(missing_ok=True)
             durable.fsync_dir(wal_dir)
         wal.remove_dead_temps(wal_dir)
@@ -333,6 +340,81 @@ class LakeTier:
         """Fold this writer's segments and stop the background sync."""
         self._stop.set()
         self.fold_own()
+
+    # -- compaction ---------------------------------------------------------------------
+
+    def compact(
+        self,
+        table: Table,
+        older_than: dt.datetime | None = None,
+        *,
+        dry_run: bool = False,
+        on_partition: Callable[[compact.PartitionResult], None] | None = None,
+    ) -> list[compact.PartitionResult]:
+        """Merge the small files of each due partition into one (see lake/compact.py).
+
+        Each partition is swapped atomically under the table's fold lock, so writers
+        wait at most for one partition's merge, and queries see every row once.
+        """
+        base = self.table_dir(table)
+        results = []
+        hidden = self.hidden_files(table)
+        for directory, files in compact.partitions(base):
+            files = [f for f in files if f not in hidden and self._usable(table, f)]
+            if not compact.due(base, directory, files, older_than):
+                continue
+            if dry_run:
+                result = compact.PartitionResult(
+                    str(directory.relative_to(base)),
+                    len(files),
+                    1,
+                    sum(pq.read_metadata(f).num_rows for f in files),
+                    sum(f.stat().st_size for f in files),
+                    0,
+                    0,
+                )
+            else:
+                with fold.table_lock(self.wal_dir(table)):
+                    self._recover_locked(table)
+                    # Listed again under the lock: what is there now is what we replace.
+                    # (Sources of earlier compactions in their grace period excluded.)
+                    hidden = self.hidden_files(table)
+                    files = [
+                        f
+                        for f in compact.data_files(directory)
+                        if f not in hidden and self._usable(table, f)
+                    ]
+                    if len(files) < 2:
+                        continue
+                    result = compact.compact_partition(
+                        self.root,
+                        table,
+                        directory,
+                        files,
+                        self.wal_dir(table),
+                        {**self.metadata, parquet.META_TABLE: table.name.encode()},
+                        random_token(8),
+                        dt.datetime.now(dt.UTC),
+                    )
+            results.append(result)
+            if on_partition is not None:
+                on_partition(result)
+        if not dry_run:
+            self.recover(table)  # retires sources whose grace period is over
+        return results
+
+    def hidden_files(self, table: Table) -> set[Path]:
+        """Files on disk that readers ignore now (see `fold.Intent.hidden`)."""
+        wal_dir = self.wal_dir(table)
+        names = _wal_names(wal_dir)
+        out: set[Path] = set()
+        for name in names:
+            if name.endswith(fold.INTENT_SUFFIX):
+                try:
+                    out |= fold.Intent.load(wal_dir / name).hidden(self.root, names)
+                except (OSError, ValueError, KeyError):
+                    continue
+        return out
 
     # -- reading ------------------------------------------------------------------------
 
@@ -362,6 +444,7 @@ class LakeTier:
             before = _wal_names(wal_dir)
             files = list(self.files(table))
             pending: set[Path] = set()
+            published: set[Path] = set()  # targets of committed compactions
             segments: list[Path] = []
             for name in sorted(before):
                 if name.endswith(fold.INTENT_SUFFIX):
@@ -369,8 +452,11 @@ class LakeTier:
                         intent = fold.Intent.load(wal_dir / name)
                     except (OSError, ValueError, KeyError):
                         continue
-                    if not intent.segment or intent.segment in before:
-                        pending.update(self.root / t for t in intent.targets)
+                    pending.update(intent.hidden(self.root, before))
+                    if intent.sources and intent.committed:
+                        # Named explicitly: a directory listing racing the compaction
+                        # could have missed a target it published before its commit.
+                        published.update(self.root / t for t in intent.targets)
                 elif name.endswith(wal.SUFFIX):
                     segments.append(wal_dir / name)
             try:
@@ -386,6 +472,7 @@ class LakeTier:
                 continue
             self._cache.forget_missing(set(segments))
             live = pa.concat_tables(tables, promote_options="default") if tables else None
+            files += sorted(p for p in published - set(files) if p.exists())
             good = [f for f in files if f not in pending and self._usable(table, f)]
             return Snapshot(good, live, problems)
         raise TimeoutError(f"table {table.name!r}: the WAL kept changing; try again")

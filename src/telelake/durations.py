@@ -1,0 +1,23 @@
+"""Ages given on the command line or to the API: `7d`, `12h`, `30m`, `2w`, `90s`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_age(value: str | dt.timedelta) -> dt.timedelta:
+    """A timedelta from `7d`-style text (s, m, h, d, w); ValueError names what is wrong."""
+    if isinstance(value, dt.timedelta):
+        if value < dt.timedelta(0):
+            raise ValueError(f"an age cannot be negative: {value}")
+        return value
+    match = _AGE.match(value)
+    if match is None:
+        raise ValueError(
+            f"not an age: {value!r} (use a number and a unit: 90s, 30m, 12h, 7d or 2w)"
+        )
+    return dt.timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])

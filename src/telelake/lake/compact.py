@@ -1,0 +1,184 @@
+"""Compaction: merge the small Parquet files of a partition into one, atomically.
+
+A compaction of partition P of a table runs under the table's fold lock (no fold
+publishes into the table meanwhile, and key checks of folds never read a file that is
+about to go) and goes:
+
+  1. write the intent `compact-<token>.fold` naming the sources and the target, durably;
+  2. publish the target (temp + fsync + link + directory fsync);
+  3. rewrite the intent with committed=true, durably       <- the commit point;
+  4. after a grace period (`Durability.retire_after`), delete the sources, then the
+     intent (done by whoever next holds the lock: a fold, a compaction, an open).
+
+Readers ignore the target until the commit and the sources after it, so a query sees each
+row once at every step; a query that listed the sources just before the commit can still
+read them during the grace period (and one that runs longer is retried on a fresh
+snapshot). Recovery after a crash before the commit deletes the target and the intent.
+This is Delta Lake's scheme (files removed from the log stay until VACUUM), in files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from telelake import durable
+from telelake.lake import fold, layout
+from telelake.schema.model import Table
+
+COMPACT_PREFIX = "compact-"
+SMALL_FILE_BYTES = 8 << 20  # a partition with 2+ files under this size is worth compacting
+
+
+@dataclass
+class PartitionResult:
+    """What compacting one partition did."""
+
+    partition: str  # relative to the table directory, e.g. "year=2026/month=01/day=15/..."
+    files_before: int
+    files_after: int
+    rows: int
+    bytes_before: int
+    bytes_after: int
+    duplicates_removed: int
+
+
+@dataclass
+class CompactReport:
+    """What `Store.compact` did (or, with dry_run, would do), partition by partition."""
+
+    tables: dict[str, list[PartitionResult]] = field(default_factory=dict)
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions were (or would be) compacted."""
+        return sum(len(v) for v in self.tables.values())
+
+    def totals(self) -> tuple[int, int, int, int]:
+        """(files before, files after, bytes before, bytes after) over every partition."""
+        rs = [r for v in self.tables.values() for r in v]
+        return (
+            sum(r.files_before for r in rs),
+            sum(r.files_after for r in rs),
+            sum(r.bytes_before for r in rs),
+            sum(r.bytes_after for r in rs),
+        )
+
+
+def partitions(table_dir: Path) -> Iterator[tuple[Path, list[Path]]]:
+    """Each leaf directory below `table_dir` with its published data files (sorted)."""
+    if not table_dir.is_dir():
+        return
+    for directory in sorted(p for p in table_dir.rglob("*") if p.is_dir()):
+        rel = directory.relative_to(table_dir)
+        if any(part.startswith((".", "_")) for part in rel.parts):
+            continue
+        files = data_files(directory)
+        if files:
+            yield directory, files
+
+
+def data_files(directory: Path) -> list[Path]:
+    """The published data files directly in `directory`, in name (= time) order."""
+    return sorted(
+        f
+        for f in directory.iterdir()
+        if f.suffix == ".parquet" and not f.name.startswith((".", "_")) and f.is_file()
+    )
+
+
+def due(
+    table_dir: Path,
+    directory: Path,
+    files: list[Path],
+    older_than: dt.datetime | None,
+    small_bytes: int = SMALL_FILE_BYTES,
+) -> bool:
+    """Is this partition worth compacting, and old enough?
+
+    Worth it: two or more files, at least two of them small. Old enough: its time range
+    ended before `older_than` (a partition without time levels: its newest file is
+    older). A partition still being written is never due when `older_than` is given.
+    """
+    if len(files) < 2:
+        return False
+    sizes = [f.stat().st_size for f in files]
+    if sum(1 for s in sizes if s < small_bytes) < 2:
+        return False
+    if older_than is None:
+        return True
+    end = layout.partition_end(layout.parse_partition(directory.relative_to(table_dir)))
+    if end is None:
+        newest = max(f.stat().st_mtime for f in files)
+        end = dt.datetime.fromtimestamp(newest, dt.UTC)
+    return end <= older_than
+
+
+def merge(table: Table, sources: list[Path]) -> tuple[pa.Table, int]:
+    """The rows of `sources`, sorted by the layout, without repeated keys (first file wins).
+
+    Files are read in name order (names start with the time they were written), so the
+    first occurrence of a key is the oldest write. Returns (rows, duplicates removed).
+    """
+    assert table.parquet is not None
+    names = list(table.column_names)
+    parts = [pq.read_table(f, columns=names).select(names) for f in sources]
+    rows = pa.concat_tables(parts).combine_chunks()
+    duplicates = 0
+    if table.key and rows.num_rows:
+        positions = pa.array(range(rows.num_rows), pa.int64())
+        keyed = rows.select(list(table.key)).append_column("__tl_pos", positions)
+        first = keyed.group_by(list(table.key)).aggregate([("__tl_pos", "min")])
+        if first.num_rows != rows.num_rows:
+            duplicates = rows.num_rows - first.num_rows
+            keep = first.column("__tl_pos_min").sort()
+            rows = rows.take(keep)
+    return rows, duplicates
+
+
+def compact_partition(
+    root: Path,
+    table: Table,
+    directory: Path,
+    sources: list[Path],
+    wal_dir: Path,
+    metadata: dict[bytes, bytes],
+    token: str,
+    stamp: dt.datetime,
+    before_commit: Callable[[], None] = lambda: None,
+) -> PartitionResult:
+    """Replace `sources` (files of one partition) with one file; the caller holds the lock."""
+    assert table.parquet is not None
+    rows, duplicates = merge(table, sources)
+    target = directory / layout.file_name(table.parquet.file_prefix, stamp, token)
+    intent = fold.Intent(
+        "", (str(target.relative_to(root)),), tuple(str(s.relative_to(root)) for s in sources)
+    )
+    intent_path = wal_dir / f"{COMPACT_PREFIX}{token}{fold.INTENT_SUFFIX}"
+    durable.ensure_dir(wal_dir)
+    durable.write_bytes_durably(intent_path, intent.dump())
+    try:
+        fold.publish_targets([(target, rows)], table, metadata)
+    except BaseException:
+        fold.remove_files(root, intent.targets)
+        intent_path.unlink(missing_ok=True)
+        raise
+    before_commit()
+    # The commit point: from here readers take the target and ignore the sources, which
+    # stay for a grace period; the intent goes with them (LakeTier.recover).
+    durable.write_bytes_durably(intent_path, replace(intent, committed=True).dump())
+    bytes_before = sum(s.stat().st_size for s in sources)
+    return PartitionResult(
+        partition=str(directory.relative_to(root / table.name)),
+        files_before=len(sources),
+        files_after=1,
+        rows=int(rows.num_rows),
+        bytes_before=bytes_before,
+        bytes_after=target.stat().st_size,
+        duplicates_removed=duplicates,
+    )
