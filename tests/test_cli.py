@@ -185,3 +185,28 @@ def test_cli_reference_is_generated_from_the_cli() -> None:
     for command in ("init", "write", "sql", "query", "tables", "describe", "collect"):
         assert f"## `telelake {command}`" in text
     assert "--root" in text and "--format" in text
+
+
+def test_compact_dry_run_then_merge_then_nothing_left(root: Path) -> None:
+    rows = [audit_row(i) for i in range(12)]
+    for i in range(0, 12, 3):  # four writes: four files in each of the three day partitions
+        text = "\n".join(json.dumps(r) for r in rows[i : i + 3]) + "\n"
+        out = run("write", "audit", "-", "--format", "ndjson", root=root, stdin=text)
+        assert out.returncode == 0, out.stderr
+    days = sorted((root / "audit").rglob("day=*"))
+    files = {d: len(list(d.glob("*.parquet"))) for d in days}
+    assert len(days) == 3 and all(n > 1 for n in files.values())
+
+    out = run("compact", "--dry-run", root=root)
+    assert out.returncode == 0, out.stderr
+    assert f"would merge {sum(files.values())} files into 3 in 3 partition(s)" in out.stdout
+    assert {d: len(list(d.glob("*.parquet"))) for d in days} == files  # nothing changed
+
+    out = run("compact", "--table", "audit", "--quiet", root=root)
+    assert out.returncode == 0, out.stderr
+    assert f"merged {sum(files.values())} files into 3 in 3 partition(s)" in out.stdout
+    out = run("sql", "SELECT count(*) AS n FROM audit", "--format", "csv", root=root)
+    assert out.stdout.splitlines() == ["n", "12"]
+
+    out = run("compact", "--older-than", "soon", root=root)
+    assert out.returncode != 0 and "not an age: 'soon'" in out.stderr

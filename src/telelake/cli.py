@@ -262,6 +262,52 @@ def fold(root: RootOpt = None, schema: SchemaOpt = "process_triage") -> None:
 
 
 @app.command()
+def compact(
+    table: Annotated[
+        str | None, typer.Option("--table", help="Only this table [default: every lake table]")
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than", help="Only partitions whose time range ended this long ago (7d, 12h)"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be merged; change nothing")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Merge the small Parquet files of each partition into one (spec 000 §5.3)."""
+    with _open(root, schema) as store:
+        plan = store.compact(table, older_than, dry_run=True)
+        if dry_run:
+            report = plan
+        else:
+            with Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                disable=quiet,
+            ) as progress:
+                task = progress.add_task("compacting partitions", total=plan.partitions)
+                report = store.compact(
+                    table, older_than, on_partition=lambda _t, _r: progress.advance(task)
+                )
+    before, after, bytes_before, bytes_after = report.totals()
+    for name, results in report.tables.items():
+        if results:
+            files = sum(r.files_before for r in results)
+            console.print(f"{name}: {len(results)} partition(s), {files} files")
+    verb = "would merge" if dry_run else "merged"
+    size = "" if dry_run else f", {bytes_before:,} -> {bytes_after:,} bytes"
+    console.print(f"{verb} {before} files into {after} in {report.partitions} partition(s){size}")
+
+
+@app.command()
 def collect(
     samples: Annotated[int, typer.Option(help="Snapshots of all processes to take", min=1)] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between snapshots", min=0.0)] = 1.0,
