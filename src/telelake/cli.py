@@ -308,6 +308,53 @@ def compact(
 
 
 @app.command()
+def retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be removed; change nothing")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Remove rows past each table's retention, then keep under max_disk_gb (spec 000 §5)."""
+    import pyarrow as pa
+
+    with _open(root, schema) as store:
+        plan = store.enforce_retention(dry_run=True)
+        steps = plan.steps
+        if steps:  # what goes, printed before it goes
+            _print_result(
+                Result(
+                    pa.table(
+                        {
+                            "table": [s.table for s in steps],
+                            "partition": [s.partition for s in steps],
+                            "action": [s.action for s in steps],
+                            "rows": [s.rows for s in steps],
+                            "bytes": [s.bytes for s in steps],
+                        }
+                    )
+                ),
+                "table",
+            )
+        report = plan
+        if not dry_run:
+            with Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                disable=quiet,
+            ) as progress:
+                task = progress.add_task("removing partitions", total=len(steps))
+                report = store.enforce_retention(on_step=lambda _s: progress.advance(task))
+    parts, rows, size = report.totals()
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{verb} {rows} rows in {parts} partition(s), {size:,} bytes")
+
+
+@app.command()
 def collect(
     samples: Annotated[int, typer.Option(help="Snapshots of all processes to take", min=1)] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between snapshots", min=0.0)] = 1.0,

@@ -17,9 +17,12 @@ import pyarrow as pa
 
 from telelake import validate
 from telelake.check import CheckReport, check_store
+from telelake.config import Retention, load_retention
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, ValidationError
+from telelake.lake import layout, retention
 from telelake.lake.compact import CompactReport, PartitionResult
+from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier
 from telelake.lake.wal import FSYNC_POLICIES
 from telelake.metadata import MetadataDir, local_host_id, reconcile_version, utc_now_iso
@@ -285,6 +288,121 @@ class Store:
                 t, cutoff, dry_run=dry_run, on_partition=tell
             )
         return report
+
+    def retention(self) -> Retention:
+        """This store's retention settings: the schema's, overridden by `config.json`."""
+        loaded = load_retention(self.root, self.schema.tables)
+        days = {t.name: t.retention_days for t in self._lake_tables() if t.retention_days}
+        return Retention({**days, **loaded.days}, loaded.max_disk_gb, loaded.auto_compact)
+
+    def enforce_retention(
+        self,
+        *,
+        dry_run: bool = False,
+        now: dt.datetime | None = None,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> RetentionReport:
+        """Remove rows older than each table's retention, then keep under `max_disk_gb`.
+
+        Whole partitions go where the time levels allow it; the partition holding the
+        cutoff is rewritten without its older rows. Over the disk budget, the oldest
+        partitions go first across tables (on equal age, in the schema's table order),
+        never one whose time range has not ended yet; a warning names them. Removed
+        files are hidden from new queries at once and deleted after `retire_after`
+        seconds. With `dry_run`, nothing changes and the report says what would go.
+        """
+        if self.read_only and not dry_run:
+            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        settings = self.retention()
+        now = now or dt.datetime.now(dt.UTC)
+        if not dry_run:
+            self.fold()  # rows still in WAL segments are expired like any others
+        report = RetentionReport()
+        tables = self._lake_tables()
+        usage = {t.name: self._lake_bytes(t) for t in tables}
+        report.disk_bytes_before = sum(usage.values())
+        done: set[tuple[str, str]] = set()
+        for t in tables:
+            days = settings.days.get(t.name)
+            if days is None:
+                continue
+            cutoff = now - dt.timedelta(days=days)
+            for step in self._lake.expire(t, cutoff, dry_run=dry_run):
+                report.steps.append(step)
+                done.add((t.name, step.partition))
+                if on_step is not None:
+                    on_step(step)
+        if settings.max_disk_gb is not None:
+            self._enforce_budget(settings.max_disk_gb, report, done, now, dry_run, on_step)
+        if not dry_run:
+            for t in tables:
+                self._lake.recover(t)  # retires files whose grace period is over
+        removed = sum(s.bytes for s in report.steps)
+        report.disk_bytes_after = (
+            report.disk_bytes_before - removed
+            if dry_run
+            else sum(self._lake_bytes(t) for t in tables)
+        )
+        return report
+
+    def _enforce_budget(
+        self,
+        max_disk_gb: float,
+        report: RetentionReport,
+        done: set[tuple[str, str]],
+        now: dt.datetime,
+        dry_run: bool,
+        on_step: Callable[[Step], None] | None,
+    ) -> None:
+        """Drop the oldest finished partitions until the store fits in `max_disk_gb`."""
+        tables = self._lake_tables()
+        budget = int(max_disk_gb * 1e9)
+        report.budget_bytes = budget
+        used = report.disk_bytes_before - sum(s.bytes for s in report.steps)
+        if not dry_run:
+            used = sum(self._lake_bytes(t) for t in tables)
+        candidates = []
+        for i, t in enumerate(tables):
+            base = self._lake.table_dir(t)
+            for directory, files in self._lake.visible_partitions(t):
+                rel = directory.relative_to(base)
+                end = layout.partition_end(layout.parse_partition(rel))
+                if end is None or end > now or (t.name, str(rel)) in done:
+                    continue  # never the partition being written now
+                size = sum(f.stat().st_size for f in files)
+                candidates.append(retention.Candidate((end, i), t.name, directory, size))
+        dropped = []
+        for c in retention.over_budget(candidates, used, budget):
+            t = self.table(c.table)
+            drop = self._lake.remove_rows(
+                t, c.directory, retention.OVER_BUDGET, None, dry_run=dry_run
+            )
+            if drop is not None:
+                report.steps.append(drop)
+                dropped.append(f"{drop.table}/{drop.partition}")
+                used -= drop.bytes
+                if on_step is not None:
+                    on_step(drop)
+        if dropped and not dry_run:
+            warnings.warn(
+                f"store {self.root} was over its disk budget of {max_disk_gb:g} GB: "
+                f"dropped {len(dropped)} partition(s), oldest first: {', '.join(dropped[:10])}"
+                + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""),
+                stacklevel=3,
+            )
+        if used > budget:
+            warnings.warn(
+                f"store {self.root} is still over its disk budget of "
+                f"{max_disk_gb:g} GB ({used:,} bytes): only partitions being "
+                "written now are left",
+                stacklevel=3,
+            )
+
+    def _lake_bytes(self, table: Table) -> int:
+        """Bytes of the data files queries read now (retired files excluded)."""
+        return sum(
+            f.stat().st_size for _, files in self._lake.visible_partitions(table) for f in files
+        )
 
     def check(self, repair: bool = False) -> CheckReport:
         """Read every data file, WAL segment and metadata file; report what is wrong.

@@ -156,23 +156,8 @@ def compact_partition(
     assert table.parquet is not None
     rows, duplicates = merge(table, sources)
     target = directory / layout.file_name(table.parquet.file_prefix, stamp, token)
-    intent = fold.Intent(
-        "", (str(target.relative_to(root)),), tuple(str(s.relative_to(root)) for s in sources)
-    )
-    intent_path = wal_dir / f"{COMPACT_PREFIX}{token}{fold.INTENT_SUFFIX}"
-    durable.ensure_dir(wal_dir)
-    durable.write_bytes_durably(intent_path, intent.dump())
-    try:
-        fold.publish_targets([(target, rows)], table, metadata)
-    except BaseException:
-        fold.remove_files(root, intent.targets)
-        intent_path.unlink(missing_ok=True)
-        raise
-    before_commit()
-    # The commit point: from here readers take the target and ignore the sources, which
-    # stay for a grace period; the intent goes with them (LakeTier.recover).
-    durable.write_bytes_durably(intent_path, replace(intent, committed=True).dump())
     bytes_before = sum(s.stat().st_size for s in sources)
+    swap(root, table, sources, (target, rows), wal_dir, metadata, token, before_commit)
     return PartitionResult(
         partition=str(directory.relative_to(root / table.name)),
         files_before=len(sources),
@@ -182,3 +167,36 @@ def compact_partition(
         bytes_after=target.stat().st_size,
         duplicates_removed=duplicates,
     )
+
+
+def swap(
+    root: Path,
+    table: Table,
+    sources: list[Path],
+    target: tuple[Path, pa.Table] | None,
+    wal_dir: Path,
+    metadata: dict[bytes, bytes],
+    token: str,
+    before_commit: Callable[[], None] = lambda: None,
+) -> None:
+    """Atomically replace `sources` by `target` (a new file and its rows) or by nothing.
+
+    The caller holds the table's fold lock. Compaction and retention both swap files
+    this way (see the module docstring for the steps and what readers see).
+    """
+    targets = (str(target[0].relative_to(root)),) if target is not None else ()
+    intent = fold.Intent("", targets, tuple(str(s.relative_to(root)) for s in sources))
+    intent_path = wal_dir / f"{COMPACT_PREFIX}{token}{fold.INTENT_SUFFIX}"
+    durable.ensure_dir(wal_dir)
+    if target is not None:
+        durable.write_bytes_durably(intent_path, intent.dump())
+        try:
+            fold.publish_targets([target], table, metadata)
+        except BaseException:
+            fold.remove_files(root, intent.targets)
+            intent_path.unlink(missing_ok=True)
+            raise
+        before_commit()
+    # The commit point: from here readers take the target and ignore the sources, which
+    # stay for a grace period; the intent goes with them (LakeTier.recover).
+    durable.write_bytes_durably(intent_path, replace(intent, committed=True).dump())

@@ -127,16 +127,10 @@ def partition_end(values: PartitionValues) -> dt.datetime | None:
 
     `year=2026/month=01` ends at 2026-02-01T00:00Z; key levels (host_id) do not matter.
     """
-    levels = {k: int(v) for k, v in values if k in _WIDTH}
-    if "year" not in levels:
+    start = partition_start(values)
+    if start is None:
         return None
-    start = dt.datetime(
-        levels["year"],
-        levels.get("month", 1),
-        levels.get("day", 1),
-        levels.get("hour", 0),
-        tzinfo=dt.UTC,
-    )
+    levels = {k for k, _ in values}
     if "hour" in levels:
         return start + dt.timedelta(hours=1)
     if "day" in levels:
@@ -144,3 +138,17 @@ def partition_end(values: PartitionValues) -> dt.datetime | None:
     if "month" in levels:
         return (start + dt.timedelta(days=32)).replace(day=1)
     return start.replace(year=start.year + 1)
+
+
+def partition_start(values: PartitionValues) -> dt.datetime | None:
+    """When the time range of a partition starts (UTC), or None without a year level."""
+    levels = {k: int(v) for k, v in values if k in _WIDTH}
+    if "year" not in levels:
+        return None
+    return dt.datetime(
+        levels["year"],
+        levels.get("month", 1),
+        levels.get("day", 1),
+        levels.get("hour", 0),
+        tzinfo=dt.UTC,
+    )

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from telelake import durable
-from telelake.lake import compact, fold, layout, parquet, wal
+from telelake.lake import compact, fold, layout, parquet, retention, wal
 from telelake.schema.model import Schema, Table
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -402,6 +402,88 @@ class LakeTier:
         if not dry_run:
             self.recover(table)  # retires sources whose grace period is over
         return results
+
+    # -- retention ----------------------------------------------------------------------
+
+    def visible_partitions(self, table: Table) -> Iterator[tuple[Path, list[Path]]]:
+        """Each partition directory with the files queries read now."""
+        hidden = self.hidden_files(table)
+        for directory, files in compact.partitions(self.table_dir(table)):
+            files = [f for f in files if f not in hidden and self._usable(table, f)]
+            if files:
+                yield directory, files
+
+    def expire(
+        self, table: Table, cutoff: dt.datetime, *, dry_run: bool = False
+    ) -> list[retention.Step]:
+        """Remove the rows of `table` older than `cutoff`: whole partitions where the time
+        levels allow it, else by rewriting the partition (see lake/retention.py)."""
+        if table.time is None:
+            return []
+        base = self.table_dir(table)
+        steps = []
+        for directory, _ in list(self.visible_partitions(table)):
+            action = retention.verdict(directory.relative_to(base), cutoff)
+            if action is not None:
+                step = self.remove_rows(table, directory, action, cutoff, dry_run=dry_run)
+                if step is not None:
+                    steps.append(step)
+        return steps
+
+    def remove_rows(
+        self,
+        table: Table,
+        directory: Path,
+        action: str,
+        cutoff: dt.datetime | None,
+        *,
+        dry_run: bool = False,
+    ) -> retention.Step | None:
+        """Remove a partition's rows older than `cutoff` (all of them when None)."""
+        assert table.parquet is not None and table.time is not None
+        lock = contextlib.nullcontext() if dry_run else fold.table_lock(self.wal_dir(table))
+        with lock:
+            if not dry_run:
+                self._recover_locked(table)
+            hidden = self.hidden_files(table)
+            files = [
+                f
+                for f in compact.data_files(directory)
+                if f not in hidden and self._usable(table, f)
+            ]
+            if not files:
+                return None
+            size = sum(f.stat().st_size for f in files)
+            total = sum(pq.read_metadata(f).num_rows for f in files)
+            target = None
+            if action == retention.TRIMMED and cutoff is not None:
+                rows, _ = compact.merge(table, files)
+                time_col = rows.column(table.time)
+                keep = rows.filter(pc.greater_equal(time_col, pa.scalar(cutoff, time_col.type)))
+                if keep.num_rows == total:
+                    return None
+                if keep.num_rows:
+                    name = layout.file_name(
+                        table.parquet.file_prefix, dt.datetime.now(dt.UTC), random_token(8)
+                    )
+                    target = (directory / name, keep)
+                else:
+                    action = retention.EXPIRED
+                removed = total - keep.num_rows
+            else:
+                removed = total
+            if not dry_run:
+                compact.swap(
+                    self.root,
+                    table,
+                    files,
+                    target,
+                    self.wal_dir(table),
+                    {**self.metadata, parquet.META_TABLE: table.name.encode()},
+                    random_token(8),
+                )
+        rel = str(directory.relative_to(self.table_dir(table)))
+        return retention.Step(table.name, rel, action, len(files), removed, size)
 
     def hidden_files(self, table: Table) -> set[Path]:
         """Files on disk that readers ignore now (see `fold.Intent.hidden`)."""

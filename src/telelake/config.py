@@ -1,0 +1,80 @@
+"""The store's config file, `<root>/config.json`, in the shape of spec 000 §5.2.
+
+    {"telemetry_retention": {"runs_days": 90, "proc_samples_days": 30,
+                             "max_disk_gb": 10, "auto_compact": true}}
+
+Every key is optional; `<table>_days` overrides the table's `retention_days` from the
+schema. Unknown keys are refused (a typo must not silently keep data forever).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from telelake.errors import StoreError
+
+CONFIG_NAME = "config.json"
+SECTION = "telemetry_retention"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Retention settings of a store."""
+
+    days: dict[str, int] = field(default_factory=dict)  # per-table overrides
+    max_disk_gb: float | None = None
+    auto_compact: bool = False
+
+
+def parse_retention(data: Any, tables: Iterable[str], where: str) -> Retention:
+    """Validate the parsed JSON of a config file (pure; `where` names it in errors)."""
+    if not isinstance(data, dict):
+        raise StoreError(f"{where}: expected a JSON object")
+    unknown = sorted(set(data) - {SECTION})
+    if unknown:
+        raise StoreError(f"{where}: unknown key {unknown[0]!r} (known: {SECTION})")
+    section = data.get(SECTION, {})
+    if not isinstance(section, dict):
+        raise StoreError(f"{where}: {SECTION} must be an object")
+    names = set(tables)
+    days: dict[str, int] = {}
+    max_disk_gb: float | None = None
+    auto_compact = False
+    for key, value in section.items():
+        at = f"{where}: {SECTION}.{key}"
+        if key == "max_disk_gb":
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise StoreError(f"{at} must be a positive number of GB")
+            max_disk_gb = float(value)
+        elif key == "auto_compact":
+            if not isinstance(value, bool):
+                raise StoreError(f"{at} must be true or false")
+            auto_compact = value
+        elif key.endswith("_days") and key[: -len("_days")] in names:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise StoreError(f"{at} must be a positive whole number of days")
+            days[key[: -len("_days")]] = value
+        else:
+            known = ", ".join(sorted(f"{t}_days" for t in names))
+            raise StoreError(f"{at}: unknown key (known: {known}, max_disk_gb, auto_compact)")
+    return Retention(days, max_disk_gb, auto_compact)
+
+
+def load_retention(root: Path, tables: Iterable[str]) -> Retention:
+    """The retention settings of the store at `root` (defaults when there is no file)."""
+    path = root / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Retention()
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{path}: not valid JSON: {exc}") from exc
+    return parse_retention(data, tables, str(path))
