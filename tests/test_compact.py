@@ -322,3 +322,28 @@ def test_compaction_racing_a_writer_and_a_reader(store_root: Path) -> None:
     assert parquet_rows(store_root, "audit").total() == len(rows)  # sources retired
     want = Counter((r["session_id"], r["audit_ts"], r["message"]) for r in rows)
     assert got == want
+
+
+def test_auto_compact_merges_finished_partitions_with_many_small_files(store_root: Path) -> None:
+    rows = generate(4, n_sessions=20, days=2)["audit"]  # ~25 rows on each of two days
+    with open_store(store_root, fold_bytes=1) as store:
+        for r in rows:  # one file per row
+            store.write("audit", [r])
+    crowded = {
+        d: len(fs)
+        for d, fs in compact.partitions(store_root / "audit")
+        if len(fs) >= compact.AUTO_COMPACT_MIN_FILES
+    }
+    assert crowded  # the test needs at least one partition over the threshold
+    (store_root / "config.json").write_text('{"telemetry_retention": {"auto_compact": false}}')
+    with open_store(store_root):
+        pass
+    assert {d: len(compact.data_files(d)) for d in crowded} == crowded  # off: untouched
+    (store_root / "config.json").write_text('{"telemetry_retention": {"auto_compact": true}}')
+    with open_store(store_root, retire_after=0) as store:
+        before = store.sql("SELECT * FROM audit ORDER BY ALL").to_arrow()
+    for d, fs in compact.partitions(store_root / "audit"):
+        expected = 1 if d in crowded else len(fs)
+        assert len(fs) == expected, d
+    with open_store(store_root) as store:
+        assert store.sql("SELECT * FROM audit ORDER BY ALL").to_arrow().equals(before)

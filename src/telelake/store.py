@@ -21,7 +21,7 @@ from telelake.config import Retention, load_retention
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, ValidationError
 from telelake.lake import layout, retention
-from telelake.lake.compact import CompactReport, PartitionResult
+from telelake.lake.compact import AUTO_COMPACT_MIN_FILES, CompactReport, PartitionResult
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier
 from telelake.lake.wal import FSYNC_POLICIES
@@ -398,6 +398,18 @@ class Store:
                 stacklevel=3,
             )
 
+    def _auto_compact(self) -> None:
+        try:
+            if not self.retention().auto_compact:
+                return
+        except StoreError as exc:
+            warnings.warn(f"auto_compact skipped: {exc}", stacklevel=3)
+            return
+        now = dt.datetime.now(dt.UTC)
+        for t in self._lake_tables():
+            # Partition by partition under the fold lock: a writer waits for one at most.
+            self._lake.compact(t, now, min_files=AUTO_COMPACT_MIN_FILES)
+
     def _lake_bytes(self, table: Table) -> int:
         """Bytes of the data files queries read now (retired files excluded)."""
         return sum(
@@ -432,9 +444,14 @@ class Store:
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Fold this store's WAL rows into Parquet and release the query engine."""
+        """Fold this store's WAL rows into Parquet and release the query engine.
+
+        With `auto_compact` in config.json, finished partitions (their time range has
+        ended) holding 16 or more small files are then compacted.
+        """
         if not self.read_only:
             self._lake.close()
+            self._auto_compact()
         if self._engine is not None:
             self._engine.close()
             self._engine = None

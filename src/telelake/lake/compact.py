@@ -33,6 +33,8 @@ from telelake.schema.model import Table
 
 COMPACT_PREFIX = "compact-"
 SMALL_FILE_BYTES = 8 << 20  # a partition with 2+ files under this size is worth compacting
+# auto_compact: a finished partition is merged once it holds this many small files.
+AUTO_COMPACT_MIN_FILES = 16
 
 
 @dataclass
@@ -98,17 +100,19 @@ def due(
     files: list[Path],
     older_than: dt.datetime | None,
     small_bytes: int = SMALL_FILE_BYTES,
+    min_files: int = 2,
 ) -> bool:
     """Is this partition worth compacting, and old enough?
 
-    Worth it: two or more files, at least two of them small. Old enough: its time range
-    ended before `older_than` (a partition without time levels: its newest file is
-    older). A partition still being written is never due when `older_than` is given.
+    Worth it: at least `min_files` (and at least two) files smaller than `small_bytes`.
+    Old enough: its time range ended before `older_than` (a partition without time
+    levels: its newest file is older). A partition still being written is never due
+    when `older_than` is given.
     """
     if len(files) < 2:
         return False
     sizes = [f.stat().st_size for f in files]
-    if sum(1 for s in sizes if s < small_bytes) < 2:
+    if sum(1 for s in sizes if s < small_bytes) < max(2, min_files):
         return False
     if older_than is None:
         return True

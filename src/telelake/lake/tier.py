@@ -350,6 +350,7 @@ class LakeTier:
         *,
         dry_run: bool = False,
         on_partition: Callable[[compact.PartitionResult], None] | None = None,
+        min_files: int = 2,
     ) -> list[compact.PartitionResult]:
         """Merge the small files of each due partition into one (see lake/compact.py).
 
@@ -361,7 +362,7 @@ class LakeTier:
         hidden = self.hidden_files(table)
         for directory, files in compact.partitions(base):
             files = [f for f in files if f not in hidden and self._usable(table, f)]
-            if not compact.due(base, directory, files, older_than):
+            if not compact.due(base, directory, files, older_than, min_files=min_files):
                 continue
             if dry_run:
                 result = compact.PartitionResult(
