@@ -130,9 +130,7 @@ def merge(table: Table, sources: list[Path]) -> tuple[pa.Table, int]:
     first occurrence of a key is the oldest write. Returns (rows, duplicates removed).
     """
     assert table.parquet is not None
-    names = list(table.column_names)
-    parts = [pq.read_table(f, columns=names).select(names) for f in sources]
-    rows = pa.concat_tables(parts).combine_chunks()
+    rows = pa.concat_tables([read_as_table(f, table) for f in sources]).combine_chunks()
     duplicates = 0
     if table.key and rows.num_rows:
         positions = pa.array(range(rows.num_rows), pa.int64())
@@ -143,6 +141,18 @@ def merge(table: Table, sources: list[Path]) -> tuple[pa.Table, int]:
             keep = first.column("__tl_pos_min").sort()
             rows = rows.take(keep)
     return rows, duplicates
+
+
+def read_as_table(path: Path, table: Table) -> pa.Table:
+    """A data file's rows with the table's columns and types; columns added by a later
+    minor version (missing from the file) read as nulls."""
+    present = set(pq.read_schema(path).names)
+    data = pq.read_table(path, columns=[n for n in table.column_names if n in present])
+    columns = [
+        data.column(c.name) if c.name in present else pa.nulls(data.num_rows, c.type.arrow)
+        for c in table.columns
+    ]
+    return pa.Table.from_arrays(columns, schema=table.arrow_schema)
 
 
 def compact_partition(

@@ -101,6 +101,7 @@ class LakeTier:
         self._lock = threading.RLock()
         self._cache = wal.SegmentCache()
         self._checked: dict[tuple[Path, int], str | None] = {}
+        self._lacking: dict[tuple[Path, int], bool] = {}
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if self.durability.fsync == "interval":
@@ -583,6 +584,17 @@ class LakeTier:
                 return f"column {field.name!r} is {field.type}, not {want}"
         return None
 
+    def lacks_columns(self, table: Table, path: Path) -> bool:
+        """True if the data file has fewer columns than the table (an older version's)."""
+        try:
+            key = (path, path.stat().st_ino)
+        except FileNotFoundError:
+            return False
+        if key not in self._lacking:
+            names = set(pq.read_schema(path).names)
+            self._lacking[key] = not set(table.column_names) <= names
+        return self._lacking[key]
+
     def _usable(self, table: Table, path: Path) -> bool:
         # Published files never change in place (they are replaced by rename), so a
         # verdict is remembered per inode: each footer is read once per process.
@@ -690,6 +702,11 @@ class LakeTier:
             options = ", hive_partitioning = true" + (
                 f", hive_types = {{{types}}}" if types else ""
             )
+        if any(self.lacks_columns(table, f) for f in snap.files):
+            # Files written before a minor version added a column: match columns by
+            # name, the missing ones read as NULL (spec 000 §4.3). Only then, as it
+            # makes DuckDB open every file's footer before reading.
+            options += ", union_by_name = true"
         lake = f"SELECT {select} FROM read_parquet([{', '.join(sources)}]{options})"
         if wal_relation is None:
             return lake
