@@ -73,7 +73,8 @@ class VersionInfo:
         }
 
 
-def _version_key(v: str) -> tuple[int, ...]:
+def version_key(v: str) -> tuple[int, ...]:
+    """`1.10.0` -> (1, 10, 0): semantic versions compare as numbers, not text."""
     return tuple(int(p) for p in v.split("."))
 
 
@@ -88,7 +89,7 @@ def reconcile_version(
     """
     if stored is None:
         return VersionInfo(schema_version, [schema_version], None, now), False
-    have, want = _version_key(stored.current_version), _version_key(schema_version)
+    have, want = version_key(stored.current_version), version_key(schema_version)
     if have[0] > want[0]:
         return stored, True
     if have[0] < want[0]:
@@ -99,7 +100,7 @@ def reconcile_version(
     compatible = list(stored.compatible_versions)
     if schema_version not in compatible:
         compatible.append(schema_version)
-        compatible.sort(key=_version_key)
+        compatible.sort(key=version_key)
     if want > have:  # additive upgrade (minor/patch)
         return VersionInfo(schema_version, compatible, stored.current_version, now), False
     return VersionInfo(stored.current_version, compatible, stored.upgrade_from, now), False
@@ -156,6 +157,13 @@ class MetadataDir:
     def write_version_info(self, info: VersionInfo) -> None:
         """Write schema_version.json (§4.1)."""
         self._write("schema_version.json", info.to_json())
+
+    def schema_copy(self) -> str | None:
+        """The text of the schema the store was last opened with, if kept."""
+        try:
+            return (self.path / "schema.toml").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
 
     def write_schema_copy(self, text: str) -> None:
         """Keep a copy of the schema so the store describes itself."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +20,21 @@ from telelake import validate
 from telelake.check import CheckReport, check_store
 from telelake.config import Retention, load_retention
 from telelake.durations import parse_age
-from telelake.errors import StorageFullError, StoreError, ValidationError
+from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
 from telelake.lake import layout, retention
 from telelake.lake.compact import AUTO_COMPACT_MIN_FILES, CompactReport, PartitionResult
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier
 from telelake.lake.wal import FSYNC_POLICIES
-from telelake.metadata import MetadataDir, local_host_id, reconcile_version, utc_now_iso
+from telelake.metadata import (
+    MetadataDir,
+    local_host_id,
+    reconcile_version,
+    utc_now_iso,
+    version_key,
+)
 from telelake.query import Engine, Result
+from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
 from telelake.schema.model import Column, Schema, Table
 from telelake.schema.types import TYPES
@@ -113,9 +121,10 @@ class Store:
             and any(p for p in self.root.iterdir() if not p.name.startswith("."))
         ) and not (self.root / "_metadata").exists():
             raise StoreError(f"{self.root} is not empty and is not a telelake store")
-        version, read_only = reconcile_version(
-            self._meta.version_info(), self.schema.version, utc_now_iso()
-        )
+        stored = self._meta.version_info()
+        version, read_only = reconcile_version(stored, self.schema.version, utc_now_iso())
+        if stored is not None and not read_only:
+            self._check_changes(stored.current_version)
         self.read_only = read_only
         if read_only:
             warnings.warn(
@@ -129,6 +138,45 @@ class Store:
         self._meta.write_version_info(version)
         self._meta.write_schema_copy(self.schema.text)
         self._meta.update_host_info(self.host_id)
+
+    def _check_changes(self, stored_version: str) -> None:
+        """Refuse table changes the version number does not allow (spec 000 §4.3)."""
+        if version_key(self.schema.version) < version_key(stored_version):
+            return  # an older minor version reading a newer store: compatible by §4.2
+        text = self._meta.schema_copy()
+        if not text or stored_version != self._meta_version_of(text):
+            return  # no copy, or a copy from another version: nothing reliable to compare
+        try:
+            old = tables_from_text(text, self._meta.path / "schema.toml")
+        except (ValueError, TelelakeError):
+            return  # an unreadable copy is `check`'s business, not a reason to refuse
+        changes = diff_tables(old, self.schema.tables)
+        if not changes:
+            return
+        breaking = [c for c in changes if c.breaking]
+        if breaking:
+            listed = "; ".join(str(c) for c in breaking)
+            raise StoreError(
+                f"store {self.root}: schema {self.schema.name!r} {self.schema.version} makes "
+                f"breaking changes to version {stored_version} ({listed}). A breaking change "
+                "needs a new major version and a migration that rewrites the store's files; "
+                "additive changes (new tables, new nullable columns) need a new minor version"
+            )
+        if self.schema.version == stored_version:
+            listed = "; ".join(str(c) for c in changes)
+            raise StoreError(
+                f"store {self.root}: schema {self.schema.name!r} changes its tables ({listed}) "
+                f"but keeps version {stored_version}; give additive changes a new minor "
+                "version (e.g. 1.0.0 -> 1.1.0)"
+            )
+
+    @staticmethod
+    def _meta_version_of(text: str) -> str | None:
+        try:
+            version = tomllib.loads(text).get("version")
+        except tomllib.TOMLDecodeError:
+            return None
+        return version if isinstance(version, str) else None
 
     # -- tables -------------------------------------------------------------------------
 

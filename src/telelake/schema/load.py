@@ -112,7 +112,7 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
     raw_tables = data.get("tables", {})
     if not isinstance(raw_tables, dict) or not raw_tables:
         raise SchemaError(f"{where}: needs at least one [tables.<name>] section")
-    tables = {tname: _parse_table(tname, tdata, where) for tname, tdata in raw_tables.items()}
+    tables = {tname: parse_table(tname, tdata, where) for tname, tdata in raw_tables.items()}
     base = path.parent
     return Schema(
         name=name,
@@ -127,7 +127,7 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
     )
 
 
-def _parse_table(name: str, data: Any, file_where: str) -> Table:
+def parse_table(name: str, data: Any, file_where: str) -> Table:
     where = f"{file_where}: table {name!r}"
     if not _IDENT.match(name):
         raise SchemaError(f"{where}: table names must be lower_snake_case")
