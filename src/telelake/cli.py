@@ -355,6 +355,33 @@ def retention(
 
 
 @app.command()
+def migrate(
+    schema: Annotated[
+        str, typer.Option("--schema", help="The new schema (name or TOML path) to migrate to")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every migrated row; write nothing")
+    ] = False,
+    root: RootOpt = None,
+) -> None:
+    """Rewrite a store of an older major version with the schema's [migrations.from_N]."""
+    from telelake.schema.load import load_schema
+    from telelake.store import Store, default_root
+
+    model = load_schema(schema)
+    path = (root or default_root(model.name)).expanduser().resolve()
+    with Store(path, model, migrate=True, plan_only=dry_run) as store:
+        report = store.migration
+    if report is None:
+        console.print(f"nothing to migrate: the store is at version {model.version}")
+        return
+    for t in report.tables.values():
+        console.print(f"{t.table}: {t.files} file(s), {t.rows} rows {t.how}")
+    verb = "would migrate" if dry_run else "migrated"
+    console.print(f"{verb} {report.from_version} -> {report.to_version}")
+
+
+@app.command()
 def collect(
     samples: Annotated[int, typer.Option(help="Snapshots of all processes to take", min=1)] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between snapshots", min=0.0)] = 1.0,

@@ -158,6 +158,16 @@ class MetadataDir:
         """Write schema_version.json (§4.1)."""
         self._write("schema_version.json", info.to_json())
 
+    def append_migration(self, entry: dict[str, Any]) -> None:
+        """Record a migration in migrations.json (a list, oldest first)."""
+        done = self._read("migrations.json") or {"migrations": []}
+        done["migrations"].append(entry)
+        self._write("migrations.json", done)
+
+    def migrations(self) -> list[dict[str, Any]]:
+        """The migrations recorded so far."""
+        return list((self._read("migrations.json") or {"migrations": []})["migrations"])
+
     def schema_copy(self) -> str | None:
         """The text of the schema the store was last opened with, if kept."""
         try:

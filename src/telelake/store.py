@@ -21,13 +21,16 @@ from telelake.check import CheckReport, check_store
 from telelake.config import Retention, load_retention
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
-from telelake.lake import layout, retention
+from telelake.lake import fold, layout, parquet, retention, wal
+from telelake.lake import migrate as lake_migrate
 from telelake.lake.compact import AUTO_COMPACT_MIN_FILES, CompactReport, PartitionResult
+from telelake.lake.migrate import MigrationReport, report_json
 from telelake.lake.retention import RetentionReport, Step
-from telelake.lake.tier import Durability, LakeTier
+from telelake.lake.tier import Durability, LakeTier, random_token
 from telelake.lake.wal import FSYNC_POLICIES
 from telelake.metadata import (
     MetadataDir,
+    VersionInfo,
     local_host_id,
     reconcile_version,
     utc_now_iso,
@@ -77,15 +80,26 @@ class Store:
         *,
         host_id: str | None = None,
         durability: Durability | None = None,
+        migrate: bool = False,
+        plan_only: bool = False,
     ) -> None:
         self.root = root
         self.schema = schema
         self.host_id = host_id or local_host_id()
         self.read_only = False
+        self.migration: MigrationReport | None = None  # set when this open migrated
         self._extras: dict[str, tuple[Column, ...]] = {}
         self._meta = MetadataDir(root)
-        self._open_metadata()
+        old_version = self._open_metadata(migrate)
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
+        if old_version is not None and plan_only:  # `telelake migrate --dry-run`
+            self.migration = self._migrate(old_version, dry_run=True)
+            self.read_only = True
+        elif old_version is not None:
+            self.migration = self._migrate(old_version, dry_run=False)
+            self._write_metadata(
+                VersionInfo(schema.version, [schema.version], old_version, utc_now_iso())
+            )
         if not self.read_only:
             for t in self._lake_tables():
                 self._lake.ensure_anchor(t)
@@ -107,7 +121,8 @@ class Store:
 
     # -- opening ------------------------------------------------------------------------
 
-    def _open_metadata(self) -> None:
+    def _open_metadata(self, migrate: bool = False) -> str | None:
+        """Check and update `_metadata/`; the old version if a migration must run first."""
         info = self._meta.store_info()
         if info is not None and info.get("schema") != self.schema.name:
             raise StoreError(
@@ -122,6 +137,8 @@ class Store:
         ) and not (self.root / "_metadata").exists():
             raise StoreError(f"{self.root} is not empty and is not a telelake store")
         stored = self._meta.version_info()
+        if migrate and stored is not None and self._older_major(stored.current_version):
+            return stored.current_version  # metadata is written once the files are migrated
         version, read_only = reconcile_version(stored, self.schema.version, utc_now_iso())
         if stored is not None and not read_only:
             self._check_changes(stored.current_version)
@@ -132,12 +149,89 @@ class Store:
                 f"newer than {self.schema.version}: opened read-only",
                 stacklevel=3,
             )
-            return
+            return None
         if info is None:
             self._meta.write_store_info(self.schema.name, __version__)
+        self._write_metadata(version)
+        return None
+
+    def _write_metadata(self, version: VersionInfo) -> None:
         self._meta.write_version_info(version)
         self._meta.write_schema_copy(self.schema.text)
         self._meta.update_host_info(self.host_id)
+
+    def _older_major(self, stored_version: str) -> bool:
+        return version_key(stored_version)[0] < version_key(self.schema.version)[0]
+
+    # -- migrations -----------------------------------------------------------------------
+
+    def _migrate(self, old_version: str, *, dry_run: bool) -> MigrationReport:
+        """Rewrite every file of an older major version into this schema's tables."""
+        old_major = version_key(old_version)[0]
+        migration = self.schema.migrations.get(old_major)
+        where = f"store {self.root}"
+        if migration is None:
+            raise StoreError(
+                f"{where} holds version {old_version}; schema {self.schema.name!r} "
+                f"{self.schema.version} declares no [migrations.from_{old_major}] to migrate it"
+            )
+        text = self._meta.schema_copy()
+        old_tables = tables_from_text(text, self._meta.path / "schema.toml") if text else {}
+        unmigrated = sorted(
+            {
+                c.table
+                for c in diff_tables(old_tables, self.schema.tables)
+                if c.breaking and c.table in self.schema.tables
+            }
+            - set(migration.tables)
+        )
+        if unmigrated:
+            raise StoreError(
+                f"{where}: migration from_{old_major} gives no SQL for table(s) "
+                f"{', '.join(unmigrated)}, whose changes are breaking"
+            )
+        report = MigrationReport(old_version, self.schema.version)
+        tables = self._lake_tables()
+        for t in tables:
+            wal_dir = self._lake.wal_dir(t)
+            if not dry_run:
+                self._lake.recover(t)
+            if wal_dir.is_dir() and any(wal_dir.glob("*" + wal.SUFFIX)):
+                raise StoreError(
+                    f"{where}: table {t.name!r} still has rows in WAL segments of version "
+                    f"{old_version}; open the store with that schema and run `telelake "
+                    "fold` first"
+                )
+        new_major = version_key(self.schema.version)[0]
+        # Pass 1 validates every row; pass 2 writes. A bad row changes nothing.
+        for write in (False, True) if not dry_run else (False,):
+            for t in tables:
+                sql = migration.tables.get(t.name)
+                step = lake_migrate.TableMigration(
+                    t.name, how="rewritten by SQL" if sql else "copied"
+                )
+                base = self._lake.table_dir(t)
+                for _, files in self._lake.visible_partitions(t, usable_only=False):
+                    for path in lake_migrate.stale_files(files, new_major):
+                        rows = lake_migrate.migrate_rows(path, base, t, sql, self.schema.name)
+                        step.files += 1
+                        step.rows += rows.num_rows
+                        if write:
+                            with fold.table_lock(self._lake.wal_dir(t)):
+                                lake_migrate.migrate_file(
+                                    self.root,
+                                    t,
+                                    path,
+                                    rows,
+                                    self._lake.wal_dir(t),
+                                    self._lake.defaults,
+                                    {**self._lake.metadata, parquet.META_TABLE: t.name.encode()},
+                                    random_token(8),
+                                )
+                report.tables[t.name] = step
+        if not dry_run:
+            self._meta.append_migration(report_json(report))
+        return report
 
     def _check_changes(self, stored_version: str) -> None:
         """Refuse table changes the version number does not allow (spec 000 §4.3)."""
@@ -522,6 +616,7 @@ def open(
     fold_bytes: int = Durability.fold_bytes,
     fold_age: float = Durability.fold_age,
     retire_after: float = Durability.retire_after,
+    migrate: bool = False,
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 
@@ -535,6 +630,10 @@ def open(
     `fold_bytes` or is `fold_age` seconds old, and when the store closes. Files that
     a compaction replaced are deleted `retire_after` seconds after it (queries that
     started before it may still be reading them).
+
+    A store of an older major version opens only with `migrate=True`, which rewrites
+    its files with the schema's `[migrations.from_N]` first (see docs/lifecycle.md);
+    `store.migration` then says what was done.
     """
     model = load_schema(schema)
     path = Path(root).expanduser() if root is not None else default_root(model.name)
@@ -543,4 +642,4 @@ def open(
     durability = Durability(
         fsync=fsync, fold_bytes=fold_bytes, fold_age=fold_age, retire_after=retire_after
     )
-    return Store(path.resolve(), model, host_id=host_id, durability=durability)
+    return Store(path.resolve(), model, host_id=host_id, durability=durability, migrate=migrate)

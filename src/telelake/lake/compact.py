@@ -171,7 +171,7 @@ def compact_partition(
     rows, duplicates = merge(table, sources)
     target = directory / layout.file_name(table.parquet.file_prefix, stamp, token)
     bytes_before = sum(s.stat().st_size for s in sources)
-    swap(root, table, sources, (target, rows), wal_dir, metadata, token, before_commit)
+    swap(root, table, sources, [(target, rows)], wal_dir, metadata, token, before_commit)
     return PartitionResult(
         partition=str(directory.relative_to(root / table.name)),
         files_before=len(sources),
@@ -187,25 +187,25 @@ def swap(
     root: Path,
     table: Table,
     sources: list[Path],
-    target: tuple[Path, pa.Table] | None,
+    targets: list[tuple[Path, pa.Table]],
     wal_dir: Path,
     metadata: dict[bytes, bytes],
     token: str,
     before_commit: Callable[[], None] = lambda: None,
 ) -> None:
-    """Atomically replace `sources` by `target` (a new file and its rows) or by nothing.
+    """Atomically replace `sources` by `targets` (new files and their rows), maybe none.
 
-    The caller holds the table's fold lock. Compaction and retention both swap files
-    this way (see the module docstring for the steps and what readers see).
+    The caller holds the table's fold lock. Compaction, retention and migrations all
+    swap files this way (see the module docstring for the steps and what readers see).
     """
-    targets = (str(target[0].relative_to(root)),) if target is not None else ()
-    intent = fold.Intent("", targets, tuple(str(s.relative_to(root)) for s in sources))
+    names = tuple(str(path.relative_to(root)) for path, _ in targets)
+    intent = fold.Intent("", names, tuple(str(s.relative_to(root)) for s in sources))
     intent_path = wal_dir / f"{COMPACT_PREFIX}{token}{fold.INTENT_SUFFIX}"
     durable.ensure_dir(wal_dir)
-    if target is not None:
+    if targets:
         durable.write_bytes_durably(intent_path, intent.dump())
         try:
-            fold.publish_targets([target], table, metadata)
+            fold.publish_targets(targets, table, metadata)
         except BaseException:
             fold.remove_files(root, intent.targets)
             intent_path.unlink(missing_ok=True)

@@ -407,11 +407,19 @@ class LakeTier:
 
     # -- retention ----------------------------------------------------------------------
 
-    def visible_partitions(self, table: Table) -> Iterator[tuple[Path, list[Path]]]:
-        """Each partition directory with the files queries read now."""
+    def visible_partitions(
+        self, table: Table, *, usable_only: bool = True
+    ) -> Iterator[tuple[Path, list[Path]]]:
+        """Each partition directory with the files queries read now.
+
+        With usable_only=False, files whose columns do not fit the table (an older
+        major version's, before a migration) are listed too.
+        """
         hidden = self.hidden_files(table)
         for directory, files in compact.partitions(self.table_dir(table)):
-            files = [f for f in files if f not in hidden and self._usable(table, f)]
+            files = [
+                f for f in files if f not in hidden and (not usable_only or self._usable(table, f))
+            ]
             if files:
                 yield directory, files
 
@@ -479,7 +487,7 @@ class LakeTier:
                     self.root,
                     table,
                     files,
-                    target,
+                    [target] if target is not None else [],
                     self.wal_dir(table),
                     {**self.metadata, parquet.META_TABLE: table.name.encode()},
                     random_token(8),

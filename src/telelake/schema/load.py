@@ -20,6 +20,7 @@ from telelake.schema.model import (
     TIERS,
     TIME_LEVELS,
     Column,
+    Migration,
     ParquetLayout,
     Partitioning,
     Schema,
@@ -40,7 +41,16 @@ _COMPRESSIONS = {
 }
 _MAX_ROW_GROUP = 1 << 30
 
-_SCHEMA_KEYS = {"name", "version", "description", "tables", "views", "macros", "queries"}
+_SCHEMA_KEYS = {
+    "name",
+    "version",
+    "description",
+    "tables",
+    "views",
+    "macros",
+    "queries",
+    "migrations",
+}
 _FSYNC = ("always", "batch", "interval", "off")
 _TABLE_KEYS = {
     "fsync",
@@ -122,6 +132,7 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
         views=_parse_sql_objects(data.get("views", {}), "view", base, where),
         macros=_parse_sql_objects(data.get("macros", {}), "macro", base, where),
         queries=_parse_sql_objects(data.get("queries", {}), "query", base, where),
+        migrations=_parse_migrations(data.get("migrations", {}), version, tables, where),
         source=path,
         text=text,
     )
@@ -345,6 +356,35 @@ def _parse_sql_objects(raw: Any, kind: str, base: Path, where: str) -> dict[str,
             engine=engine,
             params=tuple(_str_list(body.get("params", []), f"{owhere}: params")),
         )
+    return out
+
+
+def _parse_migrations(
+    raw: Any, version: str, tables: dict[str, Table], where: str
+) -> dict[int, Migration]:
+    """`[migrations.from_1]` sections: description and `tables.<name> = "SELECT ..."`."""
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where}: [migrations] must be a table")
+    major = int(version.split(".")[0])
+    out: dict[int, Migration] = {}
+    for name, body in raw.items():
+        mwhere = f"{where}: migration {name!r}"
+        match = re.fullmatch(r"from_(\d+)", name)
+        if match is None:
+            raise SchemaError(f"{mwhere}: name it from_<old major version>, e.g. from_1")
+        old_major = int(match.group(1))
+        if old_major >= major:
+            raise SchemaError(f"{mwhere}: must come from a major version below {major}")
+        if not isinstance(body, dict):
+            raise SchemaError(f"{mwhere}: must be a table")
+        _no_unknown(body, {"description", "tables"}, mwhere)
+        sqls = body.get("tables", {})
+        if not isinstance(sqls, dict) or not all(isinstance(v, str) for v in sqls.values()):
+            raise SchemaError(f"{mwhere}: tables must map table names to SELECT statements")
+        unknown = sorted(set(sqls) - set(tables))
+        if unknown:
+            raise SchemaError(f"{mwhere}: no table {unknown[0]!r} in this schema")
+        out[old_major] = Migration(old_major, str(body.get("description", "")), dict(sqls))
     return out
 
 

@@ -118,6 +118,20 @@ class SqlObject:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """How to rewrite a store of an older major version into this schema's tables.
+
+    `tables` maps a table to a DuckDB SELECT over `old` (the rows of one old file, with
+    the old columns) that returns the new columns. Tables without an entry are copied
+    as they are (their change, if any, must be additive).
+    """
+
+    from_major: int
+    description: str = ""
+    tables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Schema:
     """A whole schema: versioned tables plus views, macros and named queries."""
 
@@ -128,6 +142,7 @@ class Schema:
     views: dict[str, SqlObject] = field(default_factory=dict)
     macros: dict[str, SqlObject] = field(default_factory=dict)
     queries: dict[str, SqlObject] = field(default_factory=dict)
+    migrations: dict[int, Migration] = field(default_factory=dict)  # by old major version
     source: Path | None = None
     text: str = ""
 
