@@ -61,7 +61,8 @@ columns = [
 MIGRATION = """
 [migrations.from_1]
 description = "kind becomes a numeric code"
-tables.events = "SELECT ts, CASE kind WHEN 'start' THEN 1 WHEN 'stop' THEN 2 END AS kind, value FROM old"
+tables.events = '''SELECT ts, CASE kind WHEN 'start' THEN 1 WHEN 'stop' THEN 2 END AS kind,
+                 value FROM old'''
 """
 CODES = {"start": 1, "stop": 2}
 
@@ -137,7 +138,7 @@ def test_a_migration_missing_sql_for_a_breaking_table_is_refused(tmp_path: Path)
     before = snapshot(root)
     empty = '[migrations.from_1]\ndescription = "forgot events"\n'
     v2 = write(tmp_path, "v2.toml", V2.format(migration=empty))
-    with pytest.raises(telelake.StoreError, match="no SQL for table.*events"):
+    with pytest.raises(telelake.StoreError, match=r"no SQL for table.*events"):
         telelake.open(root, v2, migrate=True)
     assert snapshot(root) == before
 
