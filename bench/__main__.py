@@ -3,11 +3,12 @@
     python -m bench                 # 2,000,000 proc_samples rows, 5,000,000 query rows
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
-    python -m bench --only foundation|durability
+    python -m bench --only foundation|durability|lifecycle
 
-Two parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2) and
+Three parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
 the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
-dedup; issue 3, bench/durability.py). `--only` runs one of them.
+dedup; issue 3, bench/durability.py) and the lifecycle benchmarks (compaction of small
+files, partition pruning, retention; issue 4, bench/lifecycle.py). `--only` runs one.
 
 Prints a table (benchmark | telelake | peer | ratio | target | pass/fail) and writes
 bench/out/results.json (bench/out/results-<part>.json with --only, so a partial run
@@ -36,7 +37,7 @@ import pyarrow as pa
 from rich.console import Console
 
 import telelake
-from bench import datagen, durability, ingest, queries, report
+from bench import datagen, durability, ingest, lifecycle, queries, report
 from bench.report import INFO, MIB, PASS, Line
 from telelake.schema.load import load_schema
 
@@ -47,7 +48,7 @@ QUICK_QUERY_ROWS = 500_000
 RSS_LIMIT = 1024 * MIB
 OUT_DIR = Path(__file__).resolve().parent / "out"
 OUT = OUT_DIR / "results.json"
-PARTS = ("foundation", "durability")
+PARTS = ("foundation", "durability", "lifecycle")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -58,7 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="200k / 500k rows: a smoke test")
     parser.add_argument(
-        "--only", choices=PARTS, default=None, help="run one part (default: both, in order)"
+        "--only", choices=PARTS, default=None, help="run one part (default: all, in order)"
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON results file (bench/out/results.json)"
@@ -242,6 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             clock.phases["durability (all)"] = round(time.perf_counter() - start, 3)
             lines += durability.lines(db)
             extra["durability"] = db.as_dict()
+        if "lifecycle" in parts:
+            console.print("[bold]lifecycle[/]: compaction, partition pruning, retention")
+            (work / "lifecycle").mkdir()
+            start = time.perf_counter()
+            lb = lifecycle.run(work / "lifecycle", quick=args.quick, progress=clock.step)
+            clock.phases["lifecycle (all)"] = round(time.perf_counter() - start, 3)
+            lines += lifecycle.lines(lb)
+            extra["lifecycle"] = lb.as_dict()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

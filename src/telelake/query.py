@@ -88,8 +88,11 @@ class Engine:
         self.lake = lake
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
+        # Published files never change in place: their footers can be cached across queries.
+        self._con.execute("SET parquet_metadata_cache = true")
         self._lock = threading.Lock()
         self._ready = False
+        self._views: dict[str, str] = {}  # table -> SQL of its current view
 
     def close(self) -> None:
         """Close the DuckDB connection."""
@@ -104,11 +107,14 @@ class Engine:
             snap = self.lake.snapshot(table)
             relation = f"__tl_wal_{table.name}"
             if snap.wal is not None and snap.wal.num_rows:
+                # Re-registering swaps the rows under a view that names the relation.
                 self._con.register(relation, self.lake.wal_view_rows(table, snap.wal))
                 sql = self.lake.view_sql(table, snap, relation)
             else:
                 sql = self.lake.view_sql(table, snap, None)
-            self._con.execute(f'CREATE OR REPLACE VIEW "{table.name}" AS {sql}')
+            if self._views.get(table.name) != sql:  # binding a view costs: only on change
+                self._con.execute(f'CREATE OR REPLACE VIEW "{table.name}" AS {sql}')
+                self._views[table.name] = sql
         if not self._ready:
             for view in self.schema.views.values():
                 self._con.execute(f'CREATE OR REPLACE VIEW "{view.name}" AS {view.sql}')

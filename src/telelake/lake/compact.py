@@ -146,8 +146,10 @@ def merge(table: Table, sources: list[Path]) -> tuple[pa.Table, int]:
 def read_as_table(path: Path, table: Table) -> pa.Table:
     """A data file's rows with the table's columns and types; columns added by a later
     minor version (missing from the file) read as nulls."""
-    present = set(pq.read_schema(path).names)
-    data = pq.read_table(path, columns=[n for n in table.column_names if n in present])
+    # Data files hold only table columns: read them all. ParquetFile.read skips the
+    # dataset machinery of pq.read_table (per-file discovery), which dominates small files.
+    data = pq.ParquetFile(path).read()
+    present = set(data.column_names)
     columns = [
         data.column(c.name) if c.name in present else pa.nulls(data.num_rows, c.type.arrow)
         for c in table.columns

@@ -93,7 +93,11 @@ class Table:
 
     def has_column(self, name: str) -> bool:
         """True if the table declares a column called `name`."""
-        return any(c.name == name for c in self.columns)
+        return name in self._names
+
+    @cached_property
+    def _names(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.columns)
 
     @cached_property
     def virtual_keys(self) -> tuple[str, ...]:
