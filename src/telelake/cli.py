@@ -37,6 +37,18 @@ SchemaOpt = Annotated[
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Result format: table, csv or json")]
 
 
+def _progress(quiet: bool) -> Progress:
+    """The progress bar of every long command (on stderr; `--quiet` hides it)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+    )
+
+
 def _say_error(message: str) -> None:
     # soft_wrap keeps the message on one line, whatever the terminal width.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -285,14 +297,7 @@ def compact(
         if dry_run:
             report = plan
         else:
-            with Progress(
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                disable=quiet,
-            ) as progress:
+            with _progress(quiet) as progress:
                 task = progress.add_task("compacting partitions", total=plan.partitions)
                 report = store.compact(
                     table, older_than, on_partition=lambda _t, _r: progress.advance(task)
@@ -339,14 +344,7 @@ def retention(
             )
         report = plan
         if not dry_run:
-            with Progress(
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                disable=quiet,
-            ) as progress:
+            with _progress(quiet) as progress:
                 task = progress.add_task("removing partitions", total=len(steps))
                 report = store.enforce_retention(on_step=lambda _s: progress.advance(task))
     parts, rows, size = report.totals()
@@ -370,8 +368,16 @@ def migrate(
 
     model = load_schema(schema)
     path = (root or default_root(model.name)).expanduser().resolve()
-    with Store(path, model, migrate=True, plan_only=dry_run) as store:
-        report = store.migration
+    with Store(path, model, migrate=True, plan_only=True) as store:
+        report = store.migration  # every row checked, nothing written
+    if report is not None and not dry_run:
+        files = sum(t.files for t in report.tables.values())
+        with _progress(False) as progress:
+            task = progress.add_task("migrating files", total=files)
+            with Store(
+                path, model, migrate=True, on_migrated=lambda _t: progress.advance(task)
+            ) as store:
+                report = store.migration
     if report is None:
         console.print(f"nothing to migrate: the store is at version {model.version}")
         return
@@ -392,14 +398,7 @@ def collect(
     from telelake.collect import collect as run_collect
 
     with _open(root, "process_triage") as store:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=quiet,
-        ) as progress:
+        with _progress(quiet) as progress:
             task = progress.add_task("sampling processes", total=samples)
             result = run_collect(
                 store,

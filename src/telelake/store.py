@@ -82,6 +82,7 @@ class Store:
         durability: Durability | None = None,
         migrate: bool = False,
         plan_only: bool = False,
+        on_migrated: Callable[[str], None] | None = None,
     ) -> None:
         self.root = root
         self.schema = schema
@@ -96,7 +97,7 @@ class Store:
             self.migration = self._migrate(old_version, dry_run=True)
             self.read_only = True
         elif old_version is not None:
-            self.migration = self._migrate(old_version, dry_run=False)
+            self.migration = self._migrate(old_version, dry_run=False, on_file=on_migrated)
             self._write_metadata(
                 VersionInfo(schema.version, [schema.version], old_version, utc_now_iso())
             )
@@ -165,7 +166,13 @@ class Store:
 
     # -- migrations -----------------------------------------------------------------------
 
-    def _migrate(self, old_version: str, *, dry_run: bool) -> MigrationReport:
+    def _migrate(
+        self,
+        old_version: str,
+        *,
+        dry_run: bool,
+        on_file: Callable[[str], None] | None = None,
+    ) -> MigrationReport:
         """Rewrite every file of an older major version into this schema's tables."""
         old_major = version_key(old_version)[0]
         migration = self.schema.migrations.get(old_major)
@@ -228,6 +235,8 @@ class Store:
                                     {**self._lake.metadata, parquet.META_TABLE: t.name.encode()},
                                     random_token(8),
                                 )
+                            if on_file is not None:
+                                on_file(t.name)
                 report.tables[t.name] = step
         if not dry_run:
             self._meta.append_migration(report_json(report))
