@@ -34,6 +34,7 @@ RootOpt = Annotated[
 SchemaOpt = Annotated[
     str, typer.Option("--schema", help="Built-in schema name or path to a schema TOML file")
 ]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Result format: table, csv or json")]
 
 
@@ -287,7 +288,7 @@ def compact(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be merged; change nothing")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    quiet: QuietOpt = False,
     root: RootOpt = None,
     schema: SchemaOpt = "process_triage",
 ) -> None:
@@ -317,7 +318,7 @@ def retention(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be removed; change nothing")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    quiet: QuietOpt = False,
     root: RootOpt = None,
     schema: SchemaOpt = "process_triage",
 ) -> None:
@@ -391,7 +392,7 @@ def migrate(
 def collect(
     samples: Annotated[int, typer.Option(help="Snapshots of all processes to take", min=1)] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between snapshots", min=0.0)] = 1.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    quiet: QuietOpt = False,
     root: RootOpt = None,
 ) -> None:
     """Sample this host's real processes into proc_samples, proc_features, runs and audit."""

@@ -594,9 +594,8 @@ class LakeTier:
 
     def lacks_columns(self, table: Table, path: Path) -> bool:
         """True if the data file has fewer columns than the table (an older version's)."""
-        try:
-            key = (path, path.stat().st_ino)
-        except FileNotFoundError:
+        key = _inode_key(path)
+        if key is None:
             return False
         if key not in self._lacking:
             names = set(pq.read_schema(path).names)
@@ -606,9 +605,8 @@ class LakeTier:
     def _usable(self, table: Table, path: Path) -> bool:
         # Published files never change in place (they are replaced by rename), so a
         # verdict is remembered per inode: each footer is read once per process.
-        try:
-            key = (path, path.stat().st_ino)
-        except FileNotFoundError:
+        key = _inode_key(path)
+        if key is None:
             return False
         if key not in self._checked:
             problem = self.file_problem(table, path)
@@ -728,6 +726,14 @@ class LakeTier:
             if snap.files:
                 live = f"SELECT * FROM ({live}) ANTI JOIN ({lake}) USING ({keys})"
         return f"{lake} UNION ALL BY NAME {live}"
+
+
+def _inode_key(path: Path) -> tuple[Path, int] | None:
+    """(path, inode): names a published file's content (None if it is gone)."""
+    try:
+        return (path, path.stat().st_ino)
+    except FileNotFoundError:
+        return None
 
 
 def _wal_names(wal_dir: Path) -> set[str]:
