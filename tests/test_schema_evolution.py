@@ -121,3 +121,23 @@ def test_breaking_exactly_when_a_hand_written_rule_says_so(
     )
     assert any(c.breaking for c in changes) == breaking
     assert (changes == []) == (old == new)
+
+
+def test_an_older_minor_version_reads_newer_files_and_never_rewrites_them(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    newer = schema(tmp_path, "1.1.0", '  { name = "note", type = "string" },\n')
+    with telelake.open(root, newer, fold_bytes=1) as store:  # two files in one day
+        store.write("events", [{**ROW, "note": "first"}])
+        store.write("events", [{**ROW, "kind": "b", "note": "second"}])
+        store.fold()
+    files = sorted((root / "events").rglob("*.parquet"))
+    assert len(files) == 2
+    with telelake.open(root, schema(tmp_path, "1.0.0", name="old")) as store:
+        assert sorted(store.sql("SELECT kind FROM events").rows()) == [("a",), ("b",)]
+        assert store.compact().partitions == 0  # would drop the notes: left alone
+    assert sorted((root / "events").rglob("*.parquet")) == files
+    with telelake.open(root, newer) as store:
+        got = sorted(store.sql("SELECT kind, note FROM events").rows())
+    assert got == [("a", "first"), ("b", "second")]

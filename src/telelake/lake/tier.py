@@ -363,6 +363,8 @@ class LakeTier:
         hidden = self.hidden_files(table)
         for directory, files in compact.partitions(base):
             files = [f for f in files if f not in hidden and self._usable(table, f)]
+            if not all(self.rewritable(table, f) for f in files):
+                continue  # a newer minor version's columns would be lost: leave it to it
             if not compact.due(base, directory, files, older_than, min_files=min_files):
                 continue
             if dry_run:
@@ -467,6 +469,8 @@ class LakeTier:
             total = sum(pq.read_metadata(f).num_rows for f in files)
             target = None
             if action == retention.TRIMMED and cutoff is not None:
+                if not all(self.rewritable(table, f) for f in files):
+                    return None  # a newer minor version's columns would be lost
                 rows, _ = compact.merge(table, files)
                 time_col = rows.column(table.time)
                 keep = rows.filter(pc.greater_equal(time_col, pa.scalar(cutoff, time_col.type)))
@@ -584,13 +588,23 @@ class LakeTier:
         # The version is not judged here: a file is usable when its columns are (a store
         # of a newer major version opened read-only must still be readable).
         file_schema = meta.schema.to_arrow_schema()
+        newer = _newer_minor(kv.get(parquet.META_VERSION), self.schema.version)
         for field in file_schema:
             if not table.has_column(field.name):
+                if newer:
+                    continue  # a column a newer minor version added: not ours to read
                 return f"foreign file: unknown column {field.name!r}"
             want = table.column(field.name).type.arrow
             if not field.type.equals(want):
                 return f"column {field.name!r} is {field.type}, not {want}"
         return None
+
+    def rewritable(self, table: Table, path: Path) -> bool:
+        """May this process rewrite the file (compaction, a trim) without losing data?
+
+        Not when a newer minor version wrote it with columns this schema does not know.
+        """
+        return set(pq.read_schema(path).names) <= set(table.column_names)
 
     def lacks_columns(self, table: Table, path: Path) -> bool:
         """True if the data file has fewer columns than the table (an older version's)."""
@@ -726,6 +740,15 @@ class LakeTier:
             if snap.files:
                 live = f"SELECT * FROM ({live}) ANTI JOIN ({lake}) USING ({keys})"
         return f"{lake} UNION ALL BY NAME {live}"
+
+
+def _newer_minor(file_version: bytes | None, version: str) -> bool:
+    """Was the file written by a newer minor version of this schema's major version?"""
+    if not file_version:
+        return False
+    theirs = tuple(int(p) for p in file_version.decode().split("."))
+    ours = tuple(int(p) for p in version.split("."))
+    return theirs[0] == ours[0] and theirs > ours
 
 
 def _inode_key(path: Path) -> tuple[Path, int] | None:
