@@ -193,3 +193,17 @@ def test_cli_retention_dry_run_then_for_real(store_root: Path) -> None:
     with open_store(store_root) as store:
         assert store.sql("SELECT count(*) FROM audit").scalar() == 0
         assert store.sql("SELECT count(*) FROM runs").scalar() == len(rows["runs"])
+
+
+def test_a_key_removed_by_retention_can_be_written_again_at_once(store_root: Path) -> None:
+    rows = generate(8, n_sessions=3, days=2, start=START)["runs"]  # runs has a key
+    now = START + dt.timedelta(days=400)
+    with open_store(store_root) as store:  # the default grace period: files linger
+        store.write("runs", rows)
+        store.fold()
+        store.enforce_retention(now=now)  # 90 days: every run expires
+        assert store.sql("SELECT count(*) FROM runs").scalar() == 0
+        store.write("runs", rows[:1])  # the same key again, while the old file lingers
+        store.fold()  # the fold's key check must not count the retired file
+        got = store.sql("SELECT session_id FROM runs").rows()
+    assert got == [(rows[0]["session_id"],)]

@@ -206,7 +206,12 @@ class LakeTier:
         data = data.combine_chunks()
         with fold.table_lock(wal_dir):
             self._recover_locked(table)
-            existing = list(self.files(table)) if table.key else []
+            existing = []
+            if table.key:
+                # Files a compaction or retention retired (in their grace period) hold
+                # no rows any more: a key only they hold is free to be written again.
+                hidden = self.hidden_files(table)
+                existing = [f for f in self.files(table) if f not in hidden]
             others = self._other_segments(table, segment) if table.key else None
             rows = fold.drop_existing_keys(table, data, existing, others)
             if segment is not None:
