@@ -576,8 +576,10 @@ class Store:
         return check_store(self, repair=repair and not self.read_only)
 
     def files(self, table: str) -> list[Path]:
-        """The data files of a lake table."""
-        return list(self._lake.files(self.table(table)))
+        """The data files queries of a lake table read now (retired ones excluded)."""
+        t = self.table(table)
+        hidden = self._lake.hidden_files(t)
+        return [f for f in self._lake.files(t) if f not in hidden]
 
     def stats(self) -> list[TableStats]:
         """Rows, files and bytes on disk per table."""
