@@ -207,3 +207,37 @@ def test_a_key_removed_by_retention_can_be_written_again_at_once(store_root: Pat
         store.fold()  # the fold's key check must not count the retired file
         got = store.sql("SELECT session_id FROM runs").rows()
     assert got == [(rows[0]["session_id"],)]
+
+
+def test_queries_running_during_retention_never_fail_nor_see_rows_come_back(
+    store_root: Path,
+) -> None:
+    import threading
+
+    rows = fill(store_root)
+    now = START + dt.timedelta(days=8, hours=7)
+    configure(store_root, audit_days=3)
+    total = len(rows["audit"])
+    left = sum(expected(rows["audit"], "audit", now - dt.timedelta(days=3)).values())
+    seen: list[int] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        with open_store(store_root) as r:
+            while not done.is_set() or len(seen) < 5:
+                try:
+                    seen.append(int(r.sql("SELECT count(*) FROM audit").scalar()))
+                except telelake.TelelakeError as exc:
+                    errors.append(str(exc))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    with open_store(store_root, retire_after=0) as store:
+        store.enforce_retention(now=now)
+    done.set()
+    t.join()
+    assert errors == []
+    assert all(left <= n <= total for n in seen)
+    assert seen == sorted(seen, reverse=True)  # removed rows never come back
+    assert seen[-1] == left
