@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -72,8 +74,11 @@ def _integral_decimals_to_int(table: pa.Table) -> pa.Table:
     return table
 
 
-_RETRIES = 5
+# A query retries while each failure names a file that is gone (a compaction or
+# retention retired it after our snapshot listed it); this many times at most.
+_RETRIES = 200
 _MISSING_FILE = re.compile(r"No such file|No files found|does not exist", re.IGNORECASE)
+_QUOTED = re.compile(r'"([^"]+)"')
 
 
 class Engine:
@@ -136,16 +141,20 @@ class Engine:
 
     def _run(self, text: str, params: Mapping[str, Any] | list[Any] | None) -> pa.Table:
         for attempt in range(_RETRIES):
-            self._refresh()
             try:
+                self._refresh()  # binding a view opens footers: it can race a swap too
                 rel = self._con.sql(text, params=params) if params else self._con.sql(text)
                 table = rel.to_arrow_table() if rel is not None else pa.table({})
                 return _integral_decimals_to_int(table)
             except duckdb.IOException as exc:
                 # A compaction or retention removed a file between our snapshot and
-                # DuckDB opening it: the rows live on elsewhere, so look again.
+                # DuckDB opening it: the rows live on elsewhere, so look again, as long
+                # as each fresh snapshot has moved past the file that vanished.
                 if attempt == _RETRIES - 1 or not _MISSING_FILE.search(str(exc)):
                     raise
+                if any(os.path.exists(p) for p in _QUOTED.findall(str(exc))):
+                    raise  # the file is there: something else is wrong
+                time.sleep(min(0.001 * attempt, 0.02))  # let a busy swap get ahead
         raise AssertionError("unreachable")  # pragma: no cover
 
     def named(self, name: str, params: Mapping[str, Any]) -> Result:
