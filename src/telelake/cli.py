@@ -220,7 +220,7 @@ def describe(
                     "column": [c.name for c in t.columns],
                     "type": [c.type.name for c in t.columns],
                     "nullable": [c.nullable for c in t.columns],
-                    "enum": [", ".join(c.enum) if c.enum else None for c in t.columns],
+                    "enum": [", ".join(map(str, c.enum)) if c.enum else None for c in t.columns],
                     "description": [c.description for c in t.columns],
                 }
             )

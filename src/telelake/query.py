@@ -14,9 +14,10 @@ import pyarrow as pa
 
 from telelake.errors import QueryError
 from telelake.lake.tier import LakeTier
-from telelake.schema.model import Schema
+from telelake.schema.model import Schema, SqlObject
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")  # SQLite's :name
 
 
 class Result:
@@ -159,20 +160,55 @@ class Engine:
 
     def named(self, name: str, params: Mapping[str, Any]) -> Result:
         """Run the schema's named query `name` with `params`."""
-        query = self.schema.queries.get(name)
-        if query is None:
-            known = ", ".join(sorted(self.schema.queries)) or "none"
-            raise QueryError(f"schema {self.schema.name!r} has no query {name!r} (known: {known})")
+        query = find_query(self.schema, name)
         if query.engine != "duckdb":
             raise QueryError(f"query {name!r} runs on {query.engine}, which this store lacks")
-        used = set(_PARAM.findall(query.sql))
-        unknown = sorted(set(params) - used)
-        if unknown:
+        bound = bind_params(query, params)
+        return self.sql(query.sql, bound or None)
+
+
+def find_query(schema: Schema, name: str) -> SqlObject:
+    """The named query `name` of `schema` (QueryError listing the known ones)."""
+    query = schema.queries.get(name)
+    if query is None:
+        known = ", ".join(sorted(schema.queries)) or "none"
+        raise QueryError(f"schema {schema.name!r} has no query {name!r} (known: {known})")
+    return query
+
+
+def bind_params(query: SqlObject, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check `params` against the query: names, declared types and enums, ranges."""
+    name = query.name
+    pattern = _PARAM if query.engine == "duckdb" else _NAMED
+    used = set(pattern.findall(query.sql)) | {p.name for p in query.params}
+    unknown = sorted(set(params) - used)
+    if unknown:
+        raise QueryError(
+            f"query {name!r} takes no parameter {unknown[0]!r}"
+            f" (parameters: {', '.join(sorted(used)) or 'none'})"
+        )
+    missing = sorted(used - set(params))
+    if missing:
+        raise QueryError(f"query {name!r} needs parameter {missing[0]!r}")
+    bound = dict(params)
+    for p in query.params:
+        value = bound[p.name]
+        if p.type is not None and p.type.name.startswith("int"):
+            if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise QueryError(f"query {name!r}: {p.name} must be an integer, not {value!r}")
+        elif p.type is not None and p.type.name == "string" and not isinstance(value, str):
+            raise QueryError(f"query {name!r}: {p.name} must be text, not {value!r}")
+        if p.enum is not None and value not in p.enum:
             raise QueryError(
-                f"query {name!r} takes no parameter {unknown[0]!r}"
-                f" (parameters: {', '.join(sorted(used)) or 'none'})"
+                f"query {name!r}: {p.name} {value!r} is not one of {', '.join(p.enum)}"
             )
-        missing = sorted(used - set(params))
-        if missing:
-            raise QueryError(f"query {name!r} needs parameter {missing[0]!r}")
-        return self.sql(query.sql, dict(params) if params else None)
+        bound[p.name] = value
+    for low, high in query.ranges:
+        if bound[low] > bound[high]:
+            raise QueryError(
+                f"query {name!r}: {low} ({bound[low]}) is after {high} ({bound[high]}); "
+                "give the range oldest first"
+            )
+    return bound

@@ -36,11 +36,13 @@ from telelake.metadata import (
     utc_now_iso,
     version_key,
 )
-from telelake.query import Engine, Result
+from telelake.query import Engine, Result, bind_params, find_query
 from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
 from telelake.schema.model import Column, Schema, Table
 from telelake.schema.types import TYPES
+from telelake.sql import migrations as sql_migrations
+from telelake.sql.tier import SqlTier
 from telelake.writer import BatchWriter
 
 __version__ = "0.1.0"
@@ -93,6 +95,11 @@ class Store:
         self._meta = MetadataDir(root)
         old_version = self._open_metadata(migrate)
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
+        has_sql = any(t.tier == "sql" for t in schema.tables.values())
+        self._sql = SqlTier(root, schema) if has_sql else None
+        if self._sql is not None and not self.read_only:
+            # Forward migrations apply on open (spec 001: only forward ones, automatically).
+            self._sql.migrate_up()
         if old_version is not None and plan_only:  # `telelake migrate --dry-run`
             self.migration = self._migrate(old_version, dry_run=True)
             self.read_only = True
@@ -332,6 +339,8 @@ class Store:
             raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
         if data.num_rows == 0:
             return 0
+        if table.tier == "sql":
+            return self.sql_tier.write(table, data)
         if table.tier != "lake":
             raise StoreError(f"table {table.name!r}: the {table.tier} tier is not available yet")
         try:
@@ -378,13 +387,54 @@ class Store:
             self._engine = Engine(self.schema, self._lake)
         return self._engine
 
-    def sql(self, text: str, params: Any = None) -> Result:
-        """Run DuckDB SQL over the store's tables, views and macros."""
+    @property
+    def sql_tier(self) -> SqlTier:
+        """The store's SQL database (StoreError if the schema has no sql tables)."""
+        if self._sql is None:
+            raise StoreError(f"schema {self.schema.name!r} has no sql tables")
+        return self._sql
+
+    def sql(self, text: str, params: Any = None, *, engine: str | None = None) -> Result:
+        """Run SQL: DuckDB over the lake tables, views and macros, or read-only SQLite.
+
+        `engine` is "duckdb" or "sqlite"; by default DuckDB when the schema has lake
+        tables, else SQLite.
+        """
+        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
+        if engine == "sqlite":
+            return Result(self.sql_tier.query(text, params))
+        if engine != "duckdb":
+            raise StoreError(f"engine must be duckdb or sqlite, not {engine!r}")
         return self.engine.sql(text, params)
 
     def query(self, name: str, **params: Any) -> Result:
-        """Run one of the schema's named queries."""
+        """Run one of the schema's named queries (on the engine it declares)."""
+        query = find_query(self.schema, name)
+        if query.engine == "sqlite":
+            return Result(self.sql_tier.query(query.sql, bind_params(query, params)))
         return self.engine.named(name, params)
+
+    @property
+    def queries(self) -> QueryNamespace:
+        """The schema's named queries as methods: `store.queries.open_alerts("p", 10)`."""
+        return QueryNamespace(self)
+
+    # -- sql migrations -----------------------------------------------------------------
+
+    def migrate_sql(self, direction: str = "up", target: int | None = None) -> list[int]:
+        """Apply (`up`) or revert (`down` to `target`) SQL migrations; versions done."""
+        if direction == "up":
+            return [m.version for m in self.sql_tier.migrate_up(target)]
+        if direction == "down":
+            if target is None:
+                applied = [s.version for s in self.migration_status() if s.state == "applied"]
+                target = applied[-2] if len(applied) > 1 else 0
+            return [m.version for m in self.sql_tier.migrate_down(target)]
+        raise StoreError(f"direction must be up or down, not {direction!r}")
+
+    def migration_status(self) -> list[sql_migrations.Status]:
+        """Every SQL migration of the schema and whether it is applied."""
+        return self.sql_tier.migration_status()
 
     def fold(self) -> int:
         """Fold WAL rows into Parquet: this store's segments and any orphaned ones.
@@ -443,7 +493,7 @@ class Store:
     def retention(self) -> Retention:
         """This store's retention settings: the schema's, overridden by `config.json`."""
         loaded = load_retention(self.root, self.schema.tables)
-        days = {t.name: t.retention_days for t in self._lake_tables() if t.retention_days}
+        days = {t.name: t.retention_days for t in self.schema.tables.values() if t.retention_days}
         return Retention({**days, **loaded.days}, loaded.max_disk_gb, loaded.auto_compact)
 
     def enforce_retention(
@@ -469,6 +519,15 @@ class Store:
         if not dry_run:
             self.fold()  # rows still in WAL segments are expired like any others
         report = RetentionReport()
+        for t in self.schema.tables.values():
+            days = settings.days.get(t.name)
+            if t.tier != "sql" or days is None:
+                continue
+            rows = self.sql_tier.expire(t, now, days, dry_run=dry_run)
+            step = Step(t.name, f"rows older than {days} days", "deleted", 0, rows, 0)
+            report.steps.append(step)
+            if on_step is not None:
+                on_step(step)
         tables = self._lake_tables()
         usage = {t.name: self._lake_bytes(t) for t in tables}
         report.disk_bytes_before = sum(usage.values())
@@ -585,8 +644,12 @@ class Store:
         """Rows, files and bytes on disk per table."""
         out = []
         for t in self.schema.tables.values():
+            if t.tier == "sql":
+                size = self.sql_tier.path.stat().st_size if self.sql_tier.path.exists() else 0
+                out.append(TableStats(t.name, t.tier, self.sql_tier.count(t), 1, size))
+                continue
             files = list(self._lake.files(t))
-            rows = self.sql(f'SELECT COUNT(*) FROM "{t.name}"').scalar()
+            rows = self.sql(f'SELECT COUNT(*) FROM "{t.name}"', engine="duckdb").scalar()
             out.append(
                 TableStats(
                     t.name, t.tier, int(rows), len(files), sum(f.stat().st_size for f in files)
@@ -608,6 +671,8 @@ class Store:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        if self._sql is not None:
+            self._sql.close()
 
     def __enter__(self) -> Store:
         return self
@@ -616,6 +681,29 @@ class Store:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class QueryNamespace:
+    """The schema's named queries as methods taking their declared parameters in order."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Callable[..., Result]:
+        query = find_query(self._store.schema, name)
+        order = [p.name for p in query.params]
+
+        def call(*args: Any, **kwargs: Any) -> Result:
+            if len(args) > len(order):
+                raise TypeError(f"{name}() takes {len(order)} parameters: {', '.join(order)}")
+            return self._store.query(name, **dict(zip(order, args, strict=False)), **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = query.description
+        return call
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._store.schema.queries)
 
 
 def open(

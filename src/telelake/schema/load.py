@@ -13,18 +13,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from telelake.durations import parse_age
 from telelake.errors import SchemaError
 from telelake.schema import types
 from telelake.schema.model import (
     EPOCH_UNITS,
+    FK_ACTIONS,
     TIERS,
     TIME_LEVELS,
+    WRITE_MODES,
+    Aggregate,
     Column,
+    Index,
     Migration,
+    Param,
     ParquetLayout,
     Partitioning,
+    Rollup,
     Schema,
     SqlObject,
+    SqlSettings,
     Table,
 )
 
@@ -50,6 +58,8 @@ _SCHEMA_KEYS = {
     "macros",
     "queries",
     "migrations",
+    "rollups",
+    "sql",
 }
 _FSYNC = ("always", "batch", "interval", "off")
 _TABLE_KEYS = {
@@ -62,8 +72,33 @@ _TABLE_KEYS = {
     "partition",
     "parquet",
     "retention_days",
+    "write",
+    "version_column",
+    "keep_on_update",
+    "unique",
+    "indexes",
+    "retention_where",
 }
-_COLUMN_KEYS = {"name", "type", "nullable", "description", "enum", "epoch_unit"}
+_SQL_TABLE_KEYS = {
+    "write",
+    "version_column",
+    "keep_on_update",
+    "unique",
+    "indexes",
+    "retention_where",
+}
+_COLUMN_KEYS = {
+    "name",
+    "type",
+    "nullable",
+    "description",
+    "enum",
+    "epoch_unit",
+    "references",
+    "on_delete",
+    "autoincrement",
+}
+_SQL_COLUMN_KEYS = {"references", "on_delete", "autoincrement"}
 _PARTITION_KEYS = {"time", "keys"}
 _PARQUET_KEYS = {
     "file_prefix",
@@ -73,7 +108,11 @@ _PARQUET_KEYS = {
     "dictionary",
     "sort",
 }
-_SQL_KEYS = {"sql", "file", "description", "engine", "params"}
+_SQL_KEYS = {"sql", "file", "description", "engine", "params", "ranges"}
+_ROLLUP_KEYS = {"source", "time", "group", "windows", "window_column", "start_column", "aggregates"}
+_AGGREGATE = re.compile(
+    r"^\s*(count|sum|min|max|avg|p(\d{1,2}(?:\.\d+)?))\s*\(\s*(\*|[a-z_][a-z0-9_]*)\s*\)\s*$"
+)
 
 
 def builtin_names() -> list[str]:
@@ -124,6 +163,7 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
         raise SchemaError(f"{where}: needs at least one [tables.<name>] section")
     tables = {tname: parse_table(tname, tdata, where) for tname, tdata in raw_tables.items()}
     base = path.parent
+    _check_references(tables, where)
     return Schema(
         name=name,
         version=version,
@@ -133,6 +173,8 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
         macros=_parse_sql_objects(data.get("macros", {}), "macro", base, where),
         queries=_parse_sql_objects(data.get("queries", {}), "query", base, where),
         migrations=_parse_migrations(data.get("migrations", {}), version, tables, where),
+        rollups=_parse_rollups(data.get("rollups", {}), tables, where),
+        sql_settings=_parse_sql_settings(data.get("sql"), base, tables, where),
         source=path,
         text=text,
     )
@@ -148,13 +190,16 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     tier = data.get("tier", "lake")
     if tier not in TIERS:
         raise SchemaError(f"{where}: unknown tier {tier!r} (one of {', '.join(TIERS)})")
+    if tier != "sql":
+        for option in sorted(_SQL_TABLE_KEYS & set(data)):
+            raise SchemaError(f"{where}: {option!r} applies to sql tables only")
     raw_columns = data.get("columns")
     if not isinstance(raw_columns, list) or not raw_columns:
         raise SchemaError(f"{where}: needs a non-empty 'columns' list")
     columns: list[Column] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_columns):
-        col = _parse_column(raw, f"{where}, column #{index + 1}")
+        col = _parse_column(raw, f"{where}, column #{index + 1}", tier)
         if col.name in seen:
             raise SchemaError(f"{where}, column {col.name!r}: duplicate column")
         seen.add(col.name)
@@ -168,11 +213,15 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     if time is not None:
         if time not in seen:
             raise SchemaError(f"{where}, column {time!r}: time column does not exist")
-        ttype = next(c.type.name for c in columns if c.name == time)
-        if ttype not in ("timestamp", "date"):
+        tcol = next(c for c in columns if c.name == time)
+        epoch_int = types.is_integer(tcol.type) and tcol.epoch_unit is not None
+        if tcol.type.name not in ("timestamp", "date") and not epoch_int:
             raise SchemaError(
-                f"{where}, column {time!r}: time column must be timestamp or date, not {ttype}"
+                f"{where}, column {time!r}: time column must be timestamp, date or an "
+                f"integer with an epoch_unit, not {tcol.type.name}"
             )
+        if epoch_int and tier == "lake":
+            raise SchemaError(f"{where}, column {time!r}: a lake table's time must be a timestamp")
 
     partition = _parse_partition(data.get("partition"), tier, time, where)
     parquet = None
@@ -188,7 +237,9 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     fsync = data.get("fsync")
     if fsync is not None and fsync not in _FSYNC:
         raise SchemaError(f"{where}: fsync must be one of {', '.join(_FSYNC)}")
+    sql_options = _parse_sql_table(data, columns, key, where) if tier == "sql" else {}
     return Table(
+        **sql_options,
         fsync=fsync,
         name=name,
         columns=tuple(columns),
@@ -202,7 +253,7 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     )
 
 
-def _parse_column(raw: Any, where: str) -> Column:
+def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
     if not isinstance(raw, dict):
         raise SchemaError(f"{where}: must be a table like {{ name = ..., type = ... }}")
     name = _require(raw, "name", str, where)
@@ -219,18 +270,48 @@ def _parse_column(raw: Any, where: str) -> Column:
         raise SchemaError(f"{where}: nullable must be true or false")
     enum = raw.get("enum")
     if enum is not None:
-        if ltype.name != "string":
-            raise SchemaError(f"{where}: enum is only allowed on string columns, not {ltype.name}")
-        values = _str_list(enum, f"{where}: enum")
+        if ltype.name == "string":
+            values: list[Any] = _str_list(enum, f"{where}: enum")
+        elif types.is_integer(ltype):
+            if not isinstance(enum, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in enum
+            ):
+                raise SchemaError(f"{where}: enum of an integer column must list integers")
+            values = list(enum)
+        else:
+            raise SchemaError(
+                f"{where}: enum is only allowed on string and integer columns, not {ltype.name}"
+            )
         if not values or len(set(values)) != len(values):
             raise SchemaError(f"{where}: enum must list distinct values")
         enum = tuple(values)
     unit = raw.get("epoch_unit")
     if unit is not None:
-        if ltype.name != "timestamp":
-            raise SchemaError(f"{where}: epoch_unit applies to timestamp columns only")
+        if ltype.name != "timestamp" and not types.is_integer(ltype):
+            raise SchemaError(f"{where}: epoch_unit applies to timestamp and integer columns only")
         if unit not in EPOCH_UNITS:
             raise SchemaError(f"{where}: epoch_unit must be one of {', '.join(EPOCH_UNITS)}")
+    if tier != "sql":
+        for option in sorted(_SQL_COLUMN_KEYS & set(raw)):
+            raise SchemaError(f"{where}: {option!r} applies to sql tables only")
+    references = raw.get("references")
+    if references is not None and (
+        not isinstance(references, str)
+        or not re.fullmatch(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*", references)
+    ):
+        raise SchemaError(f'{where}: references must look like "table.column"')
+    on_delete = raw.get("on_delete")
+    if on_delete is not None:
+        if references is None:
+            raise SchemaError(f"{where}: on_delete needs references")
+        if not isinstance(on_delete, str) or on_delete.lower() not in FK_ACTIONS:
+            raise SchemaError(f"{where}: on_delete must be one of {', '.join(FK_ACTIONS)}")
+        on_delete = on_delete.lower()
+    autoincrement = raw.get("autoincrement", False)
+    if not isinstance(autoincrement, bool):
+        raise SchemaError(f"{where}: autoincrement must be true or false")
+    if autoincrement and ltype.name != "int64":
+        raise SchemaError(f"{where}: autoincrement needs an int64 column")
     return Column(
         name=name,
         type=ltype,
@@ -238,7 +319,97 @@ def _parse_column(raw: Any, where: str) -> Column:
         description=str(raw.get("description", "")),
         enum=enum,
         epoch_unit=unit,
+        references=references,
+        on_delete=on_delete,
+        autoincrement=autoincrement,
     )
+
+
+def _parse_sql_table(
+    data: dict[str, Any], columns: list[Column], key: tuple[str, ...], where: str
+) -> dict[str, Any]:
+    """The sql-only settings of a table: write mode, uniques, indexes."""
+    names = {c.name for c in columns}
+
+    def known(cols: list[str], what: str) -> tuple[str, ...]:
+        for c in cols:
+            if c not in names:
+                raise SchemaError(f"{where}, column {c!r}: {what} names no column")
+        return tuple(cols)
+
+    auto = [c.name for c in columns if c.autoincrement]
+    if auto and key != (auto[0],):
+        raise SchemaError(f"{where}, column {auto[0]!r}: autoincrement must be the whole key")
+    unique = tuple(
+        known(_str_list(u, f"{where}: unique"), "unique")
+        for u in _list(data.get("unique", []), f"{where}: unique")
+    )
+    default_mode = "ignore" if (key and not auto) or unique else "insert"
+    write = data.get("write", default_mode)
+    if write not in WRITE_MODES:
+        raise SchemaError(f"{where}: write must be one of {', '.join(WRITE_MODES)}")
+    if write != "insert" and not ((key and not auto) or unique):
+        raise SchemaError(f"{where}: write = {write!r} needs a key or a unique constraint")
+    version = data.get("version_column")
+    if version is not None:
+        if write != "upsert":
+            raise SchemaError(f'{where}: version_column applies to write = "upsert" only')
+        known([str(version)], "version_column")
+    keep = known(
+        _str_list(data.get("keep_on_update", []), f"{where}: keep_on_update"), "keep_on_update"
+    )
+    raw_indexes = data.get("indexes", {})
+    if not isinstance(raw_indexes, dict):
+        raise SchemaError(f"{where}: indexes must be a table of index name = {{ columns = [...] }}")
+    indexes = []
+    for iname, body in raw_indexes.items():
+        iwhere = f"{where}: index {iname!r}"
+        if not _IDENT.match(iname):
+            raise SchemaError(f"{iwhere}: index names must be lower_snake_case")
+        if not isinstance(body, dict):
+            raise SchemaError(f"{iwhere}: must be {{ columns = [...], where = ... }}")
+        _no_unknown(body, {"columns", "where", "unique"}, iwhere)
+        cols = []
+        for spec in _str_list(body.get("columns", []), f"{iwhere}: columns"):
+            parts = spec.split()
+            if len(parts) not in (1, 2) or (
+                len(parts) == 2 and parts[1].upper() not in ("ASC", "DESC")
+            ):
+                raise SchemaError(f"{iwhere}: {spec!r} is not 'column' or 'column DESC'")
+            known([parts[0]], f"index {iname!r}")
+            cols.append((parts[0], len(parts) == 2 and parts[1].upper() == "DESC"))
+        if not cols:
+            raise SchemaError(f"{iwhere}: needs at least one column")
+        cond = body.get("where")
+        if cond is not None and not isinstance(cond, str):
+            raise SchemaError(f"{iwhere}: where must be SQL text")
+        indexes.append(Index(iname, tuple(cols), cond, bool(body.get("unique", False))))
+    cond = data.get("retention_where")
+    if cond is not None and not isinstance(cond, str):
+        raise SchemaError(f"{where}: retention_where must be SQL text")
+    return {
+        "write": write,
+        "version_column": version,
+        "keep_on_update": keep,
+        "unique": unique,
+        "indexes": tuple(indexes),
+        "retention_where": cond,
+    }
+
+
+def _check_references(tables: dict[str, Table], where: str) -> None:
+    """Every `references` names a column of a sql table of this schema."""
+    for t in tables.values():
+        for c in t.columns:
+            if c.references is None:
+                continue
+            target, column = c.references.split(".")
+            other = tables.get(target)
+            if other is None or other.tier != "sql" or not other.has_column(column):
+                raise SchemaError(
+                    f"{where}: table {t.name!r}, column {c.name!r}: references "
+                    f"{c.references}, which is no column of a sql table here"
+                )
 
 
 def _parse_partition(raw: Any, tier: str, time: str | None, where: str) -> Partitioning:
@@ -349,14 +520,154 @@ def _parse_sql_objects(raw: Any, kind: str, base: Path, where: str) -> dict[str,
         engine = str(body.get("engine", "duckdb"))
         if engine not in ("duckdb", "sqlite", "postgres"):
             raise SchemaError(f"{owhere}: unknown engine {engine!r}")
+        params = _parse_params(body.get("params", []), f"{owhere}: params")
+        names = {p.name for p in params}
+        ranges = []
+        for pair in _list(body.get("ranges", []), f"{owhere}: ranges"):
+            low_high = _str_list(pair, f"{owhere}: ranges")
+            if len(low_high) != 2 or not set(low_high) <= names:
+                raise SchemaError(f"{owhere}: each range is [low, high] of declared params")
+            ranges.append((low_high[0], low_high[1]))
         out[name] = SqlObject(
             name=name,
             sql=sql.strip(),
             description=str(body.get("description", "")),
             engine=engine,
-            params=tuple(_str_list(body.get("params", []), f"{owhere}: params")),
+            params=params,
+            ranges=tuple(ranges),
         )
     return out
+
+
+def _parse_params(raw: Any, where: str) -> tuple[Param, ...]:
+    """Query parameters: names, or tables `{ name, type, enum }`."""
+    out = []
+    for item in _list(raw, where):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise SchemaError(f"{where}: each parameter is a name or {{ name, type, enum }}")
+        _no_unknown(item, {"name", "type", "enum"}, where)
+        name = _require(item, "name", str, where)
+        ltype = None
+        if "type" in item:
+            ltype = types.resolve(str(item["type"]))
+            if ltype is None:
+                raise SchemaError(f"{where}: parameter {name!r}: unknown type {item['type']!r}")
+        enum = item.get("enum")
+        out.append(
+            Param(name, ltype, tuple(_str_list(enum, f"{where}: {name}.enum")) if enum else None)
+        )
+    return tuple(out)
+
+
+def _parse_rollups(raw: Any, tables: dict[str, Table], where: str) -> dict[str, Rollup]:
+    """`[rollups.<target>]`: a source table aggregated into the sql table <target>."""
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where}: [rollups] must be a table")
+    out: dict[str, Rollup] = {}
+    for name, body in raw.items():
+        rwhere = f"{where}: rollup {name!r}"
+        if not isinstance(body, dict):
+            raise SchemaError(f"{rwhere}: must be a table")
+        _no_unknown(body, _ROLLUP_KEYS, rwhere)
+        target = tables.get(name)
+        if target is None or target.tier != "sql":
+            raise SchemaError(f"{rwhere}: its rows need a sql table called {name!r}")
+        source_name = _require(body, "source", str, rwhere)
+        source = tables.get(source_name)
+        if source is None:
+            raise SchemaError(f"{rwhere}: source {source_name!r} is no table of this schema")
+        time = str(body.get("time", source.time or ""))
+        if not source.has_column(time) or source.column(time).epoch_unit != "ms":
+            raise SchemaError(
+                f"{rwhere}: time {time!r} must be an integer column of {source_name!r} "
+                'holding epoch milliseconds (epoch_unit = "ms")'
+            )
+        group = tuple(_str_list(body.get("group", []), f"{rwhere}: group"))
+        windows = []
+        for label in _str_list(body.get("windows", []), f"{rwhere}: windows"):
+            try:
+                ms = int(parse_age(label).total_seconds() * 1000)
+            except ValueError as exc:
+                raise SchemaError(f"{rwhere}: window {exc}") from None
+            windows.append((label, ms))
+        if not windows:
+            raise SchemaError(f"{rwhere}: needs at least one window")
+        window_column = str(body.get("window_column", "window"))
+        start_column = str(body.get("start_column", "window_start_ms"))
+        raw_aggs = body.get("aggregates", {})
+        if not isinstance(raw_aggs, dict) or not raw_aggs:
+            raise SchemaError(f'{rwhere}: aggregates must map output columns to e.g. "p95(x)"')
+        aggregates = []
+        for output, text in raw_aggs.items():
+            m = _AGGREGATE.match(str(text))
+            if m is None:
+                raise SchemaError(
+                    f"{rwhere}: aggregate {output!r} = {text!r}: use count(*), count(x), "
+                    "sum(x), min(x), max(x), avg(x) or pNN(x)"
+                )
+            func, pct, arg = m.group(1), m.group(2), m.group(3)
+            column = None if arg == "*" else arg
+            if column is not None and not source.has_column(column):
+                raise SchemaError(
+                    f"{rwhere}: aggregate {output!r}: {source_name!r} has no {column!r}"
+                )
+            if column is None and func != "count":
+                raise SchemaError(f"{rwhere}: aggregate {output!r}: only count takes *")
+            q = None
+            if pct is not None:
+                q = float(pct) / 100
+                if not 0 < q < 1:
+                    raise SchemaError(f"{rwhere}: aggregate {output!r}: pNN needs 0 < NN < 100")
+                func = "quantile"
+            aggregates.append(Aggregate(output, func, column, q))
+        wanted = [*group, window_column, start_column, *(a.output for a in aggregates)]
+        for col in wanted:
+            if not target.has_column(col):
+                raise SchemaError(f"{rwhere}: table {name!r} has no column {col!r}")
+        for col in group:
+            if not source.has_column(col):
+                raise SchemaError(f"{rwhere}: group column {col!r} is not in {source_name!r}")
+        if set(target.key) != {*group, window_column, start_column}:
+            raise SchemaError(
+                f"{rwhere}: table {name!r} must be keyed by its group, window and start columns"
+            )
+        out[name] = Rollup(
+            name=name,
+            source=source_name,
+            time=time,
+            group=group,
+            windows=tuple(sorted(windows, key=lambda w: w[1])),
+            window_column=window_column,
+            start_column=start_column,
+            aggregates=tuple(aggregates),
+        )
+    return out
+
+
+def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: str) -> SqlSettings:
+    """`[sql]`: the database file name, the migrations table and folder."""
+    if raw is None:
+        return SqlSettings()
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where}: [sql] must be a table")
+    swhere = f"{where}: [sql]"
+    _no_unknown(raw, {"database", "migrations_table", "migrations"}, swhere)
+    database = str(raw.get("database", SqlSettings.database))
+    if "/" in database or database.startswith("."):
+        raise SchemaError(f"{swhere}: database must be a plain file name, got {database!r}")
+    table = str(raw.get("migrations_table", SqlSettings.migrations_table))
+    if not _IDENT.match(table) or table in tables:
+        raise SchemaError(
+            f"{swhere}: migrations_table {table!r} must be a free lower_snake_case name"
+        )
+    folder = None
+    if "migrations" in raw:
+        folder = base / str(raw["migrations"])
+        if not folder.is_dir():
+            raise SchemaError(f"{swhere}: migrations folder {folder} does not exist")
+    return SqlSettings(database, table, folder)
 
 
 def _parse_migrations(
@@ -402,6 +713,12 @@ def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
     value = data[key]
     if not isinstance(value, kind):
         raise SchemaError(f"{where}: {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise SchemaError(f"{where}: must be a list")
     return value
 
 

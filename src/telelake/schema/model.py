@@ -16,6 +16,8 @@ import pyarrow as pa
 from telelake.schema.types import LogicalType
 
 TIERS = ("lake", "sql", "log")
+WRITE_MODES = ("insert", "ignore", "upsert")
+FK_ACTIONS = ("cascade", "restrict", "set null", "set default", "no action")
 TIME_LEVELS = ("year", "month", "day", "hour")
 EPOCH_UNITS = ("s", "ms", "us", "ns")
 
@@ -28,9 +30,15 @@ class Column:
     type: LogicalType
     nullable: bool = True
     description: str = ""
-    enum: tuple[str, ...] | None = None
-    # Unit of plain numbers written to a timestamp column; None refuses numbers.
+    enum: tuple[str, ...] | tuple[int, ...] | None = None
+    # Unit of plain numbers written to a timestamp column; None refuses numbers. On an
+    # integer column it says the column holds epoch time (so it can be a `time` column).
     epoch_unit: str | None = None
+    # sql tier only: `"table.column"` this column references, and the ON DELETE action.
+    references: str | None = None
+    on_delete: str | None = None
+    # sql tier only: an INTEGER PRIMARY KEY AUTOINCREMENT that the database assigns.
+    autoincrement: bool = False
 
     @cached_property
     def arrow_field(self) -> pa.Field:
@@ -64,6 +72,16 @@ class ParquetLayout:
 
 
 @dataclass(frozen=True)
+class Index:
+    """A secondary index of a sql table: columns (with their order) and a WHERE."""
+
+    name: str
+    columns: tuple[tuple[str, bool], ...]  # (column, descending)
+    where: str | None = None
+    unique: bool = False
+
+
+@dataclass(frozen=True)
 class Table:
     """A table of a schema: its columns and where and how its rows live."""
 
@@ -78,6 +96,15 @@ class Table:
     retention_days: int | None = None
     # WAL fsync policy of this table; None uses the store's (see docs/durability.md).
     fsync: str | None = None
+    # sql tier: how a write meets an existing key (see docs/sql-tier.md), the column
+    # whose larger value wins an upsert, and columns an upsert never changes.
+    write: str = "insert"
+    version_column: str | None = None
+    keep_on_update: tuple[str, ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
+    indexes: tuple[Index, ...] = ()
+    # sql tier: retention only removes rows that also match this SQL condition.
+    retention_where: str | None = None
 
     def column(self, name: str) -> Column:
         """The column called `name` (KeyError if there is none)."""
@@ -111,6 +138,15 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Param:
+    """A parameter of a named query: its name, optional logical type and enum."""
+
+    name: str
+    type: LogicalType | None = None
+    enum: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class SqlObject:
     """A named piece of SQL shipped with a schema: a view, a macro or a named query."""
 
@@ -118,7 +154,46 @@ class SqlObject:
     sql: str
     description: str = ""
     engine: str = "duckdb"
-    params: tuple[str, ...] = ()
+    params: tuple[Param, ...] = ()
+    # Pairs of parameters (low, high) that must come in order: a reversed range is an error.
+    ranges: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One output column of a rollup: `func(column)`; `q` is the quantile of pNN."""
+
+    output: str
+    func: str  # count, sum, min, max, avg, quantile
+    column: str | None = None  # None for count(*)
+    q: float | None = None
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A declared aggregate of a table over time windows, kept up to date on write.
+
+    The rollup's rows live in the sql table of the same name, keyed by the group
+    columns, the window label and the window start.
+    """
+
+    name: str
+    source: str
+    time: str
+    group: tuple[str, ...]
+    windows: tuple[tuple[str, int], ...]  # (label, length in ms), shortest first
+    window_column: str
+    start_column: str
+    aggregates: tuple[Aggregate, ...]
+
+
+@dataclass(frozen=True)
+class SqlSettings:
+    """Where a schema's sql tables live and how their migrations are kept."""
+
+    database: str = "telelake.db"
+    migrations_table: str = "telelake_schema_migrations"
+    migrations_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +222,8 @@ class Schema:
     macros: dict[str, SqlObject] = field(default_factory=dict)
     queries: dict[str, SqlObject] = field(default_factory=dict)
     migrations: dict[int, Migration] = field(default_factory=dict)  # by old major version
+    rollups: dict[str, Rollup] = field(default_factory=dict)
+    sql_settings: SqlSettings = field(default_factory=SqlSettings)
     source: Path | None = None
     text: str = ""
 

@@ -1,0 +1,244 @@
+"""Versioned, checksummed migrations of a store's SQL database (spec 001 "Migration Strategy").
+
+A migration is a pair of files shipped with the schema, `NNNN_name.up.sql` and
+`NNNN_name.down.sql`. Applied migrations are recorded in the schema's tracking table
+(`ops_schema_migrations` for search_ops) with the SHA-256 of their up SQL. Before
+anything new is applied, every recorded checksum is compared with the files: an
+edited migration stops everything with a clear error, as in Flyway or sqlx.
+A schema without a migrations folder has one implicit migration: its tables, generated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from telelake.errors import StoreError
+from telelake.schema.model import Schema
+from telelake.sql import ddl
+
+_FILE = re.compile(r"^(\d+)_([a-z0-9_]+)\.(up|down)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration: its version, name, SQL both ways, and the checksum of `up`."""
+
+    version: int
+    name: str
+    up: str
+    down: str | None
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the up SQL: what was applied must never change."""
+        return hashlib.sha256(self.up.encode("utf-8")).hexdigest()
+
+    @property
+    def reversible(self) -> bool:
+        """True when the migration ships its down SQL."""
+        return self.down is not None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One row of the tracking table."""
+
+    version: int
+    name: str
+    applied_at_ms: int
+    checksum: str
+    reversible: bool
+
+
+@dataclass(frozen=True)
+class Status:
+    """A migration and whether it is applied (and unchanged since)."""
+
+    version: int
+    name: str
+    state: str  # applied | pending | changed | missing
+    applied_at_ms: int | None
+    reversible: bool
+
+
+def tracking_ddl(table: str) -> str:
+    """The tracking table, exactly as spec 001 writes it."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (\n"
+        "    version INTEGER PRIMARY KEY,\n"
+        "    name TEXT NOT NULL,\n"
+        "    applied_at_ms INTEGER NOT NULL,\n"
+        "    checksum TEXT NOT NULL,\n"
+        "    reversible INTEGER NOT NULL CHECK (reversible IN (0,1))\n"
+        ");"
+    )
+
+
+def discover(schema: Schema) -> list[Migration]:
+    """The schema's migrations in version order; errors name the offending file."""
+    folder = schema.sql_settings.migrations_dir
+    if folder is None:
+        return [Migration(1, "create_tables", ddl.schema_up(schema), ddl.schema_down(schema))]
+    found: dict[int, dict[str, str]] = {}
+    names: dict[int, str] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix != ".sql":
+            continue
+        m = _FILE.match(path.name)
+        if m is None:
+            raise StoreError(f"migration file {path}: name it NNNN_name.up.sql or .down.sql")
+        version, name, direction = int(m.group(1)), m.group(2), m.group(3)
+        if names.setdefault(version, name) != name:
+            raise StoreError(
+                f"migration {version} in {folder} has two names: {names[version]}, {name}"
+            )
+        found.setdefault(version, {})[direction] = path.read_text(encoding="utf-8")
+    out = []
+    for version in sorted(found):
+        if "up" not in found[version]:
+            raise StoreError(f"migration {version} ({names[version]}) in {folder} has no up SQL")
+        out.append(
+            Migration(version, names[version], found[version]["up"], found[version].get("down"))
+        )
+    if out and out[0].version < 1:
+        raise StoreError(f"migration versions in {folder} start at 1")
+    return out
+
+
+def statements(script: str) -> Iterator[str]:
+    """Split a SQL script into statements (sqlite3's executescript would commit)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+    if _strip_comments(buffer).strip():
+        raise StoreError(f"migration SQL ends in an unfinished statement: {buffer.strip()[:80]!r}")
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+
+
+def applied(con: sqlite3.Connection, table: str) -> list[Applied]:
+    """The tracking table's rows, oldest version first (none if it does not exist)."""
+    exists = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    if exists is None:
+        return []
+    rows = con.execute(
+        f"SELECT version, name, applied_at_ms, checksum, reversible FROM {table} ORDER BY version"
+    ).fetchall()
+    return [Applied(int(v), str(n), int(a), str(c), bool(r)) for v, n, a, c, r in rows]
+
+
+def verify(done: list[Applied], files: list[Migration], where: str) -> None:
+    """Every applied migration still exists unchanged; otherwise stop, naming it."""
+    by_version = {m.version: m for m in files}
+    for row in done:
+        m = by_version.get(row.version)
+        if m is None:
+            raise StoreError(
+                f"{where}: migration {row.version} ({row.name}) was applied but its files are "
+                "gone; this telelake is older than the database, or a migration was deleted"
+            )
+        if m.checksum != row.checksum:
+            raise StoreError(
+                f"{where}: migration {row.version} ({row.name}) changed after it was applied "
+                f"(checksum {row.checksum[:12]}… in the database, {m.checksum[:12]}… in the "
+                "files); restore the original file and put the change in a new migration"
+            )
+
+
+def status(con: sqlite3.Connection, schema: Schema) -> list[Status]:
+    """Every migration known to the files or the database, with its state."""
+    table = schema.sql_settings.migrations_table
+    files = {m.version: m for m in discover(schema)}
+    done = {a.version: a for a in applied(con, table)}
+    out = []
+    for version in sorted(set(files) | set(done)):
+        m, a = files.get(version), done.get(version)
+        if a is None and m is not None:
+            out.append(Status(version, m.name, "pending", None, m.reversible))
+        elif a is not None and m is None:
+            out.append(Status(version, a.name, "missing", a.applied_at_ms, a.reversible))
+        elif a is not None and m is not None:
+            state = "applied" if a.checksum == m.checksum else "changed"
+            out.append(Status(version, a.name, state, a.applied_at_ms, a.reversible))
+    return out
+
+
+def up(
+    con: sqlite3.Connection, schema: Schema, where: str, target: int | None = None
+) -> list[Migration]:
+    """Apply pending migrations (up to `target`), each in its own transaction."""
+    table = schema.sql_settings.migrations_table
+    files = discover(schema)
+    done_now: list[Migration] = []
+    for m in files:
+        if target is not None and m.version > target:
+            break
+        con.execute("BEGIN IMMEDIATE")  # one migrator at a time; others wait, then skip
+        try:
+            con.execute(tracking_ddl(table))
+            done = applied(con, table)
+            verify(done, files, where)
+            versions = {a.version for a in done}
+            if m.version in versions:
+                con.execute("COMMIT")
+                continue
+            if versions and m.version < max(versions):
+                raise StoreError(
+                    f"{where}: migration {m.version} ({m.name}) is older than applied "
+                    f"migration {max(versions)}; versions must be applied in order"
+                )
+            for statement in statements(m.up):
+                con.execute(statement)
+            con.execute(
+                f"INSERT INTO {table} (version, name, applied_at_ms, checksum, reversible) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (m.version, m.name, int(time.time() * 1000), m.checksum, int(m.reversible)),
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        done_now.append(m)
+    return done_now
+
+
+def down(con: sqlite3.Connection, schema: Schema, where: str, target: int) -> list[Migration]:
+    """Revert applied migrations newer than `target`, newest first."""
+    table = schema.sql_settings.migrations_table
+    files = {m.version: m for m in discover(schema)}
+    undone: list[Migration] = []
+    done = applied(con, table)
+    verify(done, list(files.values()), where)
+    for row in reversed(done):
+        if row.version <= target:
+            break
+        m = files[row.version]
+        if m.down is None:
+            raise StoreError(
+                f"{where}: migration {m.version} ({m.name}) ships no down SQL; it cannot be "
+                "reverted"
+            )
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements(m.down):
+                con.execute(statement)
+            con.execute(f"DELETE FROM {table} WHERE version = ?", (m.version,))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        undone.append(m)
+    return undone

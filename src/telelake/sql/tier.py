@@ -1,0 +1,412 @@
+"""The sql tier on SQLite: one database file per store, written in whole-batch transactions.
+
+Connections use WAL mode (readers never block the writer), `foreign_keys=ON`, a busy
+timeout (writers of other processes queue instead of failing) and `synchronous=NORMAL`
+(a committed batch survives a crashed or killed process; SQLite's WAL makes it durable
+at the next checkpoint against power loss). A batch is one transaction: any rejected
+row writes nothing, and the error names the store, table, row, column and constraint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from telelake.errors import QueryError, StoreError, ValidationError
+from telelake.rollup import windows
+from telelake.schema.model import Rollup, Schema, Table
+from telelake.sql import migrations
+from telelake.sql.dialect import SQLITE, Dialect
+
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA synchronous = NORMAL",
+)
+RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
+STATE_TABLE = "_telelake_rollup_state"  # telelake's own bookkeeping, not part of the schema
+_EPOCH_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400 * 10**9}
+
+
+def insert_sql(table: Table, columns: Sequence[str], dialect: Dialect = SQLITE) -> str:
+    """The INSERT of a batch, per the table's write mode (one builder for every backend).
+
+    `ignore` skips rows whose key or unique columns exist (ON CONFLICT DO NOTHING: unlike
+    INSERT OR IGNORE it never hides a NOT NULL or CHECK violation); `upsert` updates the
+    other columns, except `keep_on_update`, and only when `version_column` does not go
+    backwards, so a retried or late update never undoes a newer one.
+    """
+    q = dialect.ident
+    names = ", ".join(q(c) for c in columns)
+    marks = ", ".join(dialect.placeholder for _ in columns)
+    sql = f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks})"
+    if table.write == "ignore":
+        return sql + " ON CONFLICT DO NOTHING"
+    if table.write == "upsert":
+        keep = {*table.key, *table.keep_on_update}
+        sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in columns if c not in keep)
+        sql += f" ON CONFLICT ({', '.join(q(k) for k in table.key)}) DO UPDATE SET {sets}"
+        if table.version_column:
+            v = q(table.version_column)
+            sql += f" WHERE excluded.{v} >= {q(table.name)}.{v}"
+    return sql
+
+
+def python_rows(data: pa.Table, table: Table) -> list[tuple[Any, ...]]:
+    """Arrow columns as row tuples of values SQLite stores (timestamps as epoch µs)."""
+    columns = []
+    for name in data.column_names:
+        arr = data.column(name)
+        kind = table.column(name).type.name
+        if kind == "timestamp":
+            arr = pc.cast(arr, pa.int64())
+        elif kind == "date":
+            arr = pc.cast(arr, pa.string())
+        elif kind == "list<string>":
+            columns.append([None if v is None else json.dumps(v) for v in arr.to_pylist()])
+            continue
+        columns.append(arr.to_pylist())
+    return list(zip(*columns, strict=True))
+
+
+class SqlTier:
+    """The store's SQLite database: migrations, batched writes, rollups, retention."""
+
+    def __init__(self, root: Path, schema: Schema) -> None:
+        self.path = root / schema.sql_settings.database
+        self.schema = schema
+        self.where = f"store {schema.name!r} ({self.path})"
+        self._con: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._rollups: dict[str, list[Rollup]] = {}
+        for r in schema.rollups.values():
+            self._rollups.setdefault(r.source, []).append(r)
+
+    # -- connections --------------------------------------------------------------------
+
+    @property
+    def con(self) -> sqlite3.Connection:
+        """The writing connection (opened on first use)."""
+        if self._con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in PRAGMAS:
+                con.execute(pragma)
+            self._con = con
+        return self._con
+
+    def _read_con(self) -> sqlite3.Connection:
+        """A read-only connection for queries: user SQL can never change the data."""
+        if self._reader is None:
+            self.con  # noqa: B018 - creates the file and its WAL settings first
+            uri = f"file:{self.path}?mode=ro"
+            con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA busy_timeout = 30000")
+            con.execute("PRAGMA query_only = ON")
+            self._reader = con
+        return self._reader
+
+    def close(self) -> None:
+        """Close both connections."""
+        with self._lock:
+            for con in (self._con, self._reader):
+                if con is not None:
+                    con.close()
+            self._con = self._reader = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        with self._lock:
+            con = self.con
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # -- migrations ---------------------------------------------------------------------
+
+    def migrate_up(self, target: int | None = None) -> list[migrations.Migration]:
+        """Apply pending migrations (validating applied checksums first)."""
+        with self._lock:
+            done = migrations.up(self.con, self.schema, self.where, target)
+            if self.schema.rollups:
+                self.con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (rollup TEXT NOT NULL, "
+                    "grp TEXT NOT NULL, window TEXT NOT NULL, start INTEGER NOT NULL, "
+                    "state TEXT NOT NULL, PRIMARY KEY (rollup, grp, window, start))"
+                )
+            return done
+
+    def migrate_down(self, target: int) -> list[migrations.Migration]:
+        """Revert migrations newer than `target`."""
+        with self._lock:
+            return migrations.down(self.con, self.schema, self.where, target)
+
+    def migration_status(self) -> list[migrations.Status]:
+        """Every migration and whether it is applied."""
+        with self._lock:
+            return migrations.status(self.con, self.schema)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def write(self, table: Table, data: pa.Table) -> int:
+        """Write one validated batch in one transaction; returns the rows given."""
+        rows = python_rows(data, table)
+        self._check_keys(table, data)
+        sql = insert_sql(table, data.column_names)
+        rollups = self._rollups.get(table.name, [])
+        try:
+            with self.transaction() as con:
+                if rollups:
+                    self._capture_new_rows(con, table)
+                con.executemany(sql, rows)
+                for rollup in rollups:
+                    self._update_rollup(con, rollup, self._new_rows(con, table, rollup))
+                if rollups:
+                    con.execute(f"DELETE FROM temp.__tl_new_{table.name}")
+        except sqlite3.IntegrityError as exc:
+            raise self._explain(table, sql, rows, data.column_names, exc) from None
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"{self.where}, table {table.name!r}: {exc}; nothing was written"
+            ) from exc
+        return len(rows)
+
+    def _check_keys(self, table: Table, data: pa.Table) -> None:
+        # SQLite lets a TEXT PRIMARY KEY hold NULL, and NULLs never conflict: a retried
+        # row with a NULL key would be stored twice. Keys are required here.
+        for k in table.key:
+            if table.column(k).autoincrement or k not in data.column_names:
+                continue
+            nulls = data.column(k).null_count
+            if nulls:
+                row = pc.index(pc.is_null(data.column(k)), True).as_py()
+                raise ValidationError(
+                    f"store {self.schema.name!r}, table {table.name!r}, column {k!r}, row "
+                    f"{row}: missing value in a key column; nothing was written",
+                    store=self.schema.name,
+                    table=table.name,
+                    column=k,
+                    row=row,
+                )
+
+    def _explain(
+        self,
+        table: Table,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        columns: Sequence[str],
+        exc: sqlite3.IntegrityError,
+    ) -> ValidationError:
+        """Find the first row SQLite refuses and say which constraint, in our words."""
+        where = f"store {self.schema.name!r}, table {table.name!r}"
+        with self._lock:
+            con = self.con
+            con.execute("BEGIN IMMEDIATE")
+            try:  # replay row by row, then roll everything back
+                for i, row in enumerate(rows):
+                    try:
+                        con.execute(sql, row)
+                    except sqlite3.IntegrityError as one:
+                        values = dict(zip(columns, row, strict=True))
+                        column, why = self._constraint(con, table, values, one)
+                        at = f", column {column!r}" if column else ""
+                        return ValidationError(
+                            f"{where}, row {i}{at}: {why}; nothing was written",
+                            store=self.schema.name,
+                            table=table.name,
+                            column=column,
+                            row=i,
+                        )
+            finally:
+                con.execute("ROLLBACK")
+        return ValidationError(
+            f"{where}: {exc}; nothing was written", store=self.schema.name, table=table.name
+        )
+
+    def _constraint(
+        self,
+        con: sqlite3.Connection,
+        table: Table,
+        row: dict[str, Any],
+        exc: sqlite3.IntegrityError,
+    ) -> tuple[str | None, str]:
+        text = str(exc)
+        if text.startswith("FOREIGN KEY"):
+            for col in table.columns:
+                value = row.get(col.name)
+                if col.references is None or value is None:
+                    continue
+                parent, pcol = col.references.split(".")
+                found = con.execute(
+                    f"SELECT 1 FROM {parent} WHERE {pcol} = ? LIMIT 1", (value,)
+                ).fetchone()
+                if found is None:
+                    return col.name, (
+                        f"{value!r} has no row in {parent}.{pcol} (FOREIGN KEY "
+                        f"{col.name} REFERENCES {parent}({pcol}))"
+                    )
+            return None, f"FOREIGN KEY constraint failed ({text})"
+        if m := re.match(r"(NOT NULL|UNIQUE) constraint failed: (.+)", text):
+            cols = [c.split(".", 1)[-1] for c in m.group(2).split(", ")]
+            values = ", ".join(f"{c}={row.get(c)!r}" for c in cols)
+            return cols[0], f"{m.group(1)} constraint on ({', '.join(cols)}) failed: {values}"
+        if m := re.match(r"CHECK constraint failed: (.+)", text):
+            expr = m.group(1)
+            column = next(
+                (c.name for c in table.columns if re.match(rf"\s*{c.name}\b", expr)), None
+            )
+            shown = f"{row.get(column)!r} " if column else ""
+            return column, f"{shown}violates CHECK ({expr})"
+        return None, text
+
+    # -- rollups ------------------------------------------------------------------------
+
+    def _capture_new_rows(self, con: sqlite3.Connection, table: Table) -> None:
+        # A TEMP trigger records the rowid of each row really inserted (not the retried
+        # ones ON CONFLICT skipped), so a rollup counts every event exactly once.
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS __tl_new_{table.name} (id INTEGER)")
+        con.execute(
+            f"CREATE TEMP TRIGGER IF NOT EXISTS __tl_capture_{table.name} AFTER INSERT ON "
+            f"main.{table.name} BEGIN INSERT INTO __tl_new_{table.name} VALUES (new.rowid); END"
+        )
+
+    def _new_rows(self, con: sqlite3.Connection, table: Table, rollup: Rollup) -> pa.Table:
+        needed = sorted(
+            {*rollup.group, rollup.time, *(a.column for a in rollup.aggregates if a.column)}
+        )
+        cursor = con.execute(
+            f"SELECT {', '.join(needed)} FROM main.{table.name} "
+            f"WHERE rowid IN (SELECT id FROM temp.__tl_new_{table.name})"
+        )
+        fetched = cursor.fetchall()
+        columns = list(zip(*fetched, strict=True)) if fetched else [() for _ in needed]
+        return pa.table(
+            {
+                n: pa.array(list(v), table.column(n).type.arrow)
+                for n, v in zip(needed, columns, strict=True)
+            }
+        )
+
+    def _update_rollup(self, con: sqlite3.Connection, rollup: Rollup, rows: pa.Table) -> None:
+        """Merge new rows into exactly the windows they touch, in the same transaction."""
+        gained = windows.partials(rollup, rows)
+        if not gained:
+            return
+        group = len(rollup.group)
+        keyed = {(json.dumps(list(k[:group])), k[-2], k[-1]): (k, st) for k, st in gained.items()}
+        con.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS __tl_keys (grp TEXT, window TEXT, start INTEGER)"
+        )
+        con.executemany("INSERT INTO temp.__tl_keys VALUES (?, ?, ?)", list(keyed))
+        old = con.execute(
+            f"SELECT s.grp, s.window, s.start, s.state FROM {STATE_TABLE} s JOIN temp.__tl_keys k "
+            "ON s.rollup = ? AND s.grp = k.grp AND s.window = k.window AND s.start = k.start",
+            (rollup.name,),
+        ).fetchall()
+        con.execute("DELETE FROM temp.__tl_keys")
+        for grp, window, start, text in old:
+            keyed[(grp, window, start)][1].merge(windows.State.from_json(json.loads(text)))
+        con.executemany(
+            f"INSERT OR REPLACE INTO {STATE_TABLE} (rollup, grp, window, start, state) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [
+                (rollup.name, *k, json.dumps(st.to_json(), separators=(",", ":")))
+                for k, (_, st) in keyed.items()
+            ],
+        )
+        target = self.schema.tables[rollup.name]
+        finals = [windows.finalize(rollup, target, key, st) for key, st in keyed.values()]
+        names = list(finals[0])
+        con.executemany(insert_sql(target, names), [tuple(r[n] for n in names) for r in finals])
+
+    # -- reading ------------------------------------------------------------------------
+
+    def query(self, text: str, params: Any = None) -> pa.Table:
+        """Run read-only SQL (SQLite dialect); `:name` or `?` parameters."""
+        with self._lock:
+            try:
+                cursor = self._read_con().execute(text, params if params is not None else ())
+                fetched = cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise QueryError(f"query failed ({self.where}): {exc}") from exc
+        names = [d[0] for d in cursor.description or ()]
+        columns = list(zip(*fetched, strict=True)) if fetched else [() for _ in names]
+        return pa.table({n: pa.array(list(v)) for n, v in zip(names, columns, strict=True)})
+
+    def count(self, table: Table) -> int:
+        """Rows in `table`."""
+        return int(self.query(f"SELECT count(*) AS n FROM {table.name}").column(0)[0].as_py())
+
+    # -- retention ------------------------------------------------------------------------
+
+    def expire(
+        self,
+        table: Table,
+        now: dt.datetime,
+        days: int,
+        *,
+        dry_run: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete rows older than `days` (and matching `retention_where`) in small batches.
+
+        Each batch of RETENTION_BATCH rows is its own transaction, so writers of other
+        processes wait for one batch at most. Returns the rows removed.
+        """
+        if table.time is None:
+            raise StoreError(f"{self.where}, table {table.name!r} has no time column for retention")
+        cutoff = self._cutoff(table, now, days)
+        cond = f"{table.time} < ?" + (
+            f" AND ({table.retention_where})" if table.retention_where else ""
+        )
+        if dry_run:
+            found = self.query(f"SELECT count(*) FROM {table.name} WHERE {cond}", (cutoff,))
+            return int(found.column(0)[0].as_py())
+        removed = 0
+        while True:
+            with self.transaction() as con:
+                n = con.execute(
+                    f"DELETE FROM {table.name} WHERE rowid IN (SELECT rowid FROM {table.name} "
+                    f"WHERE {cond} LIMIT {RETENTION_BATCH})",
+                    (cutoff,),
+                ).rowcount
+                if table.name in self.schema.rollups:  # its merge states go with its rows
+                    con.execute(
+                        f"DELETE FROM {STATE_TABLE} WHERE rollup = ? AND start < ?",
+                        (table.name, cutoff),
+                    )
+            removed += n
+            if on_batch is not None:
+                on_batch(n)
+            if n < RETENTION_BATCH:
+                return removed
+
+    @staticmethod
+    def _cutoff(table: Table, now: dt.datetime, days: int) -> int:
+        assert table.time is not None
+        col = table.column(table.time)
+        unit = col.epoch_unit if col.type.name != "timestamp" else "us"
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        per_day = _EPOCH_PER_DAY[unit or "us"]
+        elapsed = now - epoch
+        now_units = (elapsed.days * 86_400 + elapsed.seconds) * per_day // 86_400 + (
+            elapsed.microseconds * per_day // 86_400_000_000
+        )
+        return int(now_units - days * per_day)
