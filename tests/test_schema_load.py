@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from telelake.errors import SchemaError
 from telelake.schema import builtin_names, load_schema
 from telelake.schema.load import parse_size
-from telelake.schema.model import Schema
+from telelake.schema.model import Param, Schema
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_2f6934d9cb070523.txt"
 
@@ -337,12 +337,12 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
     (
         "time-not-timestamp",
         _set("tables.events.time", "n"),
-        (T, "column 'n'", "must be timestamp or date", "int32"),
+        (T, "column 'n'", "must be timestamp, date or an integer with an epoch_unit", "int32"),
     ),
     (
         "enum-on-int",
         _set("tables.events.col:n.enum", ["1", "2"]),
-        (T, "column 'n'", "enum is only allowed on string columns"),
+        (T, "column 'n'", "enum of an integer column must list integers"),
     ),
     ("enum-empty", _set("tables.events.col:kind.enum", []), (T, "column 'kind'", "distinct")),
     (
@@ -356,9 +356,17 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
         (T, "column 'kind'", "list of strings"),
     ),
     (
-        "epoch-unit-on-int",
-        _set("tables.events.col:n.epoch_unit", "s"),
-        (T, "column 'n'", "epoch_unit applies to timestamp columns only"),
+        "epoch-unit-on-string",
+        _set("tables.events.col:kind.epoch_unit", "s"),
+        (T, "column 'kind'", "epoch_unit applies to timestamp and integer columns only"),
+    ),
+    (
+        "lake-time-epoch-int",
+        lambda d: (
+            _set("tables.events.col:n.epoch_unit", "ms")(d),
+            _set("tables.events.time", "n")(d),
+        ),
+        (T, "column 'n'", "a lake table's time must be a timestamp"),
     ),
     (
         "epoch-unit-bad",
@@ -592,7 +600,7 @@ def test_base_schema_is_valid(tmp_path: Path) -> None:
     assert events.parquet.row_group_bytes == 65536
     assert events.parquet.file_prefix == "events"
     assert schema.queries["top"].sql == "SELECT 2"
-    assert schema.queries["top"].params == ("n",)
+    assert schema.queries["top"].params == (Param("n"),)
     assert schema.queries["q"].sql == "SELECT 1"
 
 
