@@ -192,7 +192,7 @@ def test_cli_migrate_dry_run_then_for_real(tmp_path: Path) -> None:
     data = fill(tmp_path, root)
     v2 = write(tmp_path, "v2.toml", V2.format(migration=MIGRATION))
     env = {**os.environ, "TELELAKE_ROOT": str(root)}
-    cli = [sys.executable, "-m", "telelake", "migrate", "--schema", str(v2)]
+    cli = [sys.executable, "-m", "telelake", "migrate", "up", "--schema", str(v2)]
     before = snapshot(root)
     dry = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True, env=env)
     assert dry.returncode == 0, dry.stderr

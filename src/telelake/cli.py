@@ -115,14 +115,22 @@ def write(
 
 @app.command()
 def sql(
-    text: Annotated[str, typer.Argument(help="SQL (DuckDB dialect) over the store's tables")],
+    text: Annotated[str, typer.Argument(help="SQL over the store's tables")],
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="duckdb (lake tables, views, macros) or sqlite (sql tables, read-only); "
+            "default: duckdb if the schema has lake tables",
+        ),
+    ] = None,
     fmt: FormatOpt = "table",
     root: RootOpt = None,
     schema: SchemaOpt = "process_triage",
 ) -> None:
     """Run SQL over the store's tables, views and macros."""
     with _open(root, schema) as store:
-        _print_result(store.sql(text), fmt)
+        _print_result(store.sql(text, engine=engine), fmt)
 
 
 def _parse_params(params: list[str]) -> dict[str, Any]:
@@ -353,17 +361,29 @@ def retention(
     console.print(f"{verb} {rows} rows in {parts} partition(s), {size:,} bytes")
 
 
-@app.command()
-def migrate(
+migrate_app = typer.Typer(
+    help="Bring a store to its schema's version: SQL migrations and lake rewrites.",
+    no_args_is_help=True,
+)
+app.add_typer(migrate_app, name="migrate")
+
+
+@migrate_app.command("up")
+def migrate_up(
     schema: Annotated[
-        str, typer.Option("--schema", help="The new schema (name or TOML path) to migrate to")
+        str, typer.Option("--schema", help="The schema (name or TOML path) to migrate to")
     ],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check every migrated row; write nothing")
+        bool, typer.Option("--dry-run", help="Say what would be done; write nothing")
     ] = False,
     root: RootOpt = None,
 ) -> None:
-    """Rewrite a store of an older major version with the schema's [migrations.from_N]."""
+    """Apply pending SQL migrations; rewrite lake files of an older major version.
+
+    Applied SQL migrations are checked against their checksums first: a changed one
+    stops everything. Lake files are rewritten with the schema's [migrations.from_N],
+    every row validated before any file changes.
+    """
     from telelake.schema.load import load_schema
     from telelake.store import Store, default_root
 
@@ -371,6 +391,12 @@ def migrate(
     path = (root or default_root(model.name)).expanduser().resolve()
     with Store(path, model, migrate=True, plan_only=True) as store:
         report = store.migration  # every row checked, nothing written
+        pending = [s for s in _sql_status(store) if s.state == "pending"]
+        if pending and not dry_run:
+            store.migrate_sql("up")
+    for s in pending:
+        verb = "would apply" if dry_run else "applied"
+        console.print(f"sql migration {s.version} ({s.name}): {verb}")
     if report is not None and not dry_run:
         files = sum(t.files for t in report.tables.values())
         with _progress(False) as progress:
@@ -380,12 +406,132 @@ def migrate(
             ) as store:
                 report = store.migration
     if report is None:
-        console.print(f"nothing to migrate: the store is at version {model.version}")
+        console.print(f"lake files: nothing to migrate, the store is at version {model.version}")
         return
     for t in report.tables.values():
         console.print(f"{t.table}: {t.files} file(s), {t.rows} rows {t.how}")
     verb = "would migrate" if dry_run else "migrated"
     console.print(f"{verb} {report.from_version} -> {report.to_version}")
+
+
+def _sql_status(store: telelake.Store) -> list[Any]:
+    if not any(t.tier == "sql" for t in store.schema.tables.values()):
+        return []
+    return store.migration_status()
+
+
+@migrate_app.command("down")
+def migrate_down(
+    to: Annotated[int | None, typer.Option("--to", help="Revert down to this version")] = None,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Development/testing: reverting is routine")
+    ] = False,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-rollback", help="Production: the operator confirms this manual rollback"
+        ),
+    ] = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Revert SQL migrations (the newest one, or down to --to).
+
+    Spec 001's rules: in development and testing (`--dev`) every migration ships its
+    down SQL and reverting is routine; in production a rollback is manual and is
+    refused unless the operator confirms it with `--confirm-rollback`.
+    """
+    if not dev and not confirm:
+        _fail(
+            "migrate down reverts schema changes and can drop data: pass --dev in "
+            "development/testing, or --confirm-rollback to confirm a production rollback"
+        )
+    with _open(root, schema) as store:
+        done = store.migrate_sql("down", to)
+    for version in done:
+        console.print(f"reverted sql migration {version}")
+    if not done:
+        console.print("nothing to revert")
+
+
+@migrate_app.command("status")
+def migrate_status(
+    fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = "process_triage"
+) -> None:
+    """List the schema's SQL migrations: applied, pending, changed or missing."""
+    import pyarrow as pa
+
+    from telelake.schema.load import load_schema
+    from telelake.store import Store, default_root
+
+    model = load_schema(schema)
+    path = (root or default_root(model.name)).expanduser().resolve()
+    with Store(path, model, plan_only=True) as store:  # applies nothing, even if changed
+        rows = _sql_status(store)
+    _print_result(
+        Result(
+            pa.table(
+                {
+                    "version": pa.array([s.version for s in rows], pa.int64()),
+                    "name": pa.array([s.name for s in rows], pa.string()),
+                    "state": pa.array([s.state for s in rows], pa.string()),
+                    "applied_at_ms": pa.array([s.applied_at_ms for s in rows], pa.int64()),
+                    "reversible": pa.array([s.reversible for s in rows], pa.bool_()),
+                }
+            )
+        ),
+        fmt,
+    )
+
+
+contract_app = typer.Typer(
+    help="The storage contract of a schema, as JSON Schema.", no_args_is_help=True
+)
+app.add_typer(contract_app, name="contract")
+
+
+@contract_app.command("validate")
+def contract_validate(
+    document: Annotated[Path, typer.Argument(help="A storage document (JSON) to check")],
+    against: Annotated[
+        Path | None,
+        typer.Option("--schema-file", help="JSON Schema to use; default: the schema's contract"),
+    ] = None,
+    schema: SchemaOpt = "search_ops",
+) -> None:
+    """Validate a storage document against a contract (exit 1 naming each problem)."""
+    from telelake.schema import contract
+    from telelake.schema.load import load_schema
+
+    rules = (
+        contract.load_json(against)
+        if against is not None
+        else contract.contract_schema(load_schema(schema))
+    )
+    problems = contract.validate_document(rules, contract.load_json(document))
+    for problem in problems:
+        _say_error(f"{document}: {problem}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{document}: valid")
+
+
+@contract_app.command("export")
+def contract_export(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write into")] = Path("schemas"),
+    stem: Annotated[
+        str | None, typer.Option("--stem", help="File stem; default <schema>-storage-v<major>")
+    ] = None,
+    schema: SchemaOpt = "search_ops",
+) -> None:
+    """Write the contract JSON Schema, a valid fixture and an invalid one (no indexes)."""
+    from telelake.schema import contract
+    from telelake.schema.load import load_schema
+
+    model = load_schema(schema)
+    paths = contract.write_artifacts(model, out, stem or f"{model.name}-storage-v{model.major}")
+    for path in paths:
+        console.print(f"wrote {path}")
 
 
 @app.command()

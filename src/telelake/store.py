@@ -97,7 +97,7 @@ class Store:
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
         has_sql = any(t.tier == "sql" for t in schema.tables.values())
         self._sql = SqlTier(root, schema) if has_sql else None
-        if self._sql is not None and not self.read_only:
+        if self._sql is not None and not self.read_only and not plan_only:
             # Forward migrations apply on open (spec 001: only forward ones, automatically).
             self._sql.migrate_up()
         if old_version is not None and plan_only:  # `telelake migrate --dry-run`

@@ -30,8 +30,8 @@ from telelake.sql.dialect import SQLITE
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-# Columns of the migrations table, in the order of spec 001's DDL ("Schema Tracking"):
-# version INTEGER PRIMARY KEY, name, applied_at_ms, checksum, reversible IN (0,1).
+# Columns of the migrations table, in the order of spec 001's DDL ("Schema Tracking") as
+# `sql.migrations.tracking_ddl` creates it (tests/test_contract.py keeps the two equal).
 MIGRATION_COLUMNS = ("version", "name", "applied_at_ms", "checksum", "reversible")
 
 ROOT_FIELDS = ("contract", "version", "database", "tables", "migrations", "indexes")
