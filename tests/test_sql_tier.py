@@ -315,3 +315,16 @@ def test_a_migration_without_down_sql_cannot_be_reverted(tmp_path: Path) -> None
     assert raw(
         tmp_path / "store", "SELECT reversible FROM ops_schema_migrations WHERE version = 2"
     ) == [(0,)]
+
+
+def test_check_reports_rows_whose_parent_is_gone(tmp_path: Path) -> None:
+    with open_ops(tmp_path) as store:
+        seed(store)
+        assert store.check().findings == []
+    con = sqlite3.connect(tmp_path / DB)  # a tool that bypassed foreign keys
+    con.execute("DELETE FROM projects")
+    con.commit()
+    con.close()
+    with open_ops(tmp_path) as store:
+        problems = [f.problem for f in store.check().findings]
+    assert problems == ["table 'instances' row 1 references a missing row of 'projects'"]

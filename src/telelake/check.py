@@ -128,6 +128,13 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
                     )
                 report.findings.append(finding)
 
+    if store._sql is not None:
+        # SQLite checks its own pages and constraints; repair is not ours to attempt
+        # (restore a backup), so problems are reported, never quarantined.
+        report.count("database")
+        for problem in store._sql.integrity_problems():
+            report.findings.append(Finding(store._sql.path, "database", problem))
+
     meta = root / METADATA_DIR
     for name in _JSON_FILES:
         path = meta / name

@@ -524,7 +524,7 @@ class Store:
             if t.tier != "sql" or days is None:
                 continue
             rows = self.sql_tier.expire(t, now, days, dry_run=dry_run)
-            step = Step(t.name, f"rows older than {days} days", "deleted", 0, rows, 0)
+            step = Step(t.name, f"rows older than {days} days", "delete", 0, rows, 0)
             report.steps.append(step)
             if on_step is not None:
                 on_step(step)

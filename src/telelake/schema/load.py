@@ -578,6 +578,12 @@ def _parse_rollups(raw: Any, tables: dict[str, Table], where: str) -> dict[str, 
         source = tables.get(source_name)
         if source is None:
             raise SchemaError(f"{rwhere}: source {source_name!r} is no table of this schema")
+        if source.tier != "sql" or source.write == "upsert":
+            # Upserts would change rows already counted; lake sources are not wired yet.
+            raise SchemaError(
+                f"{rwhere}: source {source_name!r} must be a sql table written with "
+                'write = "insert" or "ignore"'
+            )
         time = str(body.get("time", source.time or ""))
         if not source.has_column(time) or source.column(time).epoch_unit != "ms":
             raise SchemaError(

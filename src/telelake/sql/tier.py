@@ -354,6 +354,14 @@ class SqlTier:
         """Rows in `table`."""
         return int(self.query(f"SELECT count(*) AS n FROM {table.name}").column(0)[0].as_py())
 
+    def integrity_problems(self) -> list[str]:
+        """`PRAGMA integrity_check` and `foreign_key_check`, as readable lines."""
+        con = self._read_con()
+        out = [r[0] for r in con.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        for table, rowid, parent, _ in con.execute("PRAGMA foreign_key_check"):
+            out.append(f"table {table!r} row {rowid} references a missing row of {parent!r}")
+        return out
+
     # -- retention ------------------------------------------------------------------------
 
     def expire(
