@@ -133,13 +133,16 @@ def sql(
         _print_result(store.sql(text, engine=engine), fmt)
 
 
-def _parse_params(params: list[str]) -> dict[str, Any]:
+def _parse_params(params: list[str], typed: set[str] | None = None) -> dict[str, Any]:
+    """NAME=VALUE pairs; values of `typed` parameters stay text (the query converts them
+    by their declared type, so project "2024" stays a string), others are guessed."""
     out: dict[str, Any] = {}
     for item in params:
         if "=" not in item:
             _fail(f"--param {item!r}: use NAME=VALUE")
         key, value = item.split("=", 1)
-        out[key.strip()] = _guess_scalar(value)
+        key = key.strip()
+        out[key] = value if key in (typed or set()) else _guess_scalar(value)
     return out
 
 
@@ -164,7 +167,9 @@ def query(
 ) -> None:
     """Run one of the schema's named queries."""
     with _open(root, schema) as store:
-        _print_result(store.query(name, **_parse_params(param or [])), fmt)
+        declared = store.schema.queries.get(name)
+        typed = {p.name for p in declared.params if p.type} if declared else set()
+        _print_result(store.query(name, **_parse_params(param or [], typed)), fmt)
 
 
 @app.command()

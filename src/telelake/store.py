@@ -519,7 +519,9 @@ class Store:
         if not dry_run:
             self.fold()  # rows still in WAL segments are expired like any others
         report = RetentionReport()
-        for t in self.schema.tables.values():
+        # Children before parents: a child's own expired rows are counted as its own,
+        # not removed unseen by a parent's ON DELETE CASCADE.
+        for t in reversed(list(self.schema.tables.values())):
             days = settings.days.get(t.name)
             if t.tier != "sql" or days is None:
                 continue

@@ -381,11 +381,13 @@ class SqlTier:
         if table.time is None:
             raise StoreError(f"{self.where}, table {table.name!r} has no time column for retention")
         cutoff = self._cutoff(table, now, days)
-        cond = f"{table.time} < ?" + (
+        # `retention_where` may use :cutoff (this table's cutoff, in its time unit).
+        cond = f"{table.time} < :cutoff" + (
             f" AND ({table.retention_where})" if table.retention_where else ""
         )
+        params = {"cutoff": cutoff}
         if dry_run:
-            found = self.query(f"SELECT count(*) FROM {table.name} WHERE {cond}", (cutoff,))
+            found = self.query(f"SELECT count(*) FROM {table.name} WHERE {cond}", params)
             return int(found.column(0)[0].as_py())
         removed = 0
         while True:
@@ -393,7 +395,7 @@ class SqlTier:
                 n = con.execute(
                     f"DELETE FROM {table.name} WHERE rowid IN (SELECT rowid FROM {table.name} "
                     f"WHERE {cond} LIMIT {RETENTION_BATCH})",
-                    (cutoff,),
+                    params,
                 ).rowcount
                 if table.name in self.schema.rollups:  # its merge states go with its rows
                     con.execute(
