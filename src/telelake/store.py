@@ -37,9 +37,10 @@ from telelake.metadata import (
     version_key,
 )
 from telelake.query import Engine, Result, bind_params, find_query
+from telelake.rollup import windows
 from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
-from telelake.schema.model import Column, Schema, Table
+from telelake.schema.model import Column, Rollup, Schema, Table
 from telelake.schema.types import TYPES
 from telelake.sql import migrations as sql_migrations
 from telelake.sql.tier import SqlTier
@@ -123,6 +124,10 @@ class Store:
                         stacklevel=3,
                     )
         self._engine: Engine | None = None
+        if self._sql is not None and not self.read_only and not plan_only:
+            # Windows a crashed writer marked but did not recompute.
+            for t in self._lake_tables():
+                self._refresh_rollups(self._lake_rollups(t))
 
     def __repr__(self) -> str:
         return f"<telelake.Store {self.schema.name} {self.schema.version} at {self.root}>"
@@ -343,6 +348,9 @@ class Store:
             return self.sql_tier.write(table, data)
         if table.tier != "lake":
             raise StoreError(f"table {table.name!r}: the {table.tier} tier is not available yet")
+        rollups = self._lake_rollups(table)
+        for rollup in rollups:
+            self.sql_tier.mark_dirty(rollup, windows.touched(rollup, data))
         try:
             self._lake.check_partition_values(table, data)
             if direct:
@@ -363,7 +371,40 @@ class Store:
                 store=self.schema.name,
                 table=table.name,
             ) from exc
+        self._refresh_rollups(rollups)
         return int(data.num_rows)
+
+    def _lake_rollups(self, table: Table) -> list[Rollup]:
+        if table.tier != "lake":
+            return []
+        return [r for r in self.schema.rollups.values() if r.source == table.name]
+
+    def _refresh_rollups(self, rollups: list[Rollup]) -> None:
+        """Recompute the dirty windows of lake-source rollups from the lake (idempotent)."""
+        for rollup in rollups:
+            keys = self.sql_tier.dirty(rollup)
+            if not keys:
+                continue
+            starts = {label: length for label, length in rollup.windows}
+            low = min(k[-1] for k in keys)
+            high = max(k[-1] + starts[k[-2]] for k in keys)
+            source = self.table(rollup.source)
+            needed = sorted(
+                {*rollup.group, rollup.time, *(a.column for a in rollup.aggregates if a.column)}
+            )
+            epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+            rows = self.engine.sql(
+                f'SELECT {", ".join(needed)} FROM "{source.name}" '
+                f"WHERE {rollup.time} >= $low AND {rollup.time} < $high",
+                {
+                    "low": epoch + dt.timedelta(milliseconds=low),
+                    "high": epoch + dt.timedelta(milliseconds=high),
+                },
+            ).to_arrow()
+            rows = rows.cast(pa.schema([source.column(n).arrow_field for n in needed]))
+            wanted = set(keys)
+            states = {k: st for k, st in windows.partials(rollup, rows).items() if k in wanted}
+            self.sql_tier.replace_windows(rollup, states, keys)
 
     def writer(
         self, table: str, batch_size: int = 1000, flush_interval: float | None = 30.0

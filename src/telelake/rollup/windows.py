@@ -65,11 +65,37 @@ class State:
         )
 
 
-def window_starts(times_ms: pa.Array, length_ms: int) -> pa.Array:
-    """The start (ms) of the window of each time. Exact: ms times fit in a double."""
-    offset = pc.subtract(pc.cast(times_ms, pa.float64()), float(ORIGIN_MS))
+def epoch_ms(times: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Epoch milliseconds (as float64, floored) of integer-ms or timestamp values."""
+    if pa.types.is_timestamp(times.type):
+        micros = pc.cast(pc.cast(times, pa.timestamp("us", tz="UTC")), pa.int64())
+        return pc.floor(pc.divide(pc.cast(micros, pa.float64()), 1000.0))
+    return pc.cast(times, pa.float64())
+
+
+def window_starts(times: pa.Array | pa.ChunkedArray, length_ms: int) -> pa.Array:
+    """The start (epoch ms) of the window of each time. Exact: ms times fit in a double."""
+    offset = pc.subtract(epoch_ms(times), float(ORIGIN_MS))
     index = pc.floor(pc.divide(offset, float(length_ms)))
     return pc.cast(pc.add(pc.multiply(index, float(length_ms)), float(ORIGIN_MS)), pa.int64())
+
+
+def touched(rollup: Rollup, rows: pa.Table) -> set[Key]:
+    """The windows `rows` fall into: (group values..., window label, window start)."""
+    out: set[Key] = set()
+    for label, length in rollup.windows:
+        table = pa.table(
+            {
+                **{g: rows.column(g) for g in rollup.group},
+                "__start": window_starts(rows.column(rollup.time), length),
+            }
+        )
+        keys = table.group_by([*rollup.group, "__start"], use_threads=False).aggregate([])
+        cols = [keys.column(g).to_pylist() for g in rollup.group]
+        starts = keys.column("__start").to_pylist()
+        for i, start in enumerate(starts):
+            out.add((*(c[i] for c in cols), label, start))
+    return out
 
 
 def stat_columns(rollup: Rollup) -> list[str]:

@@ -578,17 +578,21 @@ def _parse_rollups(raw: Any, tables: dict[str, Table], where: str) -> dict[str, 
         source = tables.get(source_name)
         if source is None:
             raise SchemaError(f"{rwhere}: source {source_name!r} is no table of this schema")
-        if source.tier != "sql" or source.write == "upsert":
-            # Upserts would change rows already counted; lake sources are not wired yet.
+        if source.tier == "log" or (source.tier == "sql" and source.write == "upsert"):
+            # Upserts would change rows already counted.
             raise SchemaError(
-                f"{rwhere}: source {source_name!r} must be a sql table written with "
-                'write = "insert" or "ignore"'
+                f"{rwhere}: source {source_name!r} must be a lake table or a sql table "
+                'written with write = "insert" or "ignore"'
             )
         time = str(body.get("time", source.time or ""))
-        if not source.has_column(time) or source.column(time).epoch_unit != "ms":
+        if not source.has_column(time) or not (
+            (source.column(time).epoch_unit == "ms"
+            and types.is_integer(source.column(time).type))
+            or source.column(time).type.name == "timestamp"
+        ):
             raise SchemaError(
-                f"{rwhere}: time {time!r} must be an integer column of {source_name!r} "
-                'holding epoch milliseconds (epoch_unit = "ms")'
+                f"{rwhere}: time {time!r} must be a timestamp column of {source_name!r} or "
+                'an integer one holding epoch milliseconds (epoch_unit = "ms")'
             )
         group = tuple(_str_list(body.get("group", []), f"{rwhere}: group"))
         windows = []

@@ -36,6 +36,7 @@ PRAGMAS = (
 )
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
 STATE_TABLE = "_telelake_rollup_state"  # telelake's own bookkeeping, not part of the schema
+DIRTY_TABLE = "_telelake_rollup_dirty"  # windows of lake-source rollups awaiting a refresh
 _EPOCH_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400 * 10**9}
 
 
@@ -150,6 +151,11 @@ class SqlTier:
                     f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (rollup TEXT NOT NULL, "
                     "grp TEXT NOT NULL, window TEXT NOT NULL, start INTEGER NOT NULL, "
                     "state TEXT NOT NULL, PRIMARY KEY (rollup, grp, window, start))"
+                )
+                self.con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {DIRTY_TABLE} (rollup TEXT NOT NULL, "
+                    "grp TEXT NOT NULL, window TEXT NOT NULL, start INTEGER NOT NULL, "
+                    "PRIMARY KEY (rollup, grp, window, start))"
                 )
             return done
 
@@ -335,6 +341,53 @@ class SqlTier:
         finals = [windows.finalize(rollup, target, key, st) for key, st in keyed.values()]
         names = list(finals[0])
         con.executemany(insert_sql(target, names), [tuple(r[n] for n in names) for r in finals])
+
+    # Lake sources: their rows reach the lake through the WAL, not this database, so
+    # their windows are marked dirty *before* the rows are written and recomputed from
+    # the lake afterwards. A crash in between leaves a mark, never a stale window.
+
+    def mark_dirty(self, rollup: Rollup, keys: set[windows.Key]) -> None:
+        """Record windows a lake write is about to touch (committed before the write)."""
+        group = len(rollup.group)
+        with self.transaction() as con:
+            con.executemany(
+                f"INSERT OR IGNORE INTO {DIRTY_TABLE} (rollup, grp, window, start) "
+                "VALUES (?, ?, ?, ?)",
+                [(rollup.name, json.dumps(list(k[:group])), k[-2], k[-1]) for k in keys],
+            )
+
+    def dirty(self, rollup: Rollup) -> list[windows.Key]:
+        """Windows of `rollup` awaiting a refresh."""
+        with self._lock:
+            rows = self.con.execute(
+                f"SELECT grp, window, start FROM {DIRTY_TABLE} WHERE rollup = ?", (rollup.name,)
+            ).fetchall()
+        return [(*json.loads(g), w, s) for g, w, s in rows]
+
+    def replace_windows(
+        self, rollup: Rollup, states: dict[windows.Key, windows.State], keys: list[windows.Key]
+    ) -> None:
+        """Write the recomputed windows `keys` (gone if no state) and clear their marks."""
+        target = self.schema.tables[rollup.name]
+        group = len(rollup.group)
+        with self.transaction() as con:
+            finals = [windows.finalize(rollup, target, k, states[k]) for k in keys if k in states]
+            if finals:
+                names = list(finals[0])
+                con.executemany(
+                    insert_sql(target, names), [tuple(r[n] for n in names) for r in finals]
+                )
+            where = " AND ".join(
+                f"{c} = ?" for c in [*rollup.group, rollup.window_column, rollup.start_column]
+            )
+            con.executemany(
+                f"DELETE FROM {rollup.name} WHERE {where}", [k for k in keys if k not in states]
+            )
+            con.executemany(
+                f"DELETE FROM {DIRTY_TABLE} WHERE rollup = ? AND grp = ? AND window = ? "
+                "AND start = ?",
+                [(rollup.name, json.dumps(list(k[:group])), k[-2], k[-1]) for k in keys],
+            )
 
     # -- reading ------------------------------------------------------------------------
 
