@@ -3,12 +3,14 @@
     python -m bench                 # 2,000,000 proc_samples rows, 5,000,000 query rows
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
-    python -m bench --only foundation|durability|lifecycle
+    python -m bench --only foundation|durability|lifecycle|search_ops
 
-Three parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
+Four parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
 the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
 dedup; issue 3, bench/durability.py) and the lifecycle benchmarks (compaction of small
-files, partition pruning, retention; issue 4, bench/lifecycle.py). `--only` runs one.
+files, partition pruning, retention; issue 4, bench/lifecycle.py), then search_ops (the
+sql tier: ingest with and without the rollup vs raw SQLite, the latency-window query vs
+raw SQL on the fly; bench/search_ops.py). `--only` runs one.
 
 Prints a table (benchmark | telelake | peer | ratio | target | pass/fail) and writes
 bench/out/results.json (bench/out/results-<part>.json with --only, so a partial run
@@ -37,7 +39,7 @@ import pyarrow as pa
 from rich.console import Console
 
 import telelake
-from bench import datagen, durability, ingest, lifecycle, queries, report
+from bench import datagen, durability, ingest, lifecycle, queries, report, search_ops
 from bench.report import INFO, MIB, PASS, Line
 from telelake.schema.load import load_schema
 
@@ -48,7 +50,7 @@ QUICK_QUERY_ROWS = 500_000
 RSS_LIMIT = 1024 * MIB
 OUT_DIR = Path(__file__).resolve().parent / "out"
 OUT = OUT_DIR / "results.json"
-PARTS = ("foundation", "durability", "lifecycle")
+PARTS = ("foundation", "durability", "lifecycle", "search_ops")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -251,6 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             clock.phases["lifecycle (all)"] = round(time.perf_counter() - start, 3)
             lines += lifecycle.lines(lb)
             extra["lifecycle"] = lb.as_dict()
+        if "search_ops" in parts:
+            console.print("[bold]search_ops[/]: sql tier ingest, rollup, latency window")
+            (work / "search_ops").mkdir()
+            start = time.perf_counter()
+            sb = search_ops.run(work / "search_ops", quick=args.quick, progress=clock.step)
+            clock.phases["search_ops (all)"] = round(time.perf_counter() - start, 3)
+            for warning in sb.warnings:
+                console.print(f"[bold yellow]warning:[/] search_ops: {warning}")
+            lines += search_ops.lines(sb)
+            extra["search_ops"] = sb.as_dict()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
