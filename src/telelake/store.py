@@ -402,9 +402,10 @@ class Store:
                 },
             ).to_arrow()
             rows = rows.cast(pa.schema([source.column(n).arrow_field for n in needed]))
+            states = windows.aggregate(rollup, rows) if rows.num_rows else None
             wanted = set(keys)
-            states = {k: st for k, st in windows.partials(rollup, rows).items() if k in wanted}
-            self.sql_tier.replace_windows(rollup, states, keys)
+            keep = [i for i, k in enumerate(states.keys) if k in wanted] if states else []
+            self.sql_tier.replace_windows(rollup, windows.select(states, keep), keys)
 
     def writer(
         self, table: str, batch_size: int = 1000, flush_interval: float | None = 30.0

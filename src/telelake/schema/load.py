@@ -586,8 +586,7 @@ def _parse_rollups(raw: Any, tables: dict[str, Table], where: str) -> dict[str, 
             )
         time = str(body.get("time", source.time or ""))
         if not source.has_column(time) or not (
-            (source.column(time).epoch_unit == "ms"
-            and types.is_integer(source.column(time).type))
+            (source.column(time).epoch_unit == "ms" and types.is_integer(source.column(time).type))
             or source.column(time).type.name == "timestamp"
         ):
             raise SchemaError(

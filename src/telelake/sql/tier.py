@@ -150,12 +150,12 @@ class SqlTier:
                 self.con.execute(
                     f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (rollup TEXT NOT NULL, "
                     "grp TEXT NOT NULL, window TEXT NOT NULL, start INTEGER NOT NULL, "
-                    "state TEXT NOT NULL, PRIMARY KEY (rollup, grp, window, start))"
+                    "state BLOB NOT NULL, PRIMARY KEY (rollup, grp, window, start)) WITHOUT ROWID"
                 )
                 self.con.execute(
                     f"CREATE TABLE IF NOT EXISTS {DIRTY_TABLE} (rollup TEXT NOT NULL, "
                     "grp TEXT NOT NULL, window TEXT NOT NULL, start INTEGER NOT NULL, "
-                    "PRIMARY KEY (rollup, grp, window, start))"
+                    "PRIMARY KEY (rollup, grp, window, start)) WITHOUT ROWID"
                 )
             return done
 
@@ -179,13 +179,12 @@ class SqlTier:
         rollups = self._rollups.get(table.name, [])
         try:
             with self.transaction() as con:
-                if rollups:
-                    self._capture_new_rows(con, table)
-                con.executemany(sql, rows)
-                for rollup in rollups:
-                    self._update_rollup(con, rollup, self._new_rows(con, table, rollup))
-                if rollups:
-                    con.execute(f"DELETE FROM temp.__tl_new_{table.name}")
+                if not rollups:
+                    con.executemany(sql, rows)
+                else:
+                    new = self._insert_capturing(con, table, sql, rows, data)
+                    for rollup in rollups:
+                        self._update_rollup(con, rollup, new)
         except sqlite3.IntegrityError as exc:
             raise self._explain(table, sql, rows, data.column_names, exc) from None
         except sqlite3.OperationalError as exc:
@@ -284,24 +283,49 @@ class SqlTier:
 
     # -- rollups ------------------------------------------------------------------------
 
-    def _capture_new_rows(self, con: sqlite3.Connection, table: Table) -> None:
-        # A TEMP trigger records the rowid of each row really inserted (not the retried
-        # ones ON CONFLICT skipped), so a rollup counts every event exactly once.
+    def _insert_capturing(
+        self,
+        con: sqlite3.Connection,
+        table: Table,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        data: pa.Table,
+    ) -> pa.Table:
+        """Insert a batch and return the rows really inserted, for the rollups.
+
+        Usually every row is new (SQLite's change count says so) and the batch itself
+        is the answer. When some were retries that ON CONFLICT skipped, the batch is
+        inserted again under a TEMP trigger recording the rowid of each row inserted,
+        so a rollup counts every event exactly once.
+        """
+        con.execute("SAVEPOINT tl_batch")
+        if con.executemany(sql, rows).rowcount == len(rows):
+            con.execute("RELEASE tl_batch")
+            return data
+        con.execute("ROLLBACK TO tl_batch")
+        new = f"temp.__tl_new_{table.name}"
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS __tl_new_{table.name} (id INTEGER)")
         con.execute(
-            f"CREATE TEMP TRIGGER IF NOT EXISTS __tl_capture_{table.name} AFTER INSERT ON "
-            f"main.{table.name} BEGIN INSERT INTO __tl_new_{table.name} VALUES (new.rowid); END"
+            f"CREATE TEMP TRIGGER __tl_capture_{table.name} AFTER INSERT ON main.{table.name} "
+            f"BEGIN INSERT INTO __tl_new_{table.name} VALUES (new.rowid); END"
         )
-
-    def _new_rows(self, con: sqlite3.Connection, table: Table, rollup: Rollup) -> pa.Table:
+        try:
+            con.executemany(sql, rows)
+        finally:
+            con.execute(f"DROP TRIGGER temp.__tl_capture_{table.name}")
+        con.execute("RELEASE tl_batch")
         needed = sorted(
-            {*rollup.group, rollup.time, *(a.column for a in rollup.aggregates if a.column)}
+            {
+                c
+                for r in self._rollups[table.name]
+                for c in (*r.group, r.time, *(a.column for a in r.aggregates if a.column))
+            }
         )
-        cursor = con.execute(
+        fetched = con.execute(
             f"SELECT {', '.join(needed)} FROM main.{table.name} "
-            f"WHERE rowid IN (SELECT id FROM temp.__tl_new_{table.name})"
-        )
-        fetched = cursor.fetchall()
+            f"WHERE rowid IN (SELECT id FROM {new})"
+        ).fetchall()
+        con.execute(f"DELETE FROM {new}")
         columns = list(zip(*fetched, strict=True)) if fetched else [() for _ in needed]
         return pa.table(
             {
@@ -312,35 +336,57 @@ class SqlTier:
 
     def _update_rollup(self, con: sqlite3.Connection, rollup: Rollup, rows: pa.Table) -> None:
         """Merge new rows into exactly the windows they touch, in the same transaction."""
-        gained = windows.partials(rollup, rows)
-        if not gained:
+        if rows.num_rows == 0:
             return
-        group = len(rollup.group)
-        keyed = {(json.dumps(list(k[:group])), k[-2], k[-1]): (k, st) for k, st in gained.items()}
-        con.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS __tl_keys (grp TEXT, window TEXT, start INTEGER)"
-        )
-        con.executemany("INSERT INTO temp.__tl_keys VALUES (?, ?, ?)", list(keyed))
-        old = con.execute(
-            f"SELECT s.grp, s.window, s.start, s.state FROM {STATE_TABLE} s JOIN temp.__tl_keys k "
-            "ON s.rollup = ? AND s.grp = k.grp AND s.window = k.window AND s.start = k.start",
-            (rollup.name,),
-        ).fetchall()
-        con.execute("DELETE FROM temp.__tl_keys")
-        for grp, window, start, text in old:
-            keyed[(grp, window, start)][1].merge(windows.State.from_json(json.loads(text)))
+        gained = windows.aggregate(rollup, rows)
+        texts: dict[tuple[Any, ...], str] = {}  # few groups, many windows: encode each once
+
+        def ident(key: windows.Key) -> tuple[str, str, int]:
+            group = key[:-2]
+            text = texts.get(group)
+            if text is None:
+                text = texts[group] = windows.group_text(rollup, key)
+            return text, key[-2], key[-1]
+
+        # Earlier states of the touched windows: one index range per group and window
+        # length (a batch covers a time span), then only the windows really touched.
+        spans: dict[tuple[str, str], list[int]] = {}
+        for key in gained.keys:
+            grp, label, start = ident(key)
+            span = spans.setdefault((grp, label), [start, start])
+            span[0], span[1] = min(span[0], start), max(span[1], start)
+        wanted = set(gained.keys)
+        old_keys, blobs = [], []
+        for (grp, label), (low, high) in spans.items():
+            for start, blob in con.execute(
+                f"SELECT start, state FROM {STATE_TABLE} WHERE rollup = ? AND grp = ? "
+                "AND window = ? AND start BETWEEN ? AND ?",
+                (rollup.name, grp, label, low, high),
+            ):
+                key = (*json.loads(grp), label, start)
+                if key in wanted:
+                    old_keys.append(key)
+                    blobs.append(blob)
+        states = gained
+        if old_keys:  # windows written before: add what they remember
+            states = windows.concat([gained, windows.decode(rollup, old_keys, blobs)])
         con.executemany(
             f"INSERT OR REPLACE INTO {STATE_TABLE} (rollup, grp, window, start, state) "
             "VALUES (?, ?, ?, ?, ?)",
             [
-                (rollup.name, *k, json.dumps(st.to_json(), separators=(",", ":")))
-                for k, (_, st) in keyed.items()
+                (rollup.name, *ident(k), blob)
+                for k, blob in zip(states.keys, windows.encode(rollup, states), strict=True)
             ],
         )
+        self._write_windows(con, rollup, states)
+
+    def _write_windows(
+        self, con: sqlite3.Connection, rollup: Rollup, states: windows.States
+    ) -> None:
         target = self.schema.tables[rollup.name]
-        finals = [windows.finalize(rollup, target, key, st) for key, st in keyed.values()]
-        names = list(finals[0])
-        con.executemany(insert_sql(target, names), [tuple(r[n] for n in names) for r in finals])
+        finals = windows.finalize(rollup, target, states)
+        names = list(finals)
+        con.executemany(insert_sql(target, names), zip(*(finals[n] for n in names), strict=True))
 
     # Lake sources: their rows reach the lake through the WAL, not this database, so
     # their windows are marked dirty *before* the rows are written and recomputed from
@@ -365,23 +411,19 @@ class SqlTier:
         return [(*json.loads(g), w, s) for g, w, s in rows]
 
     def replace_windows(
-        self, rollup: Rollup, states: dict[windows.Key, windows.State], keys: list[windows.Key]
+        self, rollup: Rollup, states: windows.States, keys: list[windows.Key]
     ) -> None:
         """Write the recomputed windows `keys` (gone if no state) and clear their marks."""
-        target = self.schema.tables[rollup.name]
         group = len(rollup.group)
         with self.transaction() as con:
-            finals = [windows.finalize(rollup, target, k, states[k]) for k in keys if k in states]
-            if finals:
-                names = list(finals[0])
-                con.executemany(
-                    insert_sql(target, names), [tuple(r[n] for n in names) for r in finals]
-                )
+            if len(states):
+                self._write_windows(con, rollup, states)
+            present = set(states.keys)
             where = " AND ".join(
                 f"{c} = ?" for c in [*rollup.group, rollup.window_column, rollup.start_column]
             )
             con.executemany(
-                f"DELETE FROM {rollup.name} WHERE {where}", [k for k in keys if k not in states]
+                f"DELETE FROM {rollup.name} WHERE {where}", [k for k in keys if k not in present]
             )
             con.executemany(
                 f"DELETE FROM {DIRTY_TABLE} WHERE rollup = ? AND grp = ? AND window = ? "
