@@ -72,12 +72,6 @@ _TABLE_KEYS = {
     "partition",
     "parquet",
     "retention_days",
-    "write",
-    "version_column",
-    "keep_on_update",
-    "unique",
-    "indexes",
-    "retention_where",
 }
 _SQL_TABLE_KEYS = {
     "write",
@@ -87,6 +81,7 @@ _SQL_TABLE_KEYS = {
     "indexes",
     "retention_where",
 }
+_TABLE_KEYS |= _SQL_TABLE_KEYS
 _COLUMN_KEYS = {
     "name",
     "type",

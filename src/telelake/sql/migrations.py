@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from telelake.errors import StoreError
 from telelake.schema.model import Schema
 from telelake.sql import ddl
+from telelake.sql.connection import immediate
 
 _FILE = re.compile(r"^(\d+)_([a-z0-9_]+)\.(up|down)\.sql$")
 
@@ -186,14 +187,12 @@ def up(
     for m in files:
         if target is not None and m.version > target:
             break
-        con.execute("BEGIN IMMEDIATE")  # one migrator at a time; others wait, then skip
-        try:
+        with immediate(con):  # one migrator at a time; others wait, then skip
             con.execute(tracking_ddl(table))
             done = applied(con, table)
             verify(done, files, where)
             versions = {a.version for a in done}
             if m.version in versions:
-                con.execute("COMMIT")
                 continue
             if versions and m.version < max(versions):
                 raise StoreError(
@@ -207,10 +206,6 @@ def up(
                 "VALUES (?, ?, ?, ?, ?)",
                 (m.version, m.name, int(time.time() * 1000), m.checksum, int(m.reversible)),
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         done_now.append(m)
     return done_now
 
@@ -231,14 +226,9 @@ def down(con: sqlite3.Connection, schema: Schema, where: str, target: int) -> li
                 f"{where}: migration {m.version} ({m.name}) ships no down SQL; it cannot be "
                 "reverted"
             )
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(con):
             for statement in statements(m.down):
                 con.execute(statement)
             con.execute(f"DELETE FROM {table} WHERE version = ?", (m.version,))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         undone.append(m)
     return undone

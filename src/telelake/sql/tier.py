@@ -26,6 +26,7 @@ from telelake.errors import QueryError, StoreError, ValidationError
 from telelake.rollup import windows
 from telelake.schema.model import Rollup, Schema, Table
 from telelake.sql import migrations
+from telelake.sql.connection import immediate
 from telelake.sql.dialect import SQLITE, Dialect
 
 PRAGMAS = (
@@ -130,15 +131,8 @@ class SqlTier:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-        with self._lock:
-            con = self.con
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        with self._lock, immediate(self.con) as con:
+            yield con
 
     # -- migrations ---------------------------------------------------------------------
 
