@@ -328,3 +328,31 @@ def test_check_reports_rows_whose_parent_is_gone(tmp_path: Path) -> None:
     with open_ops(tmp_path) as store:
         problems = [f.problem for f in store.check().findings]
     assert problems == ["table 'instances' row 1 references a missing row of 'projects'"]
+
+
+_MINI = """
+name = "mini"
+version = "1.0.0"
+[sql]
+database = "{database}"
+[tables.notes]
+tier = "sql"
+key = ["id"]
+columns = [{{ name = "id", type = "string" }}, {{ name = "body", type = "string" }}]
+"""
+
+
+def test_the_database_may_live_in_a_subfolder_but_never_outside_the_store(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(_MINI.format(database="db/telemetry.sqlite"))
+    with telelake.open(tmp_path / "store", schema=good) as store:
+        store.write("notes", [{"id": "a", "body": "x"}, {"id": "a", "body": "retry"}])
+    con = sqlite3.connect(tmp_path / "store" / "db" / "telemetry.sqlite")
+    assert con.execute("SELECT id, body FROM notes").fetchall() == [("a", "x")]
+    for bad in ("../escape.db", "/abs.db", "db/../../x.db", ".hidden.db"):
+        path = tmp_path / "bad.toml"
+        path.write_text(_MINI.format(database=bad))
+        with pytest.raises(telelake.SchemaError, match="relative path inside the store"):
+            telelake.open(tmp_path / "other", schema=path)

@@ -659,8 +659,12 @@ def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: s
     swhere = f"{where}: [sql]"
     _no_unknown(raw, {"database", "migrations_table", "migrations"}, swhere)
     database = str(raw.get("database", SqlSettings.database))
-    if "/" in database or database.startswith("."):
-        raise SchemaError(f"{swhere}: database must be a plain file name, got {database!r}")
+    parts = database.split("/")
+    if database.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        raise SchemaError(
+            f"{swhere}: database must be a relative path inside the store, like "
+            f'"ops.db" or "db/telemetry.sqlite", got {database!r}'
+        )
     table = str(raw.get("migrations_table", SqlSettings.migrations_table))
     if not _IDENT.match(table) or table in tables:
         raise SchemaError(
