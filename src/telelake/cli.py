@@ -489,6 +489,34 @@ def migrate_status(
     )
 
 
+@app.command()
+def backup(
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Folder for the copy (default: <root>/backups)")
+    ] = None,
+    keep: Annotated[
+        int | None, typer.Option("--keep", help="Keep only the newest N backups", min=1)
+    ] = None,
+    quiet: QuietOpt = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Back up the store's SQL database online, checking it before and after."""
+    with _open(root, schema) as store, _progress(quiet) as progress:
+        task = progress.add_task("copying pages", total=None)
+
+        def tell(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = store.backup(to, keep=keep, on_progress=tell)
+    console.print(
+        f"backup {report.path} ({report.bytes:,} bytes, {report.pages:,} pages): "
+        f"quick_check {report.quick_check}, integrity_check {report.integrity_check}"
+    )
+    for old in report.removed:
+        console.print(f"removed old backup {old}")
+
+
 contract_app = typer.Typer(
     help="The storage contract of a schema, as JSON Schema.", no_args_is_help=True
 )

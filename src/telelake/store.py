@@ -16,7 +16,7 @@ from typing import Any
 import platformdirs
 import pyarrow as pa
 
-from telelake import validate
+from telelake import durable, validate
 from telelake.check import CheckReport, check_store
 from telelake.config import Retention, load_retention
 from telelake.durations import parse_age
@@ -42,7 +42,9 @@ from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
 from telelake.schema.model import Column, Rollup, Schema, Table
 from telelake.schema.types import TYPES
+from telelake.sql import ddl
 from telelake.sql import migrations as sql_migrations
+from telelake.sql.backup import BackupReport, backup_database
 from telelake.sql.tier import SqlTier
 from telelake.writer import BatchWriter
 
@@ -98,9 +100,13 @@ class Store:
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
         has_sql = any(t.tier == "sql" for t in schema.tables.values())
         self._sql = SqlTier(root, schema) if has_sql else None
+        if not self.read_only and not plan_only:
+            for folder in schema.directories:  # the layout the schema promises
+                durable.ensure_dir(root / folder)
         if self._sql is not None and not self.read_only and not plan_only:
             # Forward migrations apply on open (spec 001: only forward ones, automatically).
             self._sql.migrate_up()
+            self._export_ddl()
         if old_version is not None and plan_only:  # `telelake migrate --dry-run`
             self.migration = self._migrate(old_version, dry_run=True)
             self.read_only = True
@@ -128,6 +134,21 @@ class Store:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
                 self._refresh_rollups(self._lake_rollups(t))
+
+    def _export_ddl(self) -> None:
+        """Keep `[sql] export_ddl` (e.g. config/schema.sql) equal to the schema's DDL."""
+        target = self.schema.sql_settings.export_ddl
+        if target is None:
+            return
+        text = (
+            f"-- {self.schema.name} {self.schema.version}: the tables of this store's SQL "
+            "database, written by telelake from the schema; do not edit.\n\n"
+            + ddl.schema_up(self.schema)
+        )
+        path = self.root / target
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            durable.ensure_dir(path.parent)
+            durable.write_bytes_durably(path, text.encode("utf-8"))
 
     def __repr__(self) -> str:
         return f"<telelake.Store {self.schema.name} {self.schema.version} at {self.root}>"
@@ -669,6 +690,26 @@ class Store:
         return sum(
             f.stat().st_size for _, files in self._lake.visible_partitions(table) for f in files
         )
+
+    def backup(
+        self,
+        directory: str | Path | None = None,
+        *,
+        keep: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> BackupReport:
+        """Copy the store's SQL database with SQLite's online backup API.
+
+        Safe while other processes write. `PRAGMA quick_check` runs before and
+        `integrity_check` on the copy; a failed check raises StoreError and leaves no
+        file that looks like a good backup. The copy is
+        `<directory>/<database stem>.backup.YYYYMMDD.sqlite` (`..._HHMMSS` when that
+        day has one already); `directory` defaults to `<root>/backups`. With `keep`,
+        only the newest `keep` backups remain.
+        """
+        path = self.sql_tier.path
+        folder = Path(directory) if directory is not None else self.root / "backups"
+        return backup_database(path, folder, stem=path.stem, keep=keep, on_progress=on_progress)
 
     def check(self, repair: bool = False) -> CheckReport:
         """Read every data file, WAL segment and metadata file; report what is wrong.

@@ -60,6 +60,7 @@ _SCHEMA_KEYS = {
     "migrations",
     "rollups",
     "sql",
+    "directories",
 }
 _FSYNC = ("always", "batch", "interval", "off")
 _TABLE_KEYS = {
@@ -169,6 +170,10 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
         queries=_parse_sql_objects(data.get("queries", {}), "query", base, where),
         migrations=_parse_migrations(data.get("migrations", {}), version, tables, where),
         rollups=_parse_rollups(data.get("rollups", {}), tables, where),
+        directories=tuple(
+            _relative(d, f"{where}: directories")
+            for d in _str_list(data.get("directories", []), f"{where}: directories")
+        ),
         sql_settings=_parse_sql_settings(data.get("sql"), base, tables, where),
         source=path,
         text=text,
@@ -657,14 +662,18 @@ def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: s
     if not isinstance(raw, dict):
         raise SchemaError(f"{where}: [sql] must be a table")
     swhere = f"{where}: [sql]"
-    _no_unknown(raw, {"database", "migrations_table", "migrations"}, swhere)
-    database = str(raw.get("database", SqlSettings.database))
-    parts = database.split("/")
-    if database.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        raise SchemaError(
-            f"{swhere}: database must be a relative path inside the store, like "
-            f'"ops.db" or "db/telemetry.sqlite", got {database!r}'
-        )
+    _no_unknown(
+        raw,
+        {"database", "migrations_table", "migrations", "busy_timeout_ms", "export_ddl"},
+        swhere,
+    )
+    database = _relative(str(raw.get("database", SqlSettings.database)), f"{swhere}: database")
+    export = raw.get("export_ddl")
+    if export is not None:
+        export = _relative(str(export), f"{swhere}: export_ddl")
+    busy = raw.get("busy_timeout_ms", SqlSettings.busy_timeout_ms)
+    if isinstance(busy, bool) or not isinstance(busy, int) or busy < 0:
+        raise SchemaError(f"{swhere}: busy_timeout_ms must be a whole number of milliseconds")
     table = str(raw.get("migrations_table", SqlSettings.migrations_table))
     if not _IDENT.match(table) or table in tables:
         raise SchemaError(
@@ -675,7 +684,7 @@ def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: s
         folder = base / str(raw["migrations"])
         if not folder.is_dir():
             raise SchemaError(f"{swhere}: migrations folder {folder} does not exist")
-    return SqlSettings(database, table, folder)
+    return SqlSettings(database, table, folder, busy, export)
 
 
 def _parse_migrations(
@@ -722,6 +731,17 @@ def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
         raise SchemaError(f"{where}: {key!r} must be a {kind.__name__}")
     return value
+
+
+def _relative(path: str, where: str) -> str:
+    """A path inside the store: relative, no `..`, no hidden parts."""
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        raise SchemaError(
+            f"{where} must be a relative path inside the store, like "
+            f'"ops.db" or "db/telemetry.sqlite", got {path!r}'
+        )
+    return path
 
 
 def _list(value: Any, where: str) -> list[Any]:

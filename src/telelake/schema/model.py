@@ -194,6 +194,9 @@ class SqlSettings:
     database: str = "telelake.db"
     migrations_table: str = "telelake_schema_migrations"
     migrations_dir: Path | None = None
+    busy_timeout_ms: int = 30_000
+    # Where to keep a copy of the schema's DDL inside the store (e.g. config/schema.sql).
+    export_ddl: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,8 @@ class Schema:
     queries: dict[str, SqlObject] = field(default_factory=dict)
     migrations: dict[int, Migration] = field(default_factory=dict)  # by old major version
     rollups: dict[str, Rollup] = field(default_factory=dict)
+    # Folders the store creates under its root (a layout some tools expect).
+    directories: tuple[str, ...] = ()
     sql_settings: SqlSettings = field(default_factory=SqlSettings)
     source: Path | None = None
     text: str = ""

@@ -32,7 +32,6 @@ from telelake.sql.dialect import SQLITE, Dialect
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA foreign_keys = ON",
-    "PRAGMA busy_timeout = 30000",
     "PRAGMA synchronous = NORMAL",
 )
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
@@ -104,6 +103,8 @@ class SqlTier:
         if self._con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # The busy timeout first: switching to WAL needs a lock another process may hold.
+            con.execute(f"PRAGMA busy_timeout = {self.schema.sql_settings.busy_timeout_ms}")
             for pragma in PRAGMAS:
                 con.execute(pragma)
             self._con = con
@@ -115,7 +116,7 @@ class SqlTier:
             self.con  # noqa: B018 - creates the file and its WAL settings first
             uri = f"file:{self.path}?mode=ro"
             con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA busy_timeout = 30000")
+            con.execute(f"PRAGMA busy_timeout = {self.schema.sql_settings.busy_timeout_ms}")
             con.execute("PRAGMA query_only = ON")
             self._reader = con
         return self._reader

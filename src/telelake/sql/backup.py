@@ -1,0 +1,265 @@
+"""Online backups of a store's SQLite database, checked before and after the copy.
+
+A backup is made with SQLite's online backup API, which is safe while other processes
+write (copying the file would not be: sqlite.org/howtocorrupt.html). The steps:
+
+1. `PRAGMA quick_check` on the source; a problem stops the backup before anything is written.
+2. The copy goes to a hidden temp file in the backup directory, page by page.
+3. `PRAGMA integrity_check` on the copy; a problem removes the temp file and raises.
+4. The copy is fsynced, renamed to `{stem}.backup.YYYYMMDD.sqlite` (or
+   `{stem}.backup.YYYYMMDD_HHMMSS.sqlite` if a backup of that day exists, then `..._N`),
+   and the directory is fsynced.
+
+So a file named like a backup is always a complete, checked, self-contained database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from telelake.durable import ensure_dir, fsync_dir, publish
+from telelake.errors import StoreError
+
+STEP_PAGES = 1024  # pages per backup step: writers of other processes get in between steps
+MAX_RESTARTS = 3  # restarts caused by concurrent writes before copying in a single step
+SHOWN_PROBLEMS = 5  # check messages quoted in an error
+_SIDECARS = ("-journal", "-wal", "-shm")
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """What a backup made: the file, its size, and the checks it passed.
+
+    `removed` lists the older backups deleted by retention; `restarts` counts how often
+    concurrent writes made SQLite restart the copy.
+    """
+
+    path: Path
+    bytes: int
+    pages: int
+    quick_check: str
+    integrity_check: str
+    removed: list[Path] = field(default_factory=list)
+    restarts: int = 0
+
+
+class _TooManyRestarts(Exception):
+    """Raised from the progress callback to abort a stepped copy that keeps restarting."""
+
+
+def _check(con: sqlite3.Connection, pragma: str) -> list[str]:
+    """The messages of a check pragma, one per line: `["ok"]` for a sound database."""
+    lines: list[str] = []
+    try:
+        for (text,) in con.execute(f"PRAGMA {pragma}"):
+            lines.extend(line for line in str(text).splitlines() if line.strip())
+    except sqlite3.DatabaseError as exc:  # a badly damaged file fails instead of reporting
+        lines.append(f"{type(exc).__name__}: {exc}")
+    return lines
+
+
+def quick_check(con: sqlite3.Connection) -> list[str]:
+    """`PRAGMA quick_check`: structure checks without index cross-checks, O(N)."""
+    return _check(con, "quick_check")
+
+
+def integrity_check(con: sqlite3.Connection) -> list[str]:
+    """`PRAGMA integrity_check`: the full check, indexes included."""
+    return _check(con, "integrity_check")
+
+
+def _problems(what: str, messages: list[str]) -> str:
+    """`what` and the first few check messages (the `*** in database ***` header skipped)."""
+    messages = [m for m in messages if not m.startswith("*** ")] or messages
+    shown = "; ".join(messages[:SHOWN_PROBLEMS])
+    more = len(messages) - SHOWN_PROBLEMS
+    return f"{what}: {shown}" + (f" (and {more} more)" if more > 0 else "")
+
+
+_NAME = re.compile(r"\.backup\.(\d{8})(?:_(\d{6})(?:_(\d+))?)?\.sqlite")
+
+
+def _name_key(stem: str, name: str) -> tuple[str, str, int] | None:
+    """Sort key from a backup's name (date, time, counter), or None if it is not one."""
+    if not name.startswith(stem):
+        return None
+    m = _NAME.fullmatch(name, len(stem))
+    if m is None:
+        return None
+    # A date-only name is the first backup of its day (see _candidates), so "" sorts it first.
+    return m[1], m[2] or "", int(m[3] or 0)
+
+
+def list_backups(directory: Path, stem: str) -> list[Path]:
+    """The published backups of `stem` in `directory`, oldest first (by their names)."""
+    if not directory.is_dir():
+        return []
+    found: list[tuple[tuple[str, str, int], Path]] = []
+    for p in directory.iterdir():
+        key = _name_key(stem, p.name)
+        if key is not None and p.is_file():
+            found.append((key, p))
+    return [p for _, p in sorted(found)]
+
+
+def _candidates(directory: Path, stem: str, now: datetime) -> list[Path]:
+    """Final names to try in order; the date-only name only if the day has no backup yet.
+
+    Skipping the date-only name once the day has any backup keeps name order equal to
+    time order, even after retention deleted the day's first backup.
+    """
+    day, second = now.strftime("%Y%m%d"), now.strftime("%Y%m%d_%H%M%S")
+    has_day = any(p.name.startswith(f"{stem}.backup.{day}") for p in list_backups(directory, stem))
+    names = [] if has_day else [f"{stem}.backup.{day}.sqlite"]
+    names.append(f"{stem}.backup.{second}.sqlite")
+    names.extend(f"{stem}.backup.{second}_{n}.sqlite" for n in range(2, 1000))
+    return [directory / n for n in names]
+
+
+def _remove(path: Path) -> None:
+    """Delete a temp database and any journal files SQLite left next to it."""
+    for p in (path, *(path.with_name(path.name + s) for s in _SIDECARS)):
+        p.unlink(missing_ok=True)
+
+
+def _copy(
+    src: sqlite3.Connection,
+    tmp: Path,
+    on_progress: Callable[[int, int], None] | None,
+) -> int:
+    """Copy `src` into a new database at `tmp`; return how often the copy restarted.
+
+    SQLite restarts a stepped copy whenever another connection writes the source, so
+    a busy database could keep it from ever finishing. After MAX_RESTARTS the copy is
+    redone in one step: one read transaction, a consistent snapshot (in WAL mode
+    writers carry on; in rollback mode they wait for it under their busy timeout).
+    """
+    restarts = 0
+    last = -1
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        nonlocal restarts, last
+        if status == sqlite3.SQLITE_OK and last >= 0 and remaining >= last:
+            restarts += 1  # a step that made no headway: the copy started over
+            if restarts >= MAX_RESTARTS:
+                raise _TooManyRestarts
+        last = remaining
+        if on_progress is not None:
+            on_progress(total - remaining, total)
+
+    dst = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        src.backup(dst, pages=STEP_PAGES, progress=progress)
+    except _TooManyRestarts:
+        # Start from a fresh file: the aborted copy may have switched it to WAL mode.
+        dst.close()
+        _remove(tmp)
+        dst = sqlite3.connect(tmp, isolation_level=None)
+        last = -1
+        src.backup(dst, pages=-1, progress=progress)
+    finally:
+        dst.close()
+    return restarts
+
+
+def backup_database(
+    source: Path,
+    directory: Path,
+    *,
+    stem: str,
+    now: datetime | None = None,
+    keep: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BackupReport:
+    """Back up the SQLite database `source` into `directory` as a checked, single file.
+
+    `now` (default: the current UTC time) dates the file name as given. `keep=N` then
+    deletes the oldest backups of `stem` beyond N, never the one just made.
+    `on_progress(copied_pages, total_pages)` is called after each copy step.
+    Raises StoreError, naming the database and its first problems, if either check
+    fails; no file named like a backup is left behind then.
+    """
+    if keep is not None and keep < 1:
+        raise StoreError(f"backup retention must keep at least 1 backup, not {keep}")
+    if not source.is_file():
+        raise StoreError(f"cannot back up {source}: no database file there")
+    when = now if now is not None else datetime.now(UTC)
+
+    # Read-only: a backup never writes the source, not even a checkpoint on close.
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        src.execute("PRAGMA busy_timeout = 30000")
+        before = quick_check(src)
+        if before != ["ok"]:
+            raise StoreError(_problems(f"cannot back up {source}: quick_check failed", before))
+        ensure_dir(directory)
+        # Hidden, and not ending in .sqlite: no backup glob or list_backups ever sees it.
+        tmp = directory / f".{stem}.backup.{secrets.token_hex(4)}.partial"
+        try:
+            restarts = _copy(src, tmp, on_progress)
+            dst = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                # The copy carries the source's WAL flag; DELETE makes the one file complete.
+                dst.execute("PRAGMA journal_mode = DELETE")
+                after = integrity_check(dst)
+                (pages,) = dst.execute("PRAGMA page_count").fetchone()
+            finally:
+                dst.close()
+            if after != ["ok"]:
+                raise StoreError(
+                    _problems(f"backup of {source} failed integrity_check (discarded)", after)
+                )
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final = _publish(tmp, directory, stem, when)
+        finally:
+            _remove(tmp)  # a no-op after a publish: the link already took the temp name away
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot back up {source}: {exc}") from exc
+    except OSError as exc:  # e.g. a full or read-only backup disk
+        raise StoreError(f"cannot back up {source} into {directory}: {exc}") from exc
+    finally:
+        src.close()
+
+    removed = _retain(directory, stem, keep, final) if keep is not None else []
+    return BackupReport(
+        path=final,
+        bytes=final.stat().st_size,
+        pages=int(pages),
+        quick_check=before[0],
+        integrity_check=after[0],
+        removed=removed,
+        restarts=restarts,
+    )
+
+
+def _publish(tmp: Path, directory: Path, stem: str, when: datetime) -> Path:
+    """Link the checked copy under the first free backup name (never overwriting one)."""
+    for final in _candidates(directory, stem, when):
+        try:
+            publish(tmp, final, replace=False)  # link + unlink + directory fsync
+        except FileExistsError:
+            continue  # taken, perhaps by a concurrent backup: try the next name
+        return final
+    raise StoreError(f"no free backup name for {stem!r} at {when:%Y%m%d_%H%M%S} in {directory}")
+
+
+def _retain(directory: Path, stem: str, keep: int, made: Path) -> list[Path]:
+    """Delete the oldest backups of `stem` beyond `keep`, sparing the one just `made`."""
+    others = [p for p in list_backups(directory, stem) if p != made]
+    doomed = others[: max(0, len(others) - (keep - 1))]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    if doomed:
+        fsync_dir(directory)
+    return doomed
