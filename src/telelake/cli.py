@@ -517,6 +517,84 @@ def backup(
         console.print(f"removed old backup {old}")
 
 
+@app.command()
+def recover(
+    quiet: QuietOpt = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Rebuild the SQL database by replaying the NDJSON raw log.
+
+    The current database is moved aside as <stem>.corrupted.<timestamp>.sqlite first;
+    unusable lines (a truncated last line after a crash) are skipped and reported.
+    """
+    with _open_for_recovery(root, schema) as store, _progress(quiet) as progress:
+        settings = store.schema.log
+        folder = store.root / (settings.directory if settings else "raw")
+        paths = sorted(folder.glob("*.ndjson"))
+        task = progress.add_task("replaying log files", total=len(paths))
+        report = store.recover(on_file=lambda _p: progress.advance(task))
+    if report.moved_aside is not None:
+        console.print(f"moved the old database aside to {report.moved_aside}")
+    rows = ", ".join(f"{n:,} {t}" for t, n in report.rows.items()) or "no rows"
+    console.print(f"replayed {report.files} file(s), {report.lines:,} lines: {rows}")
+    for problem in report.problems[:20]:
+        _say_error(f"skipped {problem}")
+    if len(report.problems) > 20:
+        _say_error(f"... and {len(report.problems) - 20} more skipped lines")
+
+
+def _open_for_recovery(root: Path | None, schema: str) -> telelake.Store:
+    """Open a store whose database may be unreadable: migrations wait for recover()."""
+    from telelake.schema.load import load_schema
+    from telelake.store import Store, default_root
+
+    model = load_schema(schema)
+    path = (root or default_root(model.name)).expanduser().resolve()
+    return Store(path, model, plan_only=True)
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help="Table to export (any table of the schema)")],
+    export_format: Annotated[
+        str, typer.Option("--format", "-f", help="csv (RFC 4180), parquet, json or ndjson")
+    ] = "csv",
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Folder for the file (default: <root>/exports)")
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help="Only rows matching this SQL condition (the tier's dialect)"),
+    ] = None,
+    quiet: QuietOpt = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Write the rows of TABLE to a new file <table>_<UTC time>.<ext>, atomically.
+
+    Columns in declared order. CSV is RFC 4180 (header, CRLF, UTF-8, NULL an empty
+    unquoted field, an empty string ""); json is one array of objects, ndjson one object
+    per line; parquet keeps the table's types. See `telelake.export` for value formats.
+    """
+    from telelake.export import FORMATS, export_table
+
+    if export_format not in FORMATS:
+        _fail(f"unknown format {export_format!r} (one of {', '.join(FORMATS)})")
+    with _open(root, schema) as store, _progress(quiet) as progress:
+        task = progress.add_task(f"exporting {table}", total=None)
+        report = export_table(
+            store,
+            table,
+            export_format,
+            directory=to,
+            where=where,
+            on_rows=lambda n: progress.update(task, completed=n),
+        )
+    rows = f"{report.rows} row{'s' if report.rows != 1 else ''}"
+    console.print(f"exported {rows} of {table} to {report.path} ({report.bytes:,} bytes)")
+
+
 contract_app = typer.Typer(
     help="The storage contract of a schema, as JSON Schema.", no_args_is_help=True
 )

@@ -28,6 +28,8 @@ from telelake.lake.migrate import MigrationReport, report_json
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier, random_token
 from telelake.lake.wal import FSYNC_POLICIES
+from telelake.log import ndjson, replay
+from telelake.log.replay import ReplayReport
 from telelake.metadata import (
     MetadataDir,
     VersionInfo,
@@ -40,7 +42,7 @@ from telelake.query import Engine, Result, bind_params, find_query
 from telelake.rollup import windows
 from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
-from telelake.schema.model import Column, Rollup, Schema, Table
+from telelake.schema.model import Column, LogRecord, Rollup, Schema, Table
 from telelake.schema.types import TYPES
 from telelake.sql import ddl
 from telelake.sql import migrations as sql_migrations
@@ -366,9 +368,16 @@ class Store:
         if data.num_rows == 0:
             return 0
         if table.tier == "sql":
-            return self.sql_tier.write(table, data)
-        if table.tier != "lake":
-            raise StoreError(f"table {table.name!r}: the {table.tier} tier is not available yet")
+            record = self.schema.log.record_of(table.name) if self.schema.log else None
+            if record is None:
+                return self.sql_tier.write(table, data)
+            logged = record
+            return self.sql_tier.write(table, data, lambda: self._log(logged, data))
+        if table.tier == "log":
+            record = self.schema.log.record_of(table.name) if self.schema.log else None
+            assert record is not None  # the loader requires one
+            self._log(record, data)
+            return int(data.num_rows)
         rollups = self._lake_rollups(table)
         for rollup in rollups:
             self.sql_tier.mark_dirty(rollup, windows.touched(rollup, data))
@@ -394,6 +403,17 @@ class Store:
             ) from exc
         self._refresh_rollups(rollups)
         return int(data.num_rows)
+
+    def _log(self, record: LogRecord, data: pa.Table) -> None:
+        """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""
+        settings = self.schema.log
+        assert settings is not None
+        directory = self.root / settings.directory
+        durable.ensure_dir(directory)
+        path = ndjson.daily_path(directory, dt.datetime.now(dt.UTC), settings.prefix)
+        lines = ({"record_type": record.record_type, "payload": row} for row in data.to_pylist())
+        with ndjson.LogWriter(path, fsync=settings.fsync) as log:
+            log.append_many(lines)
 
     def _lake_rollups(self, table: Table) -> list[Rollup]:
         if table.tier != "lake":
@@ -711,6 +731,43 @@ class Store:
         folder = Path(directory) if directory is not None else self.root / "backups"
         return backup_database(path, folder, stem=path.stem, keep=keep, on_progress=on_progress)
 
+    def recover(self, on_file: Callable[[Path], None] | None = None) -> ReplayReport:
+        """Rebuild the SQL database by replaying every NDJSON log file.
+
+        The current database (and its -wal/-shm files) is first moved aside as
+        `<stem>.corrupted.<UTC timestamp><suffix>`; the schema's current version is then
+        created and the log replayed in batches. Lines that cannot be used (a truncated
+        last line after a crash, a record its table refuses) are skipped and reported.
+        """
+        if self.read_only:
+            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        settings = self.schema.log
+        if settings is None:
+            raise StoreError(f"schema {self.schema.name!r} keeps no NDJSON log to recover from")
+        tier = self.sql_tier
+        tier.close()
+        report = ReplayReport()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        if tier.path.exists():
+            aside = tier.path.with_name(f"{tier.path.stem}.corrupted.{stamp}{tier.path.suffix}")
+            for extra in ("-wal", "-shm"):
+                side = Path(str(tier.path) + extra)
+                if side.exists():
+                    side.rename(Path(str(aside) + extra))
+            tier.path.rename(aside)
+            durable.fsync_dir(tier.path.parent)
+            report.moved_aside = aside
+        tier.migrate_up()
+        self._export_ddl()
+
+        def write(table: str, rows: list[dict[str, Any]]) -> None:
+            t = self.table(table)
+            tier.write(t, self.validate(table, rows))
+
+        return replay.replay(
+            self.schema, settings, self.root / settings.directory, write, report, on_file
+        )
+
     def check(self, repair: bool = False) -> CheckReport:
         """Read every data file, WAL segment and metadata file; report what is wrong.
 
@@ -733,6 +790,9 @@ class Store:
                 size = self.sql_tier.path.stat().st_size if self.sql_tier.path.exists() else 0
                 out.append(TableStats(t.name, t.tier, self.sql_tier.count(t), 1, size))
                 continue
+            if t.tier == "log":
+                out.append(self._log_stats(t))
+                continue
             files = list(self._lake.files(t))
             rows = self.sql(f'SELECT COUNT(*) FROM "{t.name}"', engine="duckdb").scalar()
             out.append(
@@ -741,6 +801,22 @@ class Store:
                 )
             )
         return out
+
+    def _log_stats(self, table: Table) -> TableStats:
+        """Records of a log table's type in the NDJSON files (the files are shared)."""
+        settings = self.schema.log
+        record = settings.record_of(table.name) if settings else None
+        assert settings is not None and record is not None
+        paths = ndjson.files(self.root / settings.directory, settings.prefix)
+        rows = sum(
+            1
+            for p in paths
+            for line in ndjson.scan(p)
+            if line.record is not None and line.record.get("record_type") == record.record_type
+        )
+        return TableStats(
+            table.name, table.tier, rows, len(paths), sum(p.stat().st_size for p in paths)
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 

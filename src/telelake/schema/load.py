@@ -25,6 +25,8 @@ from telelake.schema.model import (
     Aggregate,
     Column,
     Index,
+    LogRecord,
+    LogSettings,
     Migration,
     Param,
     ParquetLayout,
@@ -61,6 +63,7 @@ _SCHEMA_KEYS = {
     "rollups",
     "sql",
     "directories",
+    "log",
 }
 _FSYNC = ("always", "batch", "interval", "off")
 _TABLE_KEYS = {
@@ -170,6 +173,7 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
         queries=_parse_sql_objects(data.get("queries", {}), "query", base, where),
         migrations=_parse_migrations(data.get("migrations", {}), version, tables, where),
         rollups=_parse_rollups(data.get("rollups", {}), tables, where),
+        log=_parse_log(data.get("log"), tables, where),
         directories=tuple(
             _relative(d, f"{where}: directories")
             for d in _str_list(data.get("directories", []), f"{where}: directories")
@@ -653,6 +657,52 @@ def _parse_rollups(raw: Any, tables: dict[str, Table], where: str) -> dict[str, 
             aggregates=tuple(aggregates),
         )
     return out
+
+
+def _parse_log(raw: Any, tables: dict[str, Table], where: str) -> LogSettings | None:
+    """`[log]`: the NDJSON raw log's folder and file prefix, and `[log.records.<type>]`."""
+    logged = [t.name for t in tables.values() if t.tier == "log"]
+    if raw is None:
+        if logged:
+            raise SchemaError(f"{where}: table {logged[0]!r} is a log table but there is no [log]")
+        return None
+    lwhere = f"{where}: [log]"
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{lwhere} must be a table")
+    _no_unknown(raw, {"directory", "prefix", "fsync", "records"}, lwhere)
+    directory = _relative(str(raw.get("directory", "raw")), f"{lwhere} directory")
+    prefix = str(raw.get("prefix", "events"))
+    if not _IDENT.match(prefix):
+        raise SchemaError(f"{lwhere}: prefix must be lower_snake_case")
+    fsync = raw.get("fsync", True)
+    if not isinstance(fsync, bool):
+        raise SchemaError(f"{lwhere}: fsync must be true or false")
+    records: dict[str, LogRecord] = {}
+    for record_type, body in dict(raw.get("records", {})).items():
+        rwhere = f"{lwhere} record {record_type!r}"
+        if not isinstance(body, dict):
+            raise SchemaError(f"{rwhere}: must be {{ table = ..., replay_into = ... }}")
+        _no_unknown(body, {"table", "replay_into"}, rwhere)
+        table = tables.get(str(body.get("table")))
+        if table is None or table.tier not in ("log", "sql"):
+            raise SchemaError(f"{rwhere}: table must name a log or sql table of this schema")
+        replay = body.get("replay_into", table.name if table.tier == "sql" else None)
+        if replay is not None:
+            target = tables.get(str(replay))
+            if target is None or target.tier != "sql":
+                raise SchemaError(f"{rwhere}: replay_into must name a sql table")
+            missing = [
+                c.name
+                for c in target.columns
+                if not c.nullable and not c.autoincrement and not table.has_column(c.name)
+            ]
+            if missing:
+                raise SchemaError(f"{rwhere}: {table.name!r} lacks {missing[0]!r} of {replay!r}")
+        records[record_type] = LogRecord(record_type, table.name, replay)
+    unlogged = [t for t in logged if not any(r.table == t for r in records.values())]
+    if unlogged:
+        raise SchemaError(f"{lwhere}: log table {unlogged[0]!r} has no record type")
+    return LogSettings(directory, prefix, fsync, records)
 
 
 def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: str) -> SqlSettings:

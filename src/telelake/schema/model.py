@@ -188,6 +188,30 @@ class Rollup:
 
 
 @dataclass(frozen=True)
+class LogRecord:
+    """One record type of the NDJSON log: the table its payload belongs to, and the sql
+    table `telelake recover` replays it into (the table itself when it is a sql table)."""
+
+    record_type: str
+    table: str
+    replay_into: str | None = None
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Where the NDJSON raw log lives and which record types it holds."""
+
+    directory: str = "raw"
+    prefix: str = "events"
+    fsync: bool = True
+    records: dict[str, LogRecord] = field(default_factory=dict)  # by record_type
+
+    def record_of(self, table: str) -> LogRecord | None:
+        """The record type that logs `table`, if any."""
+        return next((r for r in self.records.values() if r.table == table), None)
+
+
+@dataclass(frozen=True)
 class SqlSettings:
     """Where a schema's sql tables live and how their migrations are kept."""
 
@@ -226,6 +250,7 @@ class Schema:
     queries: dict[str, SqlObject] = field(default_factory=dict)
     migrations: dict[int, Migration] = field(default_factory=dict)  # by old major version
     rollups: dict[str, Rollup] = field(default_factory=dict)
+    log: LogSettings | None = None
     # Folders the store creates under its root (a layout some tools expect).
     directories: tuple[str, ...] = ()
     sql_settings: SqlSettings = field(default_factory=SqlSettings)

@@ -166,8 +166,15 @@ class SqlTier:
 
     # -- writing ------------------------------------------------------------------------
 
-    def write(self, table: Table, data: pa.Table) -> int:
-        """Write one validated batch in one transaction; returns the rows given."""
+    def write(
+        self, table: Table, data: pa.Table, before_commit: Callable[[], None] | None = None
+    ) -> int:
+        """Write one validated batch in one transaction; returns the rows given.
+
+        `before_commit` runs once every constraint has passed, before COMMIT (the store
+        appends the batch to its NDJSON log there: a rejected batch is never logged, and
+        a crash after logging is repaired by replaying the log).
+        """
         rows = python_rows(data, table)
         self._check_keys(table, data)
         sql = insert_sql(table, data.column_names)
@@ -180,6 +187,8 @@ class SqlTier:
                     new = self._insert_capturing(con, table, sql, rows, data)
                     for rollup in rollups:
                         self._update_rollup(con, rollup, new)
+                if before_commit is not None:
+                    before_commit()
         except sqlite3.IntegrityError as exc:
             raise self._explain(table, sql, rows, data.column_names, exc) from None
         except sqlite3.OperationalError as exc:
