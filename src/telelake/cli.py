@@ -595,6 +595,29 @@ def export(
     console.print(f"exported {rows} of {table} to {report.path} ({report.bytes:,} bytes)")
 
 
+runs_app = typer.Typer(help="Agent runs (schema agent_runs).", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("repost")
+def runs_repost(
+    api_url: Annotated[str, typer.Option("--api-url", help="Endpoint to POST runs to")],
+    api_token: Annotated[
+        str | None, typer.Option("--api-token", help="Bearer token", envvar="TELELAKE_API_TOKEN")
+    ] = None,
+    attempts: Annotated[int, typer.Option(help="Attempts per run", min=1)] = 3,
+    root: RootOpt = None,
+    schema: SchemaOpt = "agent_runs",
+) -> None:
+    """Post every finished run whose earlier post failed (api_posted = 0)."""
+    with _open(root, schema) as store:
+        client = store.run_client(api_url, api_token=api_token, attempts=attempts)
+        report = client.repost()
+    console.print(f"posted {len(report.posted)} run(s); {len(report.failed)} failed again")
+    if report.failed:
+        raise typer.Exit(1)
+
+
 contract_app = typer.Typer(
     help="The storage contract of a schema, as JSON Schema.", no_args_is_help=True
 )

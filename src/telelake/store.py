@@ -40,6 +40,7 @@ from telelake.metadata import (
 )
 from telelake.query import Engine, Result, bind_params, find_query
 from telelake.rollup import windows
+from telelake.runs import Poster, RunClient
 from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
 from telelake.schema.model import Column, LogRecord, Rollup, Schema, Table
@@ -817,6 +818,22 @@ class Store:
         return TableStats(
             table.name, table.tier, rows, len(paths), sum(p.stat().st_size for p in paths)
         )
+
+    def run_client(
+        self,
+        api_url: str | None = None,
+        *,
+        api_token: str | None = None,
+        attempts: int = 3,
+        backoff: float = 0.5,
+    ) -> RunClient:
+        """A client recording agent runs (schema agent_runs): see docs/agent_runs.md.
+
+        With `api_url`, each finished run is posted there as JSON, `attempts` times at
+        most with exponential `backoff`; the outcome lands in the api_* columns.
+        """
+        poster = Poster(api_url, api_token, attempts, backoff) if api_url else None
+        return RunClient(self, poster)
 
     # -- lifecycle ----------------------------------------------------------------------
 
