@@ -133,6 +133,7 @@ class Store:
                         stacklevel=3,
                     )
         self._engine: Engine | None = None
+        self._log_writer: ndjson.LogWriter | None = None  # kept open: one fsync per append
         if self._sql is not None and not self.read_only and not plan_only:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
@@ -410,11 +411,15 @@ class Store:
         settings = self.schema.log
         assert settings is not None
         directory = self.root / settings.directory
-        durable.ensure_dir(directory)
         path = ndjson.daily_path(directory, dt.datetime.now(dt.UTC), settings.prefix)
-        lines = ({"record_type": record.record_type, "payload": row} for row in data.to_pylist())
-        with ndjson.LogWriter(path, fsync=settings.fsync) as log:
-            log.append_many(lines)
+        log = self._log_writer
+        if log is None or log.path != path or log.closed or not log.owned:
+            if log is not None and log.owned:  # a new day: close yesterday's file
+                log.close()
+            durable.ensure_dir(directory)
+            log = self._log_writer = ndjson.LogWriter(path, fsync=settings.fsync)
+        lines = [{"record_type": record.record_type, "payload": row} for row in data.to_pylist()]
+        log.append_many(lines)
 
     def _lake_rollups(self, table: Table) -> list[Rollup]:
         if table.tier != "lake":
@@ -851,6 +856,9 @@ class Store:
             self._engine = None
         if self._sql is not None:
             self._sql.close()
+        if self._log_writer is not None:
+            self._log_writer.close()
+            self._log_writer = None
 
     def __enter__(self) -> Store:
         return self

@@ -322,6 +322,11 @@ class LogWriter:
         self.close()
 
     @property
+    def owned(self) -> bool:
+        """True in the process that opened the writer (a forked child must open its own)."""
+        return os.getpid() == self._pid
+
+    @property
     def closed(self) -> bool:
         """True once `close` was called (or a failed fsync closed the writer)."""
         return self._fd < 0
