@@ -3,14 +3,15 @@
     python -m bench                 # 2,000,000 proc_samples rows, 5,000,000 query rows
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
-    python -m bench --only foundation|durability|lifecycle|search_ops
+    python -m bench --only foundation|durability|lifecycle|search_ops|agent_runs
 
 Four parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
 the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
 dedup; issue 3, bench/durability.py) and the lifecycle benchmarks (compaction of small
 files, partition pruning, retention; issue 4, bench/lifecycle.py), then search_ops (the
 sql tier: ingest with and without the rollup vs raw SQLite, the latency-window query vs
-raw SQL on the fly; bench/search_ops.py). `--only` runs one.
+raw SQL on the fly; bench/search_ops.py), then agent_runs (event() vs raw append+fsync,
+recovery replay vs executemany; bench/agent_runs.py). `--only` runs one.
 
 Prints a table (benchmark | telelake | peer | ratio | target | pass/fail) and writes
 bench/out/results.json (bench/out/results-<part>.json with --only, so a partial run
@@ -39,7 +40,16 @@ import pyarrow as pa
 from rich.console import Console
 
 import telelake
-from bench import datagen, durability, ingest, lifecycle, queries, report, search_ops
+from bench import (
+    agent_runs,
+    datagen,
+    durability,
+    ingest,
+    lifecycle,
+    queries,
+    report,
+    search_ops,
+)
 from bench.report import INFO, MIB, PASS, Line
 from telelake.schema.load import load_schema
 
@@ -50,7 +60,7 @@ QUICK_QUERY_ROWS = 500_000
 RSS_LIMIT = 1024 * MIB
 OUT_DIR = Path(__file__).resolve().parent / "out"
 OUT = OUT_DIR / "results.json"
-PARTS = ("foundation", "durability", "lifecycle", "search_ops")
+PARTS = ("foundation", "durability", "lifecycle", "search_ops", "agent_runs")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -263,6 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(f"[bold yellow]warning:[/] search_ops: {warning}")
             lines += search_ops.lines(sb)
             extra["search_ops"] = sb.as_dict()
+        if "agent_runs" in parts:
+            console.print("[bold]agent_runs[/]: NDJSON appends, recovery by replay")
+            (work / "agent_runs").mkdir()
+            start = time.perf_counter()
+            ab = agent_runs.run(work / "agent_runs", quick=args.quick, progress=clock.step)
+            clock.phases["agent_runs (all)"] = round(time.perf_counter() - start, 3)
+            lines += agent_runs.lines(ab)
+            extra["agent_runs"] = ab.as_dict()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

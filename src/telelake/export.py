@@ -107,11 +107,12 @@ def export_table(
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     target = _target_dir(store, directory)
+    batches = read_batches(store, t, where)  # an unreadable tier fails before any file
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     durable.ensure_dir(target)
     tmp = durable.temp_path_for(target / f"{t.name}{EXTENSIONS[fmt]}")
     try:
-        rows = _WRITERS[fmt](tmp, t, read_batches(store, t, where), on_rows)
+        rows = _WRITERS[fmt](tmp, t, batches, on_rows)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

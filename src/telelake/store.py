@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import time
 import tomllib
 import warnings
 from collections.abc import Callable
@@ -134,6 +135,7 @@ class Store:
                     )
         self._engine: Engine | None = None
         self._log_writer: ndjson.LogWriter | None = None  # kept open: one fsync per append
+        self._log_day = -1
         if self._sql is not None and not self.read_only and not plan_only:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
@@ -361,8 +363,22 @@ class Store:
         `rows` may be a list of dicts, a dict of columns, a pyarrow Table/RecordBatch
         or a pandas DataFrame. Nothing is written if any row is invalid.
         """
+        t = self.table(table)
+        if t.tier == "log" and type(rows) is list and all(type(r) is dict for r in rows):
+            # One-row log appends are latency-bound: skip the trip through Arrow.
+            clean = validate.plain_rows(t, rows, store=self.schema.name)
+            if self.read_only:
+                raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+            if clean:
+                self._log(self._record(t), clean)
+            return len(clean)
         data = self.validate(table, rows)
-        return self._write_arrow(self.table(table), data)
+        return self._write_arrow(t, data)
+
+    def _record(self, table: Table) -> LogRecord:
+        record = self.schema.log.record_of(table.name) if self.schema.log else None
+        assert record is not None  # the loader requires one for every log table
+        return record
 
     def _write_arrow(self, table: Table, data: pa.Table, *, direct: bool = False) -> int:
         if self.read_only:
@@ -374,11 +390,9 @@ class Store:
             if record is None:
                 return self.sql_tier.write(table, data)
             logged = record
-            return self.sql_tier.write(table, data, lambda: self._log(logged, data))
+            return self.sql_tier.write(table, data, lambda: self._log(logged, data.to_pylist()))
         if table.tier == "log":
-            record = self.schema.log.record_of(table.name) if self.schema.log else None
-            assert record is not None  # the loader requires one
-            self._log(record, data)
+            self._log(self._record(table), data.to_pylist())
             return int(data.num_rows)
         rollups = self._lake_rollups(table)
         for rollup in rollups:
@@ -406,19 +420,21 @@ class Store:
         self._refresh_rollups(rollups)
         return int(data.num_rows)
 
-    def _log(self, record: LogRecord, data: pa.Table) -> None:
+    def _log(self, record: LogRecord, rows: list[dict[str, Any]]) -> None:
         """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""
         settings = self.schema.log
         assert settings is not None
-        directory = self.root / settings.directory
-        path = ndjson.daily_path(directory, dt.datetime.now(dt.UTC), settings.prefix)
+        day = int(time.time() // 86_400)  # the UTC day: cheaper than a datetime per event
         log = self._log_writer
-        if log is None or log.path != path or log.closed or not log.owned:
+        if log is None or self._log_day != day or log.closed or not log.owned:
+            directory = self.root / settings.directory
+            path = ndjson.daily_path(directory, dt.datetime.now(dt.UTC), settings.prefix)
+            self._log_day = day
             if log is not None and log.owned:  # a new day: close yesterday's file
                 log.close()
             durable.ensure_dir(directory)
             log = self._log_writer = ndjson.LogWriter(path, fsync=settings.fsync)
-        lines = [{"record_type": record.record_type, "payload": row} for row in data.to_pylist()]
+        lines = [{"record_type": record.record_type, "payload": row} for row in rows]
         log.append_many(lines)
 
     def _lake_rollups(self, table: Table) -> list[Rollup]:

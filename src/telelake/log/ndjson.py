@@ -294,6 +294,7 @@ class LogWriter:
         # share: it cannot keep them apart, so this mutex does.
         self._mutex = threading.Lock()
         self._pid = os.getpid()
+        self._end = -1  # file size right after our last append (-1: none yet)
         self._broken: str | None = None
         try:
             durable.ensure_dir(self.path.parent)
@@ -387,13 +388,15 @@ class LogWriter:
         try:
             size = os.fstat(fd).st_size
             # Checked under the lock, so the tail we see is a crashed writer's, not a live
-            # one's: start on a fresh line and leave the fragment alone on its own.
-            if size and os.pread(fd, 1, size - 1) != b"\n":
+            # one's: start on a fresh line and leave the fragment alone on its own. When
+            # the file still ends where our own last line did, that byte is our newline.
+            if size and size != self._end and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data
         except OSError as exc:
             raise _failure(self.path, "reading the file end", exc) from exc
         try:
             _write_all(fd, data)
+            self._end = size + len(data)
         except OSError as exc:
             # We hold the lock, so everything past `size` is ours: drop the partial line
             # rather than leave a torn one for readers.
