@@ -577,18 +577,22 @@ def plain_rows(
     """
     ctx = _Context(store, table.name)
     names = set(table.column_names)
-    out = []
     for index, row in enumerate(rows):
         unknown = [k for k in row if k not in names]
         if unknown:
             hint = ", ".join(table.column_names)
             raise ctx.error(f"unknown column (the table has: {hint})", column=unknown[0], row=index)
+    # Column by column, like to_arrow(), so both report the same first problem.
+    for col in table.columns:
+        for index, row in enumerate(rows):
+            problem = value_problem(col, row.get(col.name))
+            if problem is not None:
+                raise ctx.error(problem, column=col.name, row=index)
+    out = []
+    for row in rows:
         clean: dict[str, Any] = {}
         for col in table.columns:
             v = row.get(col.name)
-            problem = value_problem(col, v)
-            if problem is not None:
-                raise ctx.error(problem, column=col.name, row=index)
             if v is not None and col.type.name == "json":
                 v = json_text(v)
             elif v is not None and col.type.name == "timestamp":
