@@ -635,14 +635,31 @@ def test_unknown_table_format_and_lake_directories_are_refused(audit_store: Path
     assert not (audit_store / "exports").exists()
 
 
-def test_a_tier_without_a_reader_is_refused_before_any_file(tmp_path: Path) -> None:
+def test_a_log_table_exports_its_records_in_log_order(tmp_path: Path) -> None:
     root = tmp_path / "runs"
+    written = [
+        {
+            "run_id": "r1",
+            "event_type": kind,
+            "timestamp": f"2026-01-02T03:04:0{n}+00:00",
+            "payload_json": None if n % 2 else json.dumps({"text": 'a,"b"\r\nc'}),
+        }
+        for n, kind in enumerate(["start", "fetch", "parse", "done"])
+    ]
     with telelake.open(root, schema="agent_runs") as store:
-        log_tables = [t.name for t in store.schema.tables.values() if t.tier == "log"]
-        assert log_tables, "agent_runs keeps a log-tier table"
-        with pytest.raises(telelake.StoreError, match="log tier, which export cannot read yet"):
-            export_table(store, log_tables[0], "csv", directory=tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+        for row in written:
+            store.write("events", [row])
+        log = sorted((root / "raw").glob("*.ndjson"))[-1]
+        with log.open("ab") as f:  # a writer killed mid-append
+            f.write(b'{"record_type": "event", "payload": {"run_')
+        report = export_table(store, "events", "csv", directory=tmp_path / "out")
+        with pytest.raises(telelake.StoreError, match="log table"):
+            export_table(store, "events", "csv", directory=tmp_path / "out", where="1 = 1")
+    assert report.rows == 4
+    with report.path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["run_id", "event_type", "timestamp", "payload_json"]
+    assert rows[1:] == [[r[k] or "" for k in rows[0]] for r in written]
 
 
 # -- the command line -------------------------------------------------------------------

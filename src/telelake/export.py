@@ -33,7 +33,7 @@ Formats (see `FORMATS`):
   UTF-8; U+2028 and U+2029 are escaped, so no line splitter breaks a record.
 
 Each tier has one reader function, `(store, table, where) -> batches`, registered in
-`READERS`: supporting a new tier (the log tier) is writing that function.
+`READERS`: one function per tier (lake, sql, log).
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from telelake import durable
+from telelake import durable, validate
 from telelake.errors import QueryError, StoreError
+from telelake.log import ndjson
 from telelake.schema.model import Column, Table
 from telelake.store import Store
 
@@ -230,7 +231,30 @@ def _from_sqlite(column: Column, values: list[Any]) -> pa.Array:
     return pa.array(values, column.type.arrow)
 
 
-READERS: dict[str, Reader] = {"lake": _read_lake, "sql": _read_sql}
+def _read_log(store: Store, table: Table, where: str | None) -> Batches:
+    """A log table from the NDJSON files: its records in log order (torn lines skipped)."""
+    if where is not None and where.strip():
+        raise StoreError(f"table {table.name!r} is a log table: --where needs a sql or lake table")
+    settings = store.schema.log
+    record = settings.record_of(table.name) if settings else None
+    if settings is None or record is None:
+        raise StoreError(f"table {table.name!r} has no record type in [log]")
+    pending: list[dict[str, Any]] = []
+    for path in ndjson.files(store.root / settings.directory, settings.prefix):
+        for line in ndjson.scan(path):
+            if line.record is None or line.record.get("record_type") != record.record_type:
+                continue
+            payload = line.record.get("payload")
+            if isinstance(payload, dict):
+                pending.append({c: payload.get(c) for c in table.column_names})
+            if len(pending) >= BATCH_ROWS:
+                yield from validate.to_arrow(table, pending, store=store.schema.name).to_batches()
+                pending = []
+    if pending:
+        yield from validate.to_arrow(table, pending, store=store.schema.name).to_batches()
+
+
+READERS: dict[str, Reader] = {"lake": _read_lake, "sql": _read_sql, "log": _read_log}
 
 
 # -- writers: one per format --------------------------------------------------------------
