@@ -255,32 +255,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             clock.phases["durability (all)"] = round(time.perf_counter() - start, 3)
             lines += durability.lines(db)
             extra["durability"] = db.as_dict()
-        if "lifecycle" in parts:
-            console.print("[bold]lifecycle[/]: compaction, partition pruning, retention")
-            (work / "lifecycle").mkdir()
+        # Parts with the same shape: run(work, quick, progress) -> result with lines/as_dict.
+        simple = {
+            "lifecycle": (lifecycle, "compaction, partition pruning, retention"),
+            "search_ops": (search_ops, "sql tier ingest, rollup, latency window"),
+            "agent_runs": (agent_runs, "NDJSON appends, recovery by replay"),
+        }
+        for name, (module, what) in simple.items():
+            if name not in parts:
+                continue
+            console.print(f"[bold]{name}[/]: {what}")
+            (work / name).mkdir()
             start = time.perf_counter()
-            lb = lifecycle.run(work / "lifecycle", quick=args.quick, progress=clock.step)
-            clock.phases["lifecycle (all)"] = round(time.perf_counter() - start, 3)
-            lines += lifecycle.lines(lb)
-            extra["lifecycle"] = lb.as_dict()
-        if "search_ops" in parts:
-            console.print("[bold]search_ops[/]: sql tier ingest, rollup, latency window")
-            (work / "search_ops").mkdir()
-            start = time.perf_counter()
-            sb = search_ops.run(work / "search_ops", quick=args.quick, progress=clock.step)
-            clock.phases["search_ops (all)"] = round(time.perf_counter() - start, 3)
-            for warning in sb.warnings:
-                console.print(f"[bold yellow]warning:[/] search_ops: {warning}")
-            lines += search_ops.lines(sb)
-            extra["search_ops"] = sb.as_dict()
-        if "agent_runs" in parts:
-            console.print("[bold]agent_runs[/]: NDJSON appends, recovery by replay")
-            (work / "agent_runs").mkdir()
-            start = time.perf_counter()
-            ab = agent_runs.run(work / "agent_runs", quick=args.quick, progress=clock.step)
-            clock.phases["agent_runs (all)"] = round(time.perf_counter() - start, 3)
-            lines += agent_runs.lines(ab)
-            extra["agent_runs"] = ab.as_dict()
+            result = module.run(work / name, quick=args.quick, progress=clock.step)
+            clock.phases[f"{name} (all)"] = round(time.perf_counter() - start, 3)
+            for warning in getattr(result, "warnings", []):
+                console.print(f"[bold yellow]warning:[/] {name}: {warning}")
+            lines += module.lines(result)
+            extra[name] = result.as_dict()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
