@@ -593,8 +593,8 @@ def plain_rows(
         clean: dict[str, Any] = {}
         for col in table.columns:
             v = row.get(col.name)
-            if v is not None and col.type.name == "json":
-                v = json_text(v)
+            if v is not None and col.type.name == "json" and not isinstance(v, str):
+                v = json_text(v)  # JSON text was checked above and is kept as given
             elif v is not None and col.type.name == "timestamp":
                 micros = timestamp_micros(v, col.epoch_unit)
                 assert micros is not None

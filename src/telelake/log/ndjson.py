@@ -226,6 +226,23 @@ def _find_unencodable(value: Any, path: str) -> str | None:
     return None
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat(record: Mapping[str, Any]) -> bool:
+    """True for str-keyed scalars, or str-keyed mappings of them (what the store logs)."""
+    for key, value in record.items():
+        if type(key) is not str:
+            return False
+        if type(value) is dict:
+            for k, v in value.items():
+                if type(k) is not str or type(v) not in _SCALARS:
+                    return False
+        elif type(value) not in _SCALARS:
+            return False
+    return True
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
     """One record as a compact UTF-8 JSON line ending in `\\n`.
 
@@ -237,12 +254,21 @@ def encode(record: Mapping[str, Any]) -> bytes:
         raise LogFormatError(
             f"a log record must be a mapping (a JSON object), got a {type(record).__name__}"
         )
+    plain: Any = record
     try:
-        plain = _plain(record, "", set())
-        # JSON escapes control characters, so the only raw b"\n" is the terminator.
-        text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except RecursionError as exc:
-        raise LogFormatError("record is nested too deeply to store") from exc
+        # The common shape (str keys, scalars, one level of nesting) needs no conversion
+        # pass; anything else, or a NaN json.dumps refuses, takes the careful pass below,
+        # which converts what it can and names the key of what it cannot.
+        if not _flat(record):
+            raise TypeError("not flat")
+        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        try:
+            plain = _plain(record, "", set())
+            # JSON escapes control characters, so the only raw b"\n" is the terminator.
+            text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except RecursionError as exc:
+            raise LogFormatError("record is nested too deeply to store") from exc
     try:
         return (text + "\n").encode("utf-8")
     except UnicodeEncodeError as exc:
