@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import telelake
 from sqlshape import database_shape
 
@@ -140,3 +142,29 @@ def test_cli_backup_copies_the_database_and_keeps_the_newest(tmp_path: Path) -> 
     assert con.execute("SELECT run_id, agent_name, status FROM agent_runs").fetchall() == [
         ("r1", "indexer", "running")
     ]
+
+
+def test_backups_keep_in_config_json_limits_the_backups(tmp_path: Path) -> None:
+    root = tmp_path / "base"
+    init(root)
+    (root / "config.json").write_text('{"telemetry_retention": {"backups_keep": 2}}')
+    import datetime as dt
+
+    from telelake.sql import backup
+
+    with telelake.open(root, schema="agent_runs") as store:
+        for day in range(4):
+            when = dt.datetime(2026, 1, 1 + day, tzinfo=dt.UTC)
+            backup.backup_database(
+                store.sql_tier.path,
+                root / "backups",
+                stem="telemetry",
+                now=when,
+                keep=store.retention().backups_keep,
+            )
+        store.backup()  # today's, with the configured default
+    names = sorted(p.name for p in (root / "backups").glob("telemetry.backup.*.sqlite"))
+    assert len(names) == 2 and names[0] == "telemetry.backup.20260104.sqlite"
+    (root / "config.json").write_text('{"telemetry_retention": {"backups_keep": 0}}')
+    with pytest.raises(telelake.StoreError, match="backups_keep must be a positive"):
+        telelake.open(root, schema="agent_runs").backup()

@@ -1,7 +1,7 @@
 """The store's config file, `<root>/config.json`, in the shape of spec 000 §5.2.
 
     {"telemetry_retention": {"runs_days": 90, "proc_samples_days": 30,
-                             "max_disk_gb": 10, "auto_compact": true}}
+                             "max_disk_gb": 10, "auto_compact": true, "backups_keep": 14}}
 
 Every key is optional; `<table>_days` overrides the table's `retention_days` from the
 schema. Unknown keys are refused (a typo must not silently keep data forever).
@@ -28,6 +28,7 @@ class Retention:
     days: dict[str, int] = field(default_factory=dict)  # per-table overrides
     max_disk_gb: float | None = None
     auto_compact: bool = False
+    backups_keep: int | None = None  # `telelake backup` keeps this many (None: all)
 
 
 def parse_retention(data: Any, tables: Iterable[str], where: str) -> Retention:
@@ -44,6 +45,7 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> Retention:
     days: dict[str, int] = {}
     max_disk_gb: float | None = None
     auto_compact = False
+    backups_keep: int | None = None
     for key, value in section.items():
         at = f"{where}: {SECTION}.{key}"
         if key == "max_disk_gb":
@@ -54,14 +56,20 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> Retention:
             if not isinstance(value, bool):
                 raise StoreError(f"{at} must be true or false")
             auto_compact = value
+        elif key == "backups_keep":
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise StoreError(f"{at} must be a positive whole number of backups")
+            backups_keep = value
         elif key.endswith("_days") and key[: -len("_days")] in names:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise StoreError(f"{at} must be a positive whole number of days")
             days[key[: -len("_days")]] = value
         else:
             known = ", ".join(sorted(f"{t}_days" for t in names))
-            raise StoreError(f"{at}: unknown key (known: {known}, max_disk_gb, auto_compact)")
-    return Retention(days, max_disk_gb, auto_compact)
+            raise StoreError(
+                f"{at}: unknown key (known: {known}, max_disk_gb, auto_compact, backups_keep)"
+            )
+    return Retention(days, max_disk_gb, auto_compact, backups_keep)
 
 
 def load_retention(root: Path, tables: Iterable[str]) -> Retention:

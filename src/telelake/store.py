@@ -599,7 +599,9 @@ class Store:
         """This store's retention settings: the schema's, overridden by `config.json`."""
         loaded = load_retention(self.root, self.schema.tables)
         days = {t.name: t.retention_days for t in self.schema.tables.values() if t.retention_days}
-        return Retention({**days, **loaded.days}, loaded.max_disk_gb, loaded.auto_compact)
+        return Retention(
+            {**days, **loaded.days}, loaded.max_disk_gb, loaded.auto_compact, loaded.backups_keep
+        )
 
     def enforce_retention(
         self,
@@ -746,9 +748,11 @@ class Store:
         `integrity_check` on the copy; a failed check raises StoreError and leaves no
         file that looks like a good backup. The copy is
         `<directory>/<database stem>.backup.YYYYMMDD.sqlite` (`..._HHMMSS` when that
-        day has one already); `directory` defaults to `<root>/backups`. With `keep`,
-        only the newest `keep` backups remain.
+        day has one already); `directory` defaults to `<root>/backups`. With `keep`
+        (default: `backups_keep` in config.json, else all), only the newest remain.
         """
+        if keep is None:
+            keep = self.retention().backups_keep
         path = self.sql_tier.path
         folder = Path(directory) if directory is not None else self.root / "backups"
         return backup_database(path, folder, stem=path.stem, keep=keep, on_progress=on_progress)
