@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -366,13 +367,10 @@ def _parse_sql_table(
     if not isinstance(raw_indexes, dict):
         raise SchemaError(f"{where}: indexes must be a table of index name = {{ columns = [...] }}")
     indexes = []
-    for iname, body in raw_indexes.items():
-        iwhere = f"{where}: index {iname!r}"
-        if not _IDENT.match(iname):
-            raise SchemaError(f"{iwhere}: index names must be lower_snake_case")
-        if not isinstance(body, dict):
-            raise SchemaError(f"{iwhere}: must be {{ columns = [...], where = ... }}")
-        _no_unknown(body, {"columns", "where", "unique"}, iwhere)
+    shape = "{ columns = [...], where = ... }"
+    for iname, body, iwhere in _sections(
+        raw_indexes, "index", where, {"columns", "where", "unique"}, shape
+    ):
         cols = []
         for spec in _str_list(body.get("columns", []), f"{iwhere}: columns"):
             parts = spec.split()
@@ -505,13 +503,9 @@ def _parse_sql_objects(raw: Any, kind: str, base: Path, where: str) -> dict[str,
     if not isinstance(raw, dict):
         raise SchemaError(f"{where}: [{kind}s] must be a table")
     out: dict[str, SqlObject] = {}
-    for name, body in raw.items():
-        owhere = f"{where}: {kind} {name!r}"
-        if not _IDENT.match(name):
-            raise SchemaError(f"{owhere}: names must be lower_snake_case")
-        if not isinstance(body, dict):
-            raise SchemaError(f"{owhere}: must be a table with 'sql' or 'file'")
-        _no_unknown(body, _SQL_KEYS, owhere)
+    for name, body, owhere in _sections(
+        raw, kind, where, _SQL_KEYS, "a table with 'sql' or 'file'"
+    ):
         if ("sql" in body) == ("file" in body):
             raise SchemaError(f"{owhere}: give exactly one of 'sql' or 'file'")
         if "file" in body:
@@ -764,6 +758,20 @@ def _parse_migrations(
             raise SchemaError(f"{mwhere}: no table {unknown[0]!r} in this schema")
         out[old_major] = Migration(old_major, str(body.get("description", "")), dict(sqls))
     return out
+
+
+def _sections(
+    raw: dict[str, Any], kind: str, where: str, allowed: set[str], shape: str
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """Named sub-tables (`[queries.<name>]`, `indexes.<name>`): checked names and keys."""
+    for name, body in raw.items():
+        at = f"{where}: {kind} {name!r}"
+        if not _IDENT.match(name):
+            raise SchemaError(f"{at}: names must be lower_snake_case")
+        if not isinstance(body, dict):
+            raise SchemaError(f"{at}: must be {shape}")
+        _no_unknown(body, allowed, at)
+        yield name, body, at
 
 
 def _no_unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
