@@ -147,3 +147,26 @@ def test_posting_markers_survive_recovery(tmp_path: Path, api: Api) -> None:
         before = db_row(tmp_path, "r1")
         store.recover()
     assert db_row(tmp_path, "r1") == before
+
+
+def test_threads_of_one_store_append_whole_lines(tmp_path: Path) -> None:
+    with telelake.open(tmp_path, schema="agent_runs") as store:
+        client = store.run_client()
+        runs = [client.start_run("t", run_id=f"r{i}") for i in range(4)]
+
+        def work(run: Any) -> None:
+            for n in range(50):
+                run.event("tick", {"n": n, "pad": "y" * 500})
+
+        threads = [threading.Thread(target=work, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    files = list((tmp_path / "raw").glob("*.ndjson"))
+    assert len(files) == 1  # one writer, one file
+    events = [json.loads(x)["payload"] for x in files[0].read_text().splitlines()]
+    events = [e for e in events if e.get("event_type") == "tick"]
+    for i in range(4):
+        mine = [json.loads(e["payload_json"])["n"] for e in events if e["run_id"] == f"r{i}"]
+        assert mine == list(range(50))

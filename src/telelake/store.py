@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
+import threading
 import time
 import tomllib
 import warnings
@@ -136,6 +137,7 @@ class Store:
         self._engine: Engine | None = None
         self._log_writer: ndjson.LogWriter | None = None  # kept open: one fsync per append
         self._log_day = -1
+        self._log_lock = threading.Lock()
         if self._sql is not None and not self.read_only and not plan_only:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
@@ -427,13 +429,17 @@ class Store:
         day = int(time.time() // 86_400)  # the UTC day: cheaper than a datetime per event
         log = self._log_writer
         if log is None or self._log_day != day or log.closed or not log.owned:
-            directory = self.root / settings.directory
-            path = ndjson.daily_path(directory, dt.datetime.now(dt.UTC), settings.prefix)
-            self._log_day = day
-            if log is not None and log.owned:  # a new day: close yesterday's file
-                log.close()
-            durable.ensure_dir(directory)
-            log = self._log_writer = ndjson.LogWriter(path, fsync=settings.fsync)
+            with self._log_lock:  # threads of one store share one writer
+                log = self._log_writer
+                if log is None or self._log_day != day or log.closed or not log.owned:
+                    directory = self.root / settings.directory
+                    now = dt.datetime.now(dt.UTC)
+                    path = ndjson.daily_path(directory, now, settings.prefix)
+                    if log is not None and log.owned:  # a new day: close yesterday's file
+                        log.close()
+                    durable.ensure_dir(directory)
+                    log = self._log_writer = ndjson.LogWriter(path, fsync=settings.fsync)
+                    self._log_day = day
         lines = [{"record_type": record.record_type, "payload": row} for row in rows]
         log.append_many(lines)
 
