@@ -1,0 +1,222 @@
+"""Secret-pattern rules (data in ``rules.toml``) and the engine that applies them.
+
+Two engines give the same result: :func:`redact_text` (Python ``re``, one string) and
+:func:`redact_array` (RE2 through ``pyarrow.compute.replace_substring_regex``, vectorised).
+Rules apply in file order, one global replace each, and the whole rule list is repeated
+until nothing changes (at most :data:`MAX_PASSES` times), so the result is idempotent.
+
+The secret part of a match becomes ``[REDACTED:pattern:<rule name>]``; for a rule with a
+``secret_group`` the other capture groups are kept (for example ``--password=``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "DEFAULT_RULES_PATH",
+    "MAX_PASSES",
+    "Example",
+    "Rule",
+    "RuleError",
+    "hash_marker",
+    "load_rules",
+    "pattern_marker",
+    "redact_array",
+    "redact_text",
+]
+
+DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
+MAX_PASSES = 4
+
+_RULE_KEYS = frozenset({"name", "pattern", "secret_group", "examples", "negatives", "description"})
+_EXAMPLE_KEYS = frozenset({"text", "secret"})
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+# Constructs Python accepts but RE2 refuses (checked again by compiling in RE2 below).
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\(\?P=|\\[1-9]|\\[bBZ]")
+
+
+class RuleError(ValueError):
+    """The rules file is malformed; the message names the rule."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A string that must be redacted, and the secret part that must disappear."""
+
+    text: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One secret pattern."""
+
+    name: str
+    pattern: str
+    secret_group: int | None
+    examples: tuple[Example, ...]
+    negatives: tuple[str, ...]
+    regex: re.Pattern[str]
+
+    @property
+    def marker(self) -> str:
+        return pattern_marker(self.name)
+
+    def template(self, backref: str) -> str:
+        """Replacement with ``backref`` formatting a group number (``\\g<{}>`` or ``\\{}``)."""
+        if self.secret_group is None:
+            return self.marker
+        parts: list[str] = []
+        for group in range(1, self.regex.groups + 1):
+            parts.append(self.marker if group == self.secret_group else backref.format(group))
+        return "".join(parts)
+
+
+def pattern_marker(name: str) -> str:
+    """The marker that replaces a secret found by rule ``name``."""
+    return f"[REDACTED:pattern:{name}]"
+
+
+def hash_marker(value: str, key: bytes) -> str:
+    """``[REDACTED:hash:<first 12 hex of HMAC-SHA256(key, value)>]``."""
+    digest = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"[REDACTED:hash:{digest[:12]}]"
+
+
+def _fail(index: int, name: object, message: str) -> RuleError:
+    label = f"rule {name!r}" if isinstance(name, str) else f"rule #{index + 1}"
+    return RuleError(f"{label}: {message}")
+
+
+def _check_re2(pattern: str) -> str | None:
+    try:
+        pc.replace_substring_regex(pa.array([""], pa.string()), pattern, "")
+    except pa.ArrowInvalid as exc:
+        return str(exc)
+    return None
+
+
+def _parse_rule(index: int, raw: object, seen: set[str]) -> Rule:
+    if not isinstance(raw, dict):
+        raise _fail(index, None, "must be a table")
+    name = raw.get("name")
+    unknown = sorted(set(raw) - _RULE_KEYS)
+    if unknown:
+        raise _fail(index, name, f"unknown key(s) {', '.join(unknown)}")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise _fail(index, name, "'name' must be a lower_snake string")
+    if name in seen:
+        raise _fail(index, name, "duplicate rule name")
+    pattern = raw.get("pattern")
+    if not isinstance(pattern, str) or not pattern:
+        raise _fail(index, name, "'pattern' must be a non-empty string")
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise _fail(index, name, f"pattern does not compile: {exc}") from exc
+    if _NOT_RE2.search(pattern):
+        raise _fail(index, name, "pattern uses lookaround, a backreference or \\b/\\B/\\Z")
+    re2_error = _check_re2(pattern)
+    if re2_error is not None:
+        raise _fail(index, name, f"pattern does not compile in RE2: {re2_error}")
+    if regex.match("") is not None:
+        raise _fail(index, name, "pattern matches the empty string")
+    if regex.groups > 9:
+        raise _fail(index, name, "at most 9 capture groups (RE2 replacements use \\1..\\9)")
+    secret_group = raw.get("secret_group")
+    if secret_group is not None and (
+        not isinstance(secret_group, int)
+        or isinstance(secret_group, bool)
+        or not 1 <= secret_group <= regex.groups
+    ):
+        raise _fail(index, name, f"'secret_group' must be a group number 1..{regex.groups}")
+    examples = _parse_examples(index, name, raw.get("examples", []))
+    negatives = raw.get("negatives", [])
+    if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+        raise _fail(index, name, "'negatives' must be a list of strings")
+    rule = Rule(name, pattern, secret_group, examples, tuple(negatives), regex)
+    if secret_group is not None:
+        for example in examples:
+            for match in regex.finditer(example.text):
+                joined = "".join(g or "" for g in match.groups())
+                if joined != match.group(0):
+                    raise _fail(
+                        index, name, "with secret_group the capture groups must cover the match"
+                    )
+    return rule
+
+
+def _parse_examples(index: int, name: str, raw: object) -> tuple[Example, ...]:
+    if not isinstance(raw, list):
+        raise _fail(index, name, "'examples' must be a list")
+    out: list[Example] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise _fail(index, name, "each example must be a table {text, secret}")
+        unknown = sorted(set(item) - _EXAMPLE_KEYS)
+        if unknown:
+            raise _fail(index, name, f"unknown example key(s) {', '.join(unknown)}")
+        text, secret = item.get("text"), item.get("secret")
+        if not isinstance(text, str) or not isinstance(secret, str) or not secret:
+            raise _fail(index, name, "example 'text' and 'secret' must be strings")
+        if secret not in text:
+            raise _fail(index, name, f"example secret {secret!r} is not in its text")
+        out.append(Example(text, secret))
+    return tuple(out)
+
+
+def load_rules(path: Path | str | None = None) -> list[Rule]:
+    """Read and validate a rules file (default: the packaged ``rules.toml``)."""
+    source = Path(path) if path is not None else DEFAULT_RULES_PATH
+    try:
+        data: dict[str, Any] = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleError(f"{source}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - {"rules"})
+    if unknown:
+        raise RuleError(f"{source}: unknown top-level key(s) {', '.join(unknown)}")
+    raw_rules = data.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise RuleError(f"{source}: expected a non-empty [[rules]] list")
+    seen: set[str] = set()
+    rules: list[Rule] = []
+    for index, raw in enumerate(raw_rules):
+        rule = _parse_rule(index, raw, seen)
+        seen.add(rule.name)
+        rules.append(rule)
+    return rules
+
+
+def redact_text(text: str, rules: list[Rule]) -> tuple[str, list[str]]:
+    """Redact ``text``; return it with the names of the rules that fired (in rule order)."""
+    fired: set[str] = set()
+    for _ in range(MAX_PASSES):
+        before = text
+        for rule in rules:
+            text, count = rule.regex.subn(rule.template(r"\g<{}>"), text)
+            if count:
+                fired.add(rule.name)
+        if text == before:
+            break
+    return text, [rule.name for rule in rules if rule.name in fired]
+
+
+def redact_array(arr: pa.Array, rules: list[Rule]) -> pa.Array:
+    """Vectorised :func:`redact_text` over a string array; nulls stay null."""
+    for _ in range(MAX_PASSES):
+        before = arr
+        for rule in rules:
+            arr = pc.replace_substring_regex(arr, rule.pattern, rule.template(r"\{}"))
+        if arr.equals(before):
+            break
+    return arr
