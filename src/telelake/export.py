@@ -56,6 +56,7 @@ from telelake import durable, validate
 from telelake.errors import QueryError, StoreError
 from telelake.log import ndjson
 from telelake.schema.model import Column, Table
+from telelake.sql.connection import read_only
 from telelake.store import Store
 
 __all__ = [
@@ -197,9 +198,8 @@ def _read_sql(store: Store, table: Table, where: str | None) -> Batches:
     path = store.sql_tier.path
     if not path.exists():
         raise StoreError(f"store {store.root}: the sql database {path} does not exist")
-    con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    con = read_only(path, store.schema.sql_settings.busy_timeout_ms)
     try:
-        con.execute(f"PRAGMA busy_timeout = {store.schema.sql_settings.busy_timeout_ms}")
         try:
             cursor = con.execute(_select(table, where))
         except sqlite3.Error as exc:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from telelake.durable import ensure_dir, fsync_dir, publish
 from telelake.errors import StoreError
+from telelake.sql.connection import read_only
 
 STEP_PAGES = 1024  # pages per backup step: writers of other processes get in between steps
 MAX_RESTARTS = 3  # restarts caused by concurrent writes before copying in a single step
@@ -193,9 +194,8 @@ def backup_database(
     when = now if now is not None else datetime.now(UTC)
 
     # Read-only: a backup never writes the source, not even a checkpoint on close.
-    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    src = read_only(source, 30_000)
     try:
-        src.execute("PRAGMA busy_timeout = 30000")
         before = quick_check(src)
         if before != ["ok"]:
             raise StoreError(_problems(f"cannot back up {source}: quick_check failed", before))

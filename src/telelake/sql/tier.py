@@ -26,7 +26,7 @@ from telelake.errors import QueryError, StoreError, ValidationError
 from telelake.rollup import windows
 from telelake.schema.model import Rollup, Schema, Table
 from telelake.sql import migrations
-from telelake.sql.connection import immediate
+from telelake.sql.connection import immediate, read_only
 from telelake.sql.dialect import SQLITE, Dialect
 
 PRAGMAS = (
@@ -114,11 +114,9 @@ class SqlTier:
         """A read-only connection for queries: user SQL can never change the data."""
         if self._reader is None:
             self.con  # noqa: B018 - creates the file and its WAL settings first
-            uri = f"file:{self.path}?mode=ro"
-            con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            con.execute(f"PRAGMA busy_timeout = {self.schema.sql_settings.busy_timeout_ms}")
-            con.execute("PRAGMA query_only = ON")
-            self._reader = con
+            self._reader = read_only(
+                self.path, self.schema.sql_settings.busy_timeout_ms, check_same_thread=False
+            )
         return self._reader
 
     def close(self) -> None:
