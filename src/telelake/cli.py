@@ -64,6 +64,17 @@ def _open(root: Path | None, schema: str) -> telelake.Store:
     return telelake.open(root, schema=schema)
 
 
+def _open_as_is(root: Path | None, schema: str, *, migrate: bool = False) -> telelake.Store:
+    """Open a store without changing it: no SQL migration applied, no lake file rewritten
+    (`migrate=True` only plans the rewrite of an older major version)."""
+    from telelake.schema.load import load_schema
+    from telelake.store import Store, default_root
+
+    model = load_schema(schema)
+    path = (root or default_root(model.name)).expanduser().resolve()
+    return Store(path, model, migrate=migrate, plan_only=True)
+
+
 def _print_result(result: Result, fmt: str) -> None:
     if fmt not in formats.OUTPUT_FORMATS:
         _fail(f"unknown format {fmt!r} (one of {', '.join(formats.OUTPUT_FORMATS)})")
@@ -389,12 +400,10 @@ def migrate_up(
     stops everything. Lake files are rewritten with the schema's [migrations.from_N],
     every row validated before any file changes.
     """
-    from telelake.schema.load import load_schema
-    from telelake.store import Store, default_root
+    from telelake.store import Store
 
-    model = load_schema(schema)
-    path = (root or default_root(model.name)).expanduser().resolve()
-    with Store(path, model, migrate=True, plan_only=True) as store:
+    with _open_as_is(root, schema, migrate=True) as store:
+        model, path = store.schema, store.root
         report = store.migration  # every row checked, nothing written
         pending = [s for s in _sql_status(store) if s.state == "pending"]
         if pending and not dry_run:
@@ -466,12 +475,7 @@ def migrate_status(
     """List the schema's SQL migrations: applied, pending, changed or missing."""
     import pyarrow as pa
 
-    from telelake.schema.load import load_schema
-    from telelake.store import Store, default_root
-
-    model = load_schema(schema)
-    path = (root or default_root(model.name)).expanduser().resolve()
-    with Store(path, model, plan_only=True) as store:  # applies nothing, even if changed
+    with _open_as_is(root, schema) as store:  # applies nothing, even if changed
         rows = _sql_status(store)
     _print_result(
         Result(
@@ -528,10 +532,12 @@ def recover(
     The current database is moved aside as <stem>.corrupted.<timestamp>.sqlite first;
     unusable lines (a truncated last line after a crash) are skipped and reported.
     """
-    with _open_for_recovery(root, schema) as store, _progress(quiet) as progress:
+    from telelake.log import ndjson
+
+    # Its database may be unreadable: nothing is applied until recover() rebuilds it.
+    with _open_as_is(root, schema) as store, _progress(quiet) as progress:
         settings = store.schema.log
-        folder = store.root / (settings.directory if settings else "raw")
-        paths = sorted(folder.glob("*.ndjson"))
+        paths = ndjson.files(store.root / settings.directory, settings.prefix) if settings else []
         task = progress.add_task("replaying log files", total=len(paths))
         report = store.recover(on_file=lambda _p: progress.advance(task))
     if report.moved_aside is not None:
@@ -542,16 +548,6 @@ def recover(
         _say_error(f"skipped {problem}")
     if len(report.problems) > 20:
         _say_error(f"... and {len(report.problems) - 20} more skipped lines")
-
-
-def _open_for_recovery(root: Path | None, schema: str) -> telelake.Store:
-    """Open a store whose database may be unreadable: migrations wait for recover()."""
-    from telelake.schema.load import load_schema
-    from telelake.store import Store, default_root
-
-    model = load_schema(schema)
-    path = (root or default_root(model.name)).expanduser().resolve()
-    return Store(path, model, plan_only=True)
 
 
 @app.command()
