@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -41,28 +42,35 @@ def epoch_ms(times: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.cast(times, pa.float64())
 
 
-def window_starts(times: pa.Array | pa.ChunkedArray, length_ms: int) -> pa.Array:
-    """The start (epoch ms) of the window of each time. Exact: ms times fit in a double."""
-    offset = pc.subtract(epoch_ms(times), float(ORIGIN_MS))
-    index = pc.floor(pc.divide(offset, float(length_ms)))
-    return pc.cast(pc.add(pc.multiply(index, float(length_ms)), float(ORIGIN_MS)), pa.int64())
-
-
 def touched(rollup: Rollup, rows: pa.Table) -> set[Key]:
     """The windows `rows` fall into: (group values..., window label, window start)."""
-    out: set[Key] = set()
+    return {key for keys, _ in _windows(rollup, rows) for key in keys}
+
+
+def _windows(rollup: Rollup, rows: pa.Table) -> Iterator[tuple[list[Key], np.ndarray]]:
+    """Per window length: the windows `rows` fall into, and each row's window index."""
+    if rows.num_rows == 0:
+        return
+    # Group values are encoded once; per window length only the window index changes.
+    groups: list[Key] = [()]
+    ginverse = np.zeros(rows.num_rows, np.int64)
+    if rollup.group:
+        gcode, gdicts = _codes([rows.column(g) for g in rollup.group])
+        gunique, ginverse = np.unique(gcode, return_inverse=True)
+        groups = [key[:-2] for key in _decode_keys(gunique, [*gdicts, [None]], "")]
+    millis = np.asarray(epoch_ms(rows.column(rollup.time)).to_numpy(zero_copy_only=False))
     for label, length in rollup.windows:
-        table = pa.table(
-            {
-                **{g: rows.column(g) for g in rollup.group},
-                "__start": window_starts(rows.column(rollup.time), length),
-            }
-        )
-        keys = table.group_by([*rollup.group, "__start"], use_threads=False).aggregate([])
-        cols = [keys.column(g).to_pylist() for g in rollup.group]
-        for i, start in enumerate(keys.column("__start").to_pylist()):
-            out.add((*(c[i] for c in cols), label, start))
-    return out
+        index = np.floor((millis - ORIGIN_MS) / length).astype(np.int64)
+        low = int(index.min())
+        span = int(index.max()) - low + 1
+        code = ginverse.astype(np.int64) * span + (index - low)
+        uniq, inverse = np.unique(code, return_inverse=True)
+        starts = ((uniq % span + low) * length + ORIGIN_MS).tolist()
+        owners = (uniq // span).tolist()
+        keys: list[Key] = [
+            (*groups[g], label, start) for g, start in zip(owners, starts, strict=True)
+        ]
+        yield keys, inverse
 
 
 def stat_columns(rollup: Rollup) -> list[str]:
@@ -111,7 +119,6 @@ def _codes(columns: list[pa.Array | pa.ChunkedArray]) -> tuple[np.ndarray, list[
 
 def aggregate(rollup: Rollup, rows: pa.Table) -> States:
     """The state each touched window gains from `rows` (new source rows only)."""
-    group = list(rollup.group)
     stats_cols, sketch_cols = stat_columns(rollup), sketch_columns(rollup)
     values = {c: _floats(rows.column(c)) for c in stats_cols}
     buckets = {}
@@ -120,27 +127,9 @@ def aggregate(rollup: Rollup, rows: pa.Table) -> States:
         valid = np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
         filled = np.asarray(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), np.int64)
         buckets[c] = (filled, valid)
-    # Group values are encoded once; per window length only the window index changes.
-    groups: list[Key] = [()]
-    ginverse = np.zeros(rows.num_rows, np.int64)
-    if group:
-        gcode, gdicts = _codes([rows.column(g) for g in group])
-        gunique, ginverse = np.unique(gcode, return_inverse=True)
-        groups = [key[:-2] for key in _decode_keys(gunique, [*gdicts, [None]], "")]
-    millis = np.asarray(epoch_ms(rows.column(rollup.time)).to_numpy(zero_copy_only=False))
     parts = []
-    for label, length in rollup.windows:
-        index = np.floor((millis - ORIGIN_MS) / length).astype(np.int64)
-        low = int(index.min())
-        span = int(index.max()) - low + 1
-        code = ginverse.astype(np.int64) * span + (index - low)
-        uniq, inverse = np.unique(code, return_inverse=True)
-        starts = ((uniq % span + low) * length + ORIGIN_MS).tolist()
-        owners = (uniq // span).tolist()
-        keys: list[Key] = [
-            (*groups[g], label, start) for g, start in zip(owners, starts, strict=True)
-        ]
-        k = len(uniq)
+    for keys, inverse in _windows(rollup, rows):
+        k = len(keys)
         count = np.bincount(inverse, minlength=k).astype(np.int64)
         stats = {c: _stats(inverse, values[c], k) for c in stats_cols}
         sketches = {
