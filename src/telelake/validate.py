@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 from telelake.errors import ValidationError
 from telelake.schema.model import Column, Table
 
-_EPOCH_FACTOR = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}  # None: 1/1000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _TS_TYPE = pa.timestamp("us", tz="UTC")
 _NAIVE_HINT = (
     "naive datetimes are refused because their time zone is unknown; "
@@ -451,7 +452,7 @@ def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
     if isinstance(v, dt.datetime):
         if v.tzinfo is None or v.tzinfo.utcoffset(v) is None:
             raise ValueError(f"datetime has no time zone: {_NAIVE_HINT}")
-        delta = v - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        delta = v - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(v, str):
         try:
@@ -473,7 +474,7 @@ def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
         )
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"timestamp is not finite: {v}")
-    factor = _EPOCH_FACTOR[epoch_unit]
+    factor = MICROS_PER_UNIT[epoch_unit]
     micros = int(v) // 1000 if factor is None else round(v * factor)
     if not -(2**62) < micros < 2**62:
         raise ValueError(f"timestamp out of range: {v}")
@@ -602,9 +603,6 @@ def plain_rows(
             clean[col.name] = v
         out.append(clean)
     return out
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def value_problem(col: Column, v: Any) -> str | None:

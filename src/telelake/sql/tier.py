@@ -28,6 +28,7 @@ from telelake.schema.model import Rollup, Schema, Table
 from telelake.sql import migrations
 from telelake.sql.connection import immediate, read_only
 from telelake.sql.dialect import SQLITE, Dialect
+from telelake.validate import MICROS_PER_UNIT, timestamp_micros
 
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -37,7 +38,6 @@ PRAGMAS = (
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
 STATE_TABLE = "_telelake_rollup_state"  # telelake's own bookkeeping, not part of the schema
 DIRTY_TABLE = "_telelake_rollup_dirty"  # windows of lake-source rollups awaiting a refresh
-_EPOCH_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400 * 10**9}
 
 
 def insert_sql(table: Table, columns: Sequence[str], dialect: Dialect = SQLITE) -> str:
@@ -507,13 +507,12 @@ class SqlTier:
 
     @staticmethod
     def _cutoff(table: Table, now: dt.datetime, days: int) -> int:
+        """`now - days` in the unit of the table's time column (timestamps: epoch µs)."""
         assert table.time is not None
         col = table.column(table.time)
-        unit = col.epoch_unit if col.type.name != "timestamp" else "us"
-        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        per_day = _EPOCH_PER_DAY[unit or "us"]
-        elapsed = now - epoch
-        now_units = (elapsed.days * 86_400 + elapsed.seconds) * per_day // 86_400 + (
-            elapsed.microseconds * per_day // 86_400_000_000
-        )
-        return int(now_units - days * per_day)
+        micros = timestamp_micros(now, None)
+        assert micros is not None
+        cutoff = micros - days * 86_400_000_000
+        unit = "us" if col.type.name == "timestamp" else (col.epoch_unit or "us")
+        per = MICROS_PER_UNIT[unit]
+        return cutoff * 1000 if per is None else cutoff // per  # None: nanoseconds
