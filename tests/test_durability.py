@@ -331,11 +331,11 @@ CRASH_AT = textwrap.dedent(
                 die(f"{suffix} unlinked")
         pathlib.Path.unlink = unlink
     elif point == "mid-append":
-        real_write_all = wal.SegmentWriter._write_all
-        def write_all(self, data):
-            real_write_all(self, data[: len(data) // 2])
+        real_pwrite_all = wal.SegmentWriter._pwrite_all
+        def pwrite_all(self, data, offset):
+            real_pwrite_all(self, data[: len(data) // 2], offset)
             die("record half appended")
-        wal.SegmentWriter._write_all = write_all
+        wal.SegmentWriter._pwrite_all = pwrite_all
     elif point == "before-fdatasync":
         def fdatasync(fd):
             die("record appended, not yet synced")

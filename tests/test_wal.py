@@ -104,8 +104,39 @@ def test_a_flipped_byte_yields_exactly_the_records_before_it(
     assert decoded.problem is not None
 
 
+nonzero_garbage = st.binary(min_size=1, max_size=64).filter(any)  # zeros are free space
+
+
 @FAST
-@given(payload_lists, st.binary(min_size=1, max_size=64))
+@given(payload_lists, st.integers(1, 5000))
+def test_a_zero_tail_is_free_space_not_a_problem(payloads: list[bytes], free: int) -> None:
+    """A live or crashed writer's segment ends in the zeros it preallocated."""
+    buf, _ = encode_all(payloads)
+    decoded = wal.decode_records(buf + bytes(free))
+    assert decoded.payloads == payloads
+    assert decoded.end == len(buf)
+    assert decoded.problem is None
+
+
+@FAST
+@given(payload_lists, st.integers(1, 5000), st.data())
+def test_a_record_torn_into_preallocated_space_is_still_a_problem(
+    payloads: list[bytes], free: int, data: st.DataObject
+) -> None:
+    """A crash mid-write leaves part of the last record, then zeros."""
+    buf, starts = encode_all(payloads)
+    cut = data.draw(st.integers(starts[-1] + 1, len(buf) - 1), label="cut")
+    decoded = wal.decode_records(buf[:cut] + bytes(len(buf) - cut + free))
+    if not any(buf[cut:]):  # the bytes that never arrived were zeros anyway: no loss
+        assert (decoded.payloads, decoded.end, decoded.problem) == (payloads, len(buf), None)
+        return
+    assert decoded.payloads == payloads[:-1]
+    assert decoded.end == starts[-1]
+    assert decoded.problem is not None
+
+
+@FAST
+@given(payload_lists, nonzero_garbage)
 def test_garbage_after_the_records_is_ignored_and_reported(
     payloads: list[bytes], garbage: bytes
 ) -> None:
@@ -160,7 +191,7 @@ sizes_strategy = st.lists(st.integers(1, 30), min_size=1, max_size=6)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=FIXTURE_OK)
-@given(sizes_strategy, st.binary(min_size=1, max_size=200))
+@given(sizes_strategy, st.binary(min_size=1, max_size=200).filter(any))
 def test_segment_with_garbage_tail_reads_every_batch(
     tmp_path: Path, sizes: list[int], garbage: bytes
 ) -> None:
@@ -217,6 +248,26 @@ def test_segment_cache_reading_a_growing_segment_matches_a_full_read(
         complete = [i for i, e in enumerate(ends) if e <= written][-1]  # batches fully written
         assert rows_of(got) == expected_rows(batches[:complete]), written
         assert got.valid_bytes == ends[complete]
+
+
+def test_an_open_segment_is_preallocated_and_reads_cleanly_as_it_grows(tmp_path: Path) -> None:
+    """The owner writes into space reserved ahead; readers see every record, no problem."""
+    path = tmp_path / "live.wal"
+    seg = wal.SegmentWriter(path, SCHEMA, "always")
+    cache = wal.SegmentCache()
+    batches = make_batches([3, 1, 7, 2])
+    try:
+        for i, batch in enumerate(batches):
+            end = seg.append(batch)
+            seg.wait_durable(end)
+            assert path.stat().st_size >= end + wal.PREALLOCATE // 2  # reserved ahead
+            for contents in (cache.read(path), wal.read_segment(path)):
+                assert rows_of(contents) == expected_rows(batches[: i + 1])
+                assert contents.valid_bytes == end
+                assert contents.problem is None
+    finally:
+        seg.close()
+    assert path.stat().st_size == end  # closing gives the reserved space back
 
 
 def test_zero_length_segment_has_no_schema_and_says_its_header_is_torn(tmp_path: Path) -> None:
@@ -322,15 +373,19 @@ def only_segment(root: Path) -> Path:
     return segment
 
 
-def record_starts(segment: Path) -> list[int]:
-    """Offsets of each record after the magic, found by walking the length fields."""
+def record_starts(segment: Path) -> tuple[list[int], int]:
+    """Offsets of each record after the magic, and where the records end.
+
+    Found by walking the length fields; a crashed writer's segment then holds only
+    zeros (the space it had preallocated).
+    """
     data = segment.read_bytes()
     pos, starts = len(wal.MAGIC), []
-    while pos < len(data):
+    while pos < len(data) and data[pos : pos + 4] == wal.RECORD_MAGIC:
         starts.append(pos)
         pos += 12 + int.from_bytes(data[pos + 4 : pos + 8], "little")
-    assert pos == len(data)
-    return starts
+    assert set(data[pos:]) <= {0}
+    return starts, pos
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "flip", "none"])
@@ -341,16 +396,17 @@ def test_new_store_folds_the_complete_records_of_a_torn_segment(
     root = tmp_path / "store"
     shutil.copytree(src, root)
     segment = only_segment(root)
-    starts = record_starts(segment)
+    starts, end = record_starts(segment)
     assert len(starts) == 1 + BATCHES  # the schema record, then one per write
     data = bytearray(segment.read_bytes())
     last = starts[-1]
     if damage == "truncate":
-        data = data[: last + (len(data) - last) // 2]
-    elif damage == "garbage":
-        data += wal.RECORD_MAGIC + b"\xff" * 30
+        data = data[: last + (end - last) // 2]
+    elif damage == "garbage":  # over the free space after the records
+        garbage = wal.RECORD_MAGIC + b"\xff" * 30
+        data[end : end + len(garbage)] = garbage
     elif damage == "flip":
-        data[last + 12 + (len(data) - last - 12) // 2] ^= 0x5A
+        data[last + 12 + (end - last - 12) // 2] ^= 0x5A
     segment.write_bytes(bytes(data))
     kept = BATCHES if damage in ("garbage", "none") else BATCHES - 1
     want = [("crash", s) for s in range(kept * SIZE)]

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from telelake import durable, validate
 from telelake.check import CheckReport, check_store
-from telelake.config import Retention, load_retention
+from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
 from telelake.lake import fold, layout, parquet, retention, wal
@@ -33,6 +33,7 @@ from telelake.lake.wal import FSYNC_POLICIES
 from telelake.log import ndjson, replay
 from telelake.log.replay import ReplayReport
 from telelake.metadata import (
+    METADATA_DIR,
     MetadataDir,
     VersionInfo,
     local_host_id,
@@ -41,6 +42,7 @@ from telelake.metadata import (
     version_key,
 )
 from telelake.query import Engine, Result, bind_params, find_query
+from telelake.redact import policy
 from telelake.rollup import windows
 from telelake.runs import Poster, RunClient
 from telelake.schema.diff import diff_tables, tables_from_text
@@ -102,6 +104,7 @@ class Store:
         self._extras: dict[str, tuple[Column, ...]] = {}
         self._meta = MetadataDir(root)
         old_version = self._open_metadata(migrate)
+        self._redactor = self._open_redaction(create_key=not (self.read_only or plan_only))
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
         has_sql = any(t.tier == "sql" for t in schema.tables.values())
         self._sql = SqlTier(root, schema) if has_sql else None
@@ -142,6 +145,22 @@ class Store:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
                 self._refresh_rollups(self._lake_rollups(t))
+
+    def _open_redaction(self, *, create_key: bool) -> policy.Redactor:
+        """The redaction policies of this store (schema and config.json) and its key."""
+        tables = list(self.schema.tables.values())
+        settings = load_redaction(self.root)
+        try:
+            policies = policy.resolve(tables, settings, str(self.root / CONFIG_NAME))
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        json_columns = frozenset(
+            (t.name, c.name) for t in tables for c in t.columns if c.type.name == "json"
+        )
+        redactor = policy.Redactor(policies, json_columns=json_columns)
+        if redactor.needs_key:
+            redactor.key = policy.load_key(self.root / METADATA_DIR, create=create_key)
+        return redactor
 
     def _export_ddl(self) -> None:
         """Keep `[sql] export_ddl` (e.g. config/schema.sql) equal to the schema's DDL."""
@@ -355,7 +374,9 @@ class Store:
             if key not in data.column_names:
                 fill = pa.repeat(pa.scalar(self._lake.defaults[key], pa.string()), data.num_rows)
                 data = data.append_column(pa.field(key, pa.string(), nullable=False), fill)
-        return data
+        # Redaction happens here, before any tier sees the rows: nothing unredacted is
+        # ever written, not even to a WAL segment or a temp file.
+        return self._redactor.table(t.name, data)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -368,7 +389,9 @@ class Store:
         t = self.table(table)
         if t.tier == "log" and type(rows) is list and all(type(r) is dict for r in rows):
             # One-row log appends are latency-bound: skip the trip through Arrow.
-            clean = validate.plain_rows(t, rows, store=self.schema.name)
+            clean = self._redactor.rows(
+                t.name, validate.plain_rows(t, rows, store=self.schema.name)
+            )
             if self.read_only:
                 raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
             if clean:

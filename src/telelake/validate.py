@@ -15,12 +15,15 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from telelake.errors import ValidationError
+from telelake.redact.patterns import redact_text
+from telelake.redact.policy import default_rules
 from telelake.schema.model import Column, Table
 
 MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}  # None: 1/1000
@@ -100,69 +103,98 @@ def to_arrow(
 SMALL_ROWS = 256  # up to this many dict rows, try the fast path first
 
 
-def _aware(v: Any) -> bool:
-    return type(v) is dt.datetime and v.utcoffset() is not None
-
-
 # Python types accepted as they are, per logical type. A value of exactly such a type
 # converts to the column's Arrow type with no decision left to make; anything else
-# (None aside) sends the batch down the general path, which reports the first bad row.
-_EXACT: dict[str, Any] = {
-    "string": lambda v: type(v) is str,
-    "bool": lambda v: type(v) is bool,
-    "int8": lambda v: type(v) is int,
-    "int16": lambda v: type(v) is int,
-    "int32": lambda v: type(v) is int,
-    "int64": lambda v: type(v) is int,
-    "float64": lambda v: type(v) is float,
-    "timestamp": _aware,
+# sends the batch down the general path, which reports the first bad row.
+_EXACT: dict[str, frozenset[type]] = {
+    "string": frozenset({str}),
+    "bool": frozenset({bool}),
+    "int8": frozenset({int}),
+    "int16": frozenset({int}),
+    "int32": frozenset({int}),
+    "int64": frozenset({int}),
+    "float64": frozenset({float}),
+    "timestamp": frozenset({dt.datetime}),  # and aware: checked value by value
 }
+_NONE = frozenset({type(None)})
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """How dict rows with one set of keys convert: checks per column, one struct type."""
+
+    checks: tuple[tuple[str, frozenset[type], frozenset[Any] | None, bool], ...]
+    struct: pa.StructType
+
+
+_PLANS: dict[tuple[int, tuple[str, ...]], tuple[Table, _RowPlan | None]] = {}
+_MAX_PLANS = 256
+
+
+def _row_plan(table: Table, keys: tuple[str, ...], extra: Sequence[Column]) -> _RowPlan | None:
+    """The plan for rows with exactly `keys` (cached per table); None if no fast path."""
+    cache_key = (id(table), keys)
+    hit = _PLANS.get(cache_key)
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    plan = _make_plan(table, keys, extra)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[cache_key] = (table, plan)
+    return plan
+
+
+def _make_plan(table: Table, keys: tuple[str, ...], extra: Sequence[Column]) -> _RowPlan | None:
+    present = set(keys)
+    if len(present) != len(keys):
+        return None
+    columns = [*table.columns, *(c for c in extra if c.name in present)]
+    if not present <= {c.name for c in columns}:
+        return None
+    checks = []
+    for col in columns:
+        if col.name not in present:
+            if not col.nullable:
+                return None
+            continue  # a missing nullable column: the struct conversion fills nulls
+        exact = _EXACT.get(col.type.name)
+        if exact is None:
+            return None
+        allowed = exact | _NONE if col.nullable else exact
+        enum = frozenset(col.enum) if col.enum is not None else None
+        checks.append((col.name, allowed, enum, col.type.name == "timestamp"))
+    return _RowPlan(tuple(checks), pa.struct([c.arrow_field for c in columns]))
 
 
 def _exact_rows(table: Table, rows: list[Any], extra: Sequence[Column]) -> pa.Table | None:
     """Convert a few exactly-typed dict rows without inference; None if any doubt.
 
-    A write of a handful of rows is dominated by fixed costs of Arrow's inference and
-    casts; here each column is one typed `pa.array` call. Integers out of range make
-    that call fail, so they also take the general path.
+    A write of a handful of rows is dominated by fixed costs: here the types are checked
+    a column at a time with sets, and one struct conversion builds every column in C++
+    (a plan per key set is cached). Integers out of range make that conversion fail, so
+    they also take the general path.
     """
-    if not rows or any(type(r) is not dict for r in rows):
+    if not rows or type(rows[0]) is not dict:
         return None
-    keys = rows[0].keys()
-    if any(r.keys() != keys for r in rows):
+    first = rows[0]
+    keys = first.keys()
+    if not all(type(r) is dict and r.keys() == keys for r in rows):
         return None
-    columns = (*table.columns, *extra)
-    if not keys <= {c.name for c in columns}:
+    plan = _row_plan(table, tuple(first), extra)
+    if plan is None:
         return None
-    arrays: list[pa.Array] = []
-    fields: list[pa.Field] = []
-    for col in columns:
-        if col.name not in keys:
-            if col in extra:
-                continue
-            if not col.nullable:
-                return None
-            arrays.append(pa.nulls(len(rows), col.type.arrow))
-            fields.append(col.arrow_field)
-            continue
-        exact = _EXACT.get(col.type.name)
-        if exact is None:
+    for name, allowed, enum, timestamp in plan.checks:
+        values = [r[name] for r in rows]
+        if not set(map(type, values)) <= allowed:
             return None
-        values = [r[col.name] for r in rows]
-        for v in values:
-            if v is None:
-                if not col.nullable:
-                    return None
-            elif not exact(v):
-                return None
-        if col.enum is not None and not all(v is None or v in col.enum for v in values):
+        if enum is not None and not {v for v in values if v is not None} <= enum:
             return None
-        try:
-            arrays.append(pa.array(values, type=col.type.arrow))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        if timestamp and not all(v is None or v.utcoffset() is not None for v in values):
             return None
-        fields.append(col.arrow_field)
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    try:
+        return pa.Table.from_struct_array(pa.array(rows, type=plan.struct))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
 
 
 class _Context:
@@ -184,6 +216,7 @@ class _Context:
         if row is not None:
             parts.append(f"row {row}")
         where = ", ".join(p for p in parts if p)
+        reason = redact_text(reason, list(default_rules()))[0]  # never echo a secret
         return ValidationError(
             f"{where}: {reason}; nothing was written",
             store=self.store or None,
@@ -663,7 +696,8 @@ def value_problem(col: Column, v: Any) -> str | None:
     else:  # pragma: no cover - every logical type is handled above
         ok = False
     if not ok:
-        return f"expected {kind}, got {got} {_short(v)}"
+        shown = "(value withheld: the column is redacted)" if col.redact else _short(v)
+        return f"expected {kind}, got {got} {shown}"
     if col.enum is not None and v not in col.enum:
         return f"{v!r} is not one of {list(col.enum)}"
     return None

@@ -16,6 +16,7 @@ from typing import Any
 
 from telelake.durations import parse_age
 from telelake.errors import SchemaError
+from telelake.redact.policy import JSON_KINDS, parse_policy
 from telelake.schema import types
 from telelake.schema.model import (
     EPOCH_UNITS,
@@ -97,6 +98,7 @@ _COLUMN_KEYS = {
     "references",
     "on_delete",
     "autoincrement",
+    "redact",
 }
 _SQL_COLUMN_KEYS = {"references", "on_delete", "autoincrement"}
 _PARTITION_KEYS = {"time", "keys"}
@@ -317,6 +319,16 @@ def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
         raise SchemaError(f"{where}: autoincrement must be true or false")
     if autoincrement and ltype.name != "int64":
         raise SchemaError(f"{where}: autoincrement needs an int64 column")
+    redact = None
+    if "redact" in raw:
+        if ltype.name not in ("string", "json"):
+            raise SchemaError(f"{where}: redact applies to string and json columns only")
+        try:
+            redact = parse_policy(raw["redact"])
+        except ValueError as exc:
+            raise SchemaError(f"{where}: {exc}") from None
+        if ltype.name == "json" and redact.kind not in JSON_KINDS:
+            raise SchemaError(f"{where}: a json column takes redact = {' or '.join(JSON_KINDS)}")
     return Column(
         name=name,
         type=ltype,
@@ -327,6 +339,7 @@ def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
         references=references,
         on_delete=on_delete,
         autoincrement=autoincrement,
+        redact=redact,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from telelake.redact.policy import Policy
 from telelake.schema.types import LogicalType
 
 TIERS = ("lake", "sql", "log")
@@ -39,6 +40,8 @@ class Column:
     on_delete: str | None = None
     # sql tier only: an INTEGER PRIMARY KEY AUTOINCREMENT that the database assigns.
     autoincrement: bool = False
+    # How the value is redacted before it is stored (string and json columns only).
+    redact: Policy | None = None
 
     @cached_property
     def arrow_field(self) -> pa.Field:

@@ -1,0 +1,266 @@
+"""Column redaction policies, and the store-wide settings that decide which apply.
+
+A policy is declared per column in the schema (``redact = "pattern"``) and may be
+overridden per store (``config.json``). Every policy works on an Arrow string array, so
+the lake, sql and log tiers all redact through :func:`apply` (the log tier's one-row fast
+path wraps its values in a tiny array rather than keeping a second implementation):
+
+- ``hash``: the value becomes ``[REDACTED:hash:<12 hex>]``, an HMAC-SHA256 keyed with the
+  store's secret key: equal values give equal markers within a store (joins and
+  group-bys still work), and short values cannot be recovered by hashing guesses.
+- ``pattern``: secret-looking substrings become ``[REDACTED:pattern:<rule>]`` (the rules
+  of :mod:`telelake.redact.patterns`), the rest of the text stays.
+- ``truncate:N``: a path keeps its first N components, then ``/…``.
+- ``normalize``: a path's home directory becomes ``~`` and dotted version numbers
+  ``<v>`` (``/home/ann/.pyenv/versions/3.11.7/bin/python3.11`` →
+  ``~/.pyenv/versions/<v>/bin/python<v>``).
+- ``drop``: the value is not kept at all (null).
+
+A ``json`` column takes ``pattern`` or ``drop``: the pattern rules then apply to every
+string inside the document (keys and values), which is parsed and written back only
+when something was redacted, so a redacted document is still valid JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from telelake import durable
+from telelake.redact.patterns import Rule, hash_marker, load_rules, redact_array, redact_text
+
+if TYPE_CHECKING:  # the schema model imports Policy from here
+    from telelake.config import Redaction
+    from telelake.schema.model import Table
+
+KINDS = ("hash", "pattern", "truncate", "normalize", "drop")
+JSON_KINDS = ("pattern", "drop")  # the policies that keep a json column valid JSON
+OFF = "off"  # a store setting: this column is stored as written
+KEY_NAME = "redaction.key"
+KEY_BYTES = 32
+TRUNCATED = "/…"
+HASHED = re.compile(r"\[REDACTED:hash:[0-9a-f]{12}\]")
+VERSION = "<v>"
+# RE2 patterns (pyarrow.compute), applied in this order by `normalize`.
+_HOME = (r"^/(?:home|Users)/[^/]+(/|$)", r"~\1")
+_ROOT_HOME = (r"^/root(/|$)", r"~\1")
+_VERSIONS = (r"[0-9]+(?:\.[0-9]+)+", VERSION)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How one column is redacted."""
+
+    kind: str
+    keep: int = 0  # truncate: path components kept
+
+    def __str__(self) -> str:
+        return f"truncate:{self.keep}" if self.kind == "truncate" else self.kind
+
+
+def parse_policy(text: object) -> Policy:
+    """``"hash"``, ``"pattern"``, ``"truncate:N"``, ``"normalize"`` or ``"drop"``.
+
+    Raises ValueError with a message that lists what is allowed.
+    """
+    allowed = 'one of "hash", "pattern", "truncate:N" (N >= 1), "normalize", "drop"'
+    if not isinstance(text, str):
+        raise ValueError(f"redact must be {allowed}")
+    kind, _, arg = text.partition(":")
+    if kind == "truncate":
+        if not arg.isdigit() or int(arg) < 1:
+            raise ValueError(f'redact = "truncate:N" needs a whole number N >= 1, not {text!r}')
+        return Policy("truncate", int(arg))
+    if kind not in KINDS or arg:
+        raise ValueError(f"redact must be {allowed}, not {text!r}")
+    return Policy(kind)
+
+
+@functools.cache
+def default_rules() -> tuple[Rule, ...]:
+    """The packaged secret-pattern rules (loaded and checked once per process)."""
+    return tuple(load_rules())
+
+
+def apply(policy: Policy, arr: pa.Array, key: bytes) -> pa.Array:
+    """Redact a string array by `policy`; nulls stay null, the type stays string."""
+    if policy.kind == "drop":
+        return pa.nulls(len(arr), arr.type)
+    if policy.kind == "pattern":
+        return redact_array(arr, list(default_rules()))
+    if policy.kind == "hash":
+        encoded = arr.dictionary_encode()  # one HMAC per distinct value
+        # A value that already is a marker stays (replaying a redacted log is idempotent).
+        markers = [
+            v if HASHED.fullmatch(v) else hash_marker(v, key)
+            for v in encoded.dictionary.to_pylist()
+        ]
+        return pc.take(pa.array(markers, arr.type), encoded.indices)
+    if policy.kind == "truncate":
+        keep = policy.keep - 1
+        pattern = rf"^(/?[^/]+(?:/[^/]+){{{keep}}})/.+$"
+        return pc.replace_substring_regex(arr, pattern, r"\1" + TRUNCATED)
+    if policy.kind == "normalize":
+        for pattern, replacement in (_HOME, _ROOT_HOME, _VERSIONS):
+            arr = pc.replace_substring_regex(arr, pattern, replacement)
+        return arr
+    raise ValueError(f"unknown redaction policy {policy}")  # pragma: no cover
+
+
+def apply_values(
+    policy: Policy, values: list[str | None], key: bytes, *, is_json: bool = False
+) -> list[str | None]:
+    """:func:`apply` (or :func:`redact_json`) for a list of Python values."""
+    if is_json:
+        return [None if v is None or policy.kind == "drop" else redact_json(v) for v in values]
+    out: list[str | None] = apply(policy, pa.array(values, pa.string()), key).to_pylist()
+    return out
+
+
+def redact_json(text: str) -> str:
+    """A JSON document with the pattern rules applied to every string in it."""
+    rules = list(default_rules())
+    changed = False
+
+    def walk(node: Any) -> Any:
+        nonlocal changed
+        if isinstance(node, str):
+            clean, fired = redact_text(node, rules)
+            changed = changed or bool(fired)
+            return clean
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            return {walk(k): walk(v) for k, v in node.items()}
+        return node
+
+    try:
+        doc = walk(json.loads(text))
+    except ValueError:  # not JSON after all (the column was declared json): treat as text
+        return redact_text(text, rules)[0]
+    return json.dumps(doc, ensure_ascii=False) if changed else text
+
+
+def load_key(metadata_dir: Path, *, create: bool) -> bytes:
+    """The store's secret hashing key, made (random, mode 0600, fsynced) on first need.
+
+    Kept in ``_metadata/`` beside the store's other metadata; backups of the database
+    and exports never include it, so their hash markers cannot be brute-forced either.
+    """
+    path = metadata_dir / KEY_NAME
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        if not create:
+            return b""
+        durable.ensure_dir(metadata_dir)
+        key = secrets.token_bytes(KEY_BYTES)
+        tmp = durable.temp_path_for(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # never replaces a key another process made meanwhile
+        except FileExistsError:
+            key = path.read_bytes()
+        finally:
+            tmp.unlink()
+        durable.fsync_dir(metadata_dir)
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{path}: a redaction key is {KEY_BYTES} bytes, this one {len(key)}")
+    return key
+
+
+def resolve(
+    tables: Iterable[Table], settings: Redaction, where: str
+) -> dict[str, dict[str, Policy]]:
+    """Each table's column policies: the schema's, with a store's settings applied.
+
+    Raises ValueError naming `where` (the config file) for an unknown table or column,
+    a column that is not text, or a policy that does not parse.
+    """
+    out = {t.name: {c.name: c.redact for c in t.columns if c.redact} for t in tables}
+    by_name = {t.name: t for t in tables}
+    for target, text in settings.columns.items():
+        table_name, _, column_name = target.partition(".")
+        table = by_name.get(table_name)
+        column = next((c for c in table.columns if c.name == column_name), None) if table else None
+        at = f"{where}: telemetry_redaction.columns[{target!r}]"
+        if column is None:
+            raise ValueError(f'{at}: no such column (write "table.column")')
+        if column.type.name not in ("string", "json"):
+            raise ValueError(f"{at}: only string and json columns can be redacted")
+        if text == OFF:
+            out[table_name].pop(column_name, None)
+            continue
+        try:
+            chosen = parse_policy(text)
+        except ValueError as exc:
+            raise ValueError(f'{at}: {exc} (or "off")') from None
+        if column.type.name == "json" and chosen.kind not in JSON_KINDS:
+            raise ValueError(f"{at}: a json column takes {' or '.join(JSON_KINDS)}")
+        out[table_name][column_name] = chosen
+    if not settings.enabled:
+        return {}
+    return {name: cols for name, cols in out.items() if cols}
+
+
+@dataclass
+class Redactor:
+    """The policies of one store and its key: applied to every write, on every tier."""
+
+    policies: dict[str, dict[str, Policy]] = field(default_factory=dict)
+    key: bytes = b""
+    json_columns: frozenset[tuple[str, str]] = frozenset()  # (table, column) of json type
+
+    @property
+    def needs_key(self) -> bool:
+        """True if some column is hashed (the store's key must exist)."""
+        return any(p.kind == "hash" for cols in self.policies.values() for p in cols.values())
+
+    def columns(self, table: str) -> dict[str, Policy]:
+        """The redacted columns of `table` and their policies."""
+        return self.policies.get(table, {})
+
+    def table(self, table: str, data: pa.Table) -> pa.Table:
+        """`data` with the redacted columns of `table` redacted."""
+        for name, policy in self.columns(table).items():
+            index = data.schema.get_field_index(name)
+            if index < 0:
+                continue
+            column = data.column(index)
+            if (table, name) in self.json_columns:
+                values = apply_values(policy, column.to_pylist(), self.key, is_json=True)
+                chunks = [pa.array(values, column.type)]
+            else:
+                chunks = [apply(policy, chunk, self.key) for chunk in column.chunks]
+            data = data.set_column(
+                index, data.schema.field(index), pa.chunked_array(chunks, column.type)
+            )
+        return data
+
+    def rows(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Plain dict rows (the log tier's fast path) with the columns of `table` redacted."""
+        policies = self.columns(table)
+        if not policies:
+            return rows
+        out = [dict(r) for r in rows]
+        for name, policy in policies.items():
+            is_json = (table, name) in self.json_columns
+            values = apply_values(policy, [r.get(name) for r in out], self.key, is_json=is_json)
+            for row, value in zip(out, values, strict=True):
+                row[name] = value
+        return out
