@@ -491,8 +491,8 @@ def _sample(
         "cmd": cmd,
         "cmdline": m(cmdline),
         "cmdline_hash": m(cmdline_hash),
-        "exe": m(f"/usr/bin/{cmd}"),
-        "cwd": m(f"/home/dev/project{r.randint(0, 5)}"),
+        "exe": m(f"/opt/{cmd}/1.{len(cmd)}.0/bin/{cmd}"),  # normalized: /opt/x/<v>/bin/x
+        "cwd": m(f"/home/dev/project{r.randint(0, 5)}/src"),  # truncated to 3 components
         "tty": tty,
         "state": state,
         "utime_ticks": r.randint(0, 10**7),

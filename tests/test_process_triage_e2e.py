@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 import datagen
+import redaction_oracle
 import telelake
 from conftest import TEST_HOST_ID
 from datagen import HOST_PARTITIONED, SPEC_COLUMNS, TABLES, TIME_COLUMN, f32
@@ -101,6 +102,55 @@ def data() -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
+# Spec 000 §9.1: the columns process_triage redacts, and how.
+SPEC_REDACTION = {
+    "runs": {"hostname": "hash", "username": "hash"},
+    "proc_samples": {"cmdline": "pattern", "exe": "normalize", "cwd": "truncate:3"},
+}
+
+
+@pytest.fixture(scope="module")
+def stored(
+    data: dict[str, list[dict[str, Any]]], lake: telelake.Store
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows as the store must hold them: redacted by the oracle, with the store's key."""
+    key = redaction_oracle.store_key(lake.root)
+    out = dict(data)
+    for table, policies in SPEC_REDACTION.items():
+        out[table] = [
+            {**r, **{c: redaction_oracle.expected(p, r[c], key) for c, p in policies.items()}}
+            for r in data[table]
+        ]
+    return out
+
+
+def test_the_schema_redacts_the_columns_of_spec_section_9_1(lake: telelake.Store) -> None:
+    declared = {
+        t.name: {c.name: str(c.redact) for c in t.columns if c.redact}
+        for t in lake.schema.tables.values()
+    }
+    assert {t: cols for t, cols in declared.items() if cols} == SPEC_REDACTION
+
+
+def test_redaction_changed_something_in_the_generated_data(
+    data: dict[str, list[dict[str, Any]]], stored: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Guards the row comparisons below from comparing unredacted data with itself.
+
+    (Generated command lines hold no secrets: that policy is exercised in
+    test_redaction.py.)
+    """
+    for table, column in (
+        ("runs", "hostname"),
+        ("runs", "username"),
+        ("proc_samples", "cwd"),
+        ("proc_samples", "exe"),
+    ):
+        before = [r[column] for r in data[table]]
+        after = [r[column] for r in stored[table]]
+        assert before != after, (table, column)
+
+
 @pytest.fixture(scope="module")
 def lake(
     data: dict[str, list[dict[str, Any]]], tmp_path_factory: pytest.TempPathFactory
@@ -138,15 +188,15 @@ def lake(
 
 @pytest.mark.parametrize("table", TABLES)
 def test_every_row_reads_back_equal(
-    lake: telelake.Store, data: dict[str, list[dict[str, Any]]], table: str
+    lake: telelake.Store, stored: dict[str, list[dict[str, Any]]], table: str
 ) -> None:
     names = [n for n, _, _ in SPEC_COLUMNS[table]]
     if table not in ("runs", "audit"):
         names.append("host_id")
     got = lake.sql(f"SELECT {', '.join(names)} FROM {table}").to_pylist()
     got_rows = Counter(norm_row(table, r) for r in got)
-    expected = Counter(norm_row(table, r) for r in data[table])
-    assert len(got) == len(data[table])
+    expected = Counter(norm_row(table, r) for r in stored[table])
+    assert len(got) == len(stored[table])
     assert got_rows == expected
 
 
@@ -336,9 +386,9 @@ def test_session_summary_unknown_session_is_empty(lake: telelake.Store) -> None:
 
 @pytest.mark.parametrize("n", [0, 1, 5, 24, 100])
 def test_recent_sessions(
-    lake: telelake.Store, data: dict[str, list[dict[str, Any]]], n: int
+    lake: telelake.Store, stored: dict[str, list[dict[str, Any]]], n: int
 ) -> None:
-    ordered = sorted(data["runs"], key=lambda r: micros(r["started_at"]), reverse=True)
+    ordered = sorted(stored["runs"], key=lambda r: micros(r["started_at"]), reverse=True)
     expected = [norm_row("runs", r) for r in ordered[:n]]
     names = ", ".join(datagen.spec_column_names("runs"))
     got = lake.sql(f"SELECT {names} FROM recent_sessions({n})").to_pylist()

@@ -49,7 +49,7 @@ OFF = "off"  # a store setting: this column is stored as written
 KEY_NAME = "redaction.key"
 KEY_BYTES = 32
 TRUNCATED = "/…"
-HASHED = re.compile(r"\[REDACTED:hash:[0-9a-f]{12}\]")
+HASHED = re.compile(r"\[REDACTED:hash:[0-9a-f]{6,64}\]")
 VERSION = "<v>"
 # RE2 patterns (pyarrow.compute), applied in this order by `normalize`.
 _HOME = (r"^/(?:home|Users)/[^/]+(/|$)", r"~\1")

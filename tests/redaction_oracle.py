@@ -1,0 +1,76 @@
+"""What a redacted value must look like, computed independently of telelake.redact.policy.
+
+Plain Python (hmac, re, str.split) per value; the store does the same with Arrow compute
+kernels over whole columns. Only the secret-pattern rules are shared: their Python engine
+(`redact_text`) stands in here, while the store runs the RE2 engine (`redact_array`);
+the two are proven equal rule by rule in test_redact_patterns.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from telelake.redact.patterns import load_rules, redact_text
+
+RULES = load_rules()
+HASH_MARKER = re.compile(r"\[REDACTED:hash:[0-9a-f]{6,64}\]")
+
+
+def store_key(root: Path) -> bytes:
+    return (root / "_metadata" / "redaction.key").read_bytes()
+
+
+def expected(policy: str, value: Any, key: bytes, *, is_json: bool = False) -> Any:
+    """The stored form of `value` under `policy` ("hash", "pattern", "truncate:N", ...)."""
+    if value is None or policy == "drop":
+        return None
+    if is_json:
+        return _json(value)
+    if policy == "hash":
+        if HASH_MARKER.fullmatch(value):
+            return value
+        return "[REDACTED:hash:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12] + "]"
+    if policy == "pattern":
+        return redact_text(value, RULES)[0]
+    if policy.startswith("truncate:"):
+        keep = int(policy.split(":")[1])
+        lead = "/" if value.startswith("/") else ""
+        parts = value[len(lead) :].split("/")
+        if len(parts) <= keep or "" in parts[:keep] or not "/".join(parts[keep:]):
+            return value
+        return lead + "/".join(parts[:keep]) + "/…"
+    if policy == "normalize":
+        for home in ("/home/", "/Users/"):
+            if value.startswith(home):
+                rest = value[len(home) :]
+                user, sep, tail = rest.partition("/")
+                if user:
+                    value = "~" + sep + tail
+        if value == "/root" or value.startswith("/root/"):
+            value = "~" + value[len("/root") :]
+        return re.sub(r"[0-9]+(?:\.[0-9]+)+", "<v>", value)
+    raise ValueError(policy)
+
+
+def _json(text: str) -> str:
+    changed = False
+
+    def walk(node: Any) -> Any:
+        nonlocal changed
+        if isinstance(node, str):
+            clean = redact_text(node, RULES)[0]
+            changed = changed or clean != node
+            return clean
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            return {walk(k): walk(v) for k, v in node.items()}
+        return node
+
+    doc = walk(json.loads(text))
+    return json.dumps(doc, ensure_ascii=False) if changed else text
