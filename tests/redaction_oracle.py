@@ -34,7 +34,9 @@ def expected(policy: str, value: Any, key: bytes, *, is_json: bool = False) -> A
     if policy == "hash":
         if HASH_MARKER.fullmatch(value):
             return value
-        return "[REDACTED:hash:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12] + "]"
+        return (
+            "[REDACTED:hash:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12] + "]"
+        )
     if policy == "pattern":
         return redact_text(value, RULES)[0]
     if policy.startswith("truncate:"):
@@ -69,7 +71,17 @@ def _json(text: str) -> str:
         if isinstance(node, list):
             return [walk(v) for v in node]
         if isinstance(node, dict):
-            return {walk(k): walk(v) for k, v in node.items()}
+            out = {}
+            for k, v in node.items():
+                key, value = walk(k), walk(v)
+                if isinstance(value, str):
+                    pair = json.dumps({key: value}, ensure_ascii=False)
+                    clean, fired = redact_text(pair, RULES)
+                    if fired:
+                        changed = True
+                        value = json.loads(clean)[key]
+                out[key] = value
+            return out
         return node
 
     doc = walk(json.loads(text))

@@ -377,6 +377,50 @@ def retention(
     console.print(f"{verb} {rows} rows in {parts} partition(s), {size:,} bytes")
 
 
+redact_app = typer.Typer(help="Redaction: check that no secret reached disk.", no_args_is_help=True)
+app.add_typer(redact_app, name="redact")
+
+
+@redact_app.command("scan")
+def redact_scan(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="ROOT", help="Folder to scan [default: the store root, as --root would give]"
+        ),
+    ] = None,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+    quiet: QuietOpt = False,
+) -> None:
+    """Read every file under a store (Parquet, WAL, NDJSON, SQLite, exports, backups) and
+    report each string the secret-pattern rules would redact; exit 1 if any is found.
+
+    Findings name the file, the place in it (column and row, or byte offset) and the
+    rules, never the text itself.
+    """
+    from telelake.redact import scan as scanner
+    from telelake.schema.load import load_schema
+    from telelake.store import default_root
+
+    target = path or root or default_root(load_schema(schema).name)
+    target = target.expanduser().resolve()
+    if not target.is_dir():
+        _fail(f"{target} is not a folder")
+    files = scanner.files_under(target)
+    with _progress(quiet) as progress:
+        task = progress.add_task("scanning", total=len(files))
+        report = scanner.scan(target, on_file=lambda _: progress.advance(task))
+    for finding in report.findings:
+        console.print(escape(str(finding)), highlight=False, soft_wrap=True)
+    summary = f"{report.files} file(s), {report.strings:,} string(s) scanned under {target}"
+    if report.clean:
+        console.print(f"{summary}: nothing secret-looking found")
+        return
+    _say_error(f"{summary}: {len(report.findings)} secret-looking string(s) found")
+    raise typer.Exit(1)
+
+
 migrate_app = typer.Typer(
     help="Bring a store to its schema's version: SQL migrations and lake rewrites.",
     no_args_is_help=True,

@@ -98,7 +98,8 @@ class RunClient:
         """Post a finished run and record the outcome; returns the updated record."""
         if self.poster is None:
             return record
-        posted, failures = self.poster.post(record)
+        # What leaves the machine is what the store keeps: the redacted record.
+        posted, failures = self.poster.post(self.store.redacted("agent_runs", [record])[0])
         updated = {
             **record,
             "api_posted": int(posted),

@@ -194,7 +194,8 @@ class Store:
         if (
             info is None
             and self.root.exists()
-            and any(p for p in self.root.iterdir() if not p.name.startswith("."))
+            # A config.json may come first: it can say how the first rows are redacted.
+            and any(p.name[0] != "." and p.name != CONFIG_NAME for p in self.root.iterdir())
         ) and not (self.root / "_metadata").exists():
             raise StoreError(f"{self.root} is not empty and is not a telelake store")
         stored = self._meta.version_info()
@@ -377,6 +378,13 @@ class Store:
         # Redaction happens here, before any tier sees the rows: nothing unredacted is
         # ever written, not even to a WAL segment or a temp file.
         return self._redactor.table(t.name, data)
+
+    def redacted(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Dict rows as this store would keep them: the table's redaction policies applied.
+
+        For data that leaves by another way than the store (an HTTP post, a log line).
+        """
+        return self._redactor.rows(self.table(table).name, rows)
 
     # -- writing ------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ path wraps its values in a tiny array rather than keeping a second implementatio
 - ``drop``: the value is not kept at all (null).
 
 A ``json`` column takes ``pattern`` or ``drop``: the pattern rules then apply to every
-string inside the document (keys and values), which is parsed and written back only
-when something was redacted, so a redacted document is still valid JSON.
+string inside the document (keys and values, and each ``"key": "value"`` pair, for rules
+that look at the key), which is parsed and written back only when something was
+redacted, so a redacted document is still valid JSON.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from telelake import durable
-from telelake.redact.patterns import Rule, hash_marker, load_rules, redact_array, redact_text
+from telelake.redact.patterns import (
+    Rule,
+    hash_marker,
+    load_rules,
+    pattern_marker,
+    redact_array,
+    redact_text,
+)
 
 if TYPE_CHECKING:  # the schema model imports Policy from here
     from telelake.config import Redaction
@@ -141,8 +149,29 @@ def redact_json(text: str) -> str:
         if isinstance(node, list):
             return [walk(v) for v in node]
         if isinstance(node, dict):
-            return {walk(k): walk(v) for k, v in node.items()}
+            out = {}
+            for k, v in node.items():
+                key, value = walk(k), walk(v)
+                if isinstance(value, str):  # rules that need the key: {"token": "..."}
+                    value = keyed(key, value)
+                out[key] = value
+            return out
         return node
+
+    def keyed(key: str, value: str) -> str:
+        nonlocal changed
+        pair = json.dumps({key: value}, ensure_ascii=False)
+        clean, fired = redact_text(pair, rules)
+        if not fired:
+            return value
+        changed = True
+        try:
+            back = json.loads(clean)
+        except ValueError:
+            back = None
+        if isinstance(back, dict) and list(back) == [key] and isinstance(back[key], str):
+            return str(back[key])
+        return pattern_marker(fired[0])
 
     try:
         doc = walk(json.loads(text))
