@@ -60,8 +60,7 @@ TRUNCATED = "/…"
 HASHED = re.compile(r"\[REDACTED:hash:[0-9a-f]{6,64}\]")
 VERSION = "<v>"
 # RE2 patterns (pyarrow.compute), applied in this order by `normalize`.
-_HOME = (r"^/(?:home|Users)/[^/]+(/|$)", r"~\1")
-_ROOT_HOME = (r"^/root(/|$)", r"~\1")
+_HOME = (r"^/(?:(?:home|Users)/[^/]+|root)(/|$)", r"~\1")  # /home/ann, /Users/ann, /root
 _VERSIONS = (r"[0-9]+(?:\.[0-9]+)+", VERSION)
 
 
@@ -101,25 +100,34 @@ def default_rules() -> tuple[Rule, ...]:
 
 
 def apply(policy: Policy, arr: pa.Array, key: bytes) -> pa.Array:
-    """Redact a string array by `policy`; nulls stay null, the type stays string."""
+    """Redact a string array by `policy`; nulls stay null, the type stays string.
+
+    Telemetry repeats itself (the same process sampled every second has the same
+    command line, exe and cwd), so each distinct value is redacted once.
+    """
     if policy.kind == "drop":
         return pa.nulls(len(arr), arr.type)
+    encoded = arr.dictionary_encode()
+    if 2 * len(encoded.dictionary) > len(arr):  # mostly distinct: nothing to gain
+        return _apply(policy, arr, key)
+    return pc.take(_apply(policy, encoded.dictionary, key), encoded.indices)
+
+
+def _apply(policy: Policy, arr: pa.Array, key: bytes) -> pa.Array:
     if policy.kind == "pattern":
         return redact_array(arr, list(default_rules()))
     if policy.kind == "hash":
-        encoded = arr.dictionary_encode()  # one HMAC per distinct value
         # A value that already is a marker stays (replaying a redacted log is idempotent).
         markers = [
-            v if HASHED.fullmatch(v) else hash_marker(v, key)
-            for v in encoded.dictionary.to_pylist()
+            v if v is None or HASHED.fullmatch(v) else hash_marker(v, key) for v in arr.to_pylist()
         ]
-        return pc.take(pa.array(markers, arr.type), encoded.indices)
+        return pa.array(markers, arr.type)
     if policy.kind == "truncate":
         keep = policy.keep - 1
         pattern = rf"^(/?[^/]+(?:/[^/]+){{{keep}}})/.+$"
         return pc.replace_substring_regex(arr, pattern, r"\1" + TRUNCATED)
     if policy.kind == "normalize":
-        for pattern, replacement in (_HOME, _ROOT_HOME, _VERSIONS):
+        for pattern, replacement in (_HOME, _VERSIONS):
             arr = pc.replace_substring_regex(arr, pattern, replacement)
         return arr
     raise ValueError(f"unknown redaction policy {policy}")  # pragma: no cover
