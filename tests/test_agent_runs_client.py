@@ -170,3 +170,17 @@ def test_threads_of_one_store_append_whole_lines(tmp_path: Path) -> None:
     for i in range(4):
         mine = [json.loads(e["payload_json"])["n"] for e in events if e["run_id"] == f"r{i}"]
         assert mine == list(range(50))
+
+
+def test_what_is_posted_is_the_redacted_record(tmp_path: Path, api: Api) -> None:
+    token = "ghp_" + "A1b2C3d4E5" * 4  # a GitHub token shape
+    with telelake.open(tmp_path / "s", schema="agent_runs") as store:
+        run = store.run_client(api.url, backoff=0.01).start_run(
+            "indexer", run_id="r1", git_repo=f"https://x:{token}@github.com/o/r.git"
+        )
+        run.end("failure", error_summary=f"push failed with GH_TOKEN={token}")
+    (posted,) = api.received
+    assert token not in json.dumps(posted)
+    assert "[REDACTED:pattern:" in posted["git_repo"]
+    assert "[REDACTED:pattern:" in posted["error_summary"]
+    assert db_row(tmp_path / "s", "r1")["error_summary"] == posted["error_summary"]
