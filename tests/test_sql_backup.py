@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import subprocess
@@ -269,3 +270,45 @@ def test_retention_keeps_the_newest_backups(tmp_path: Path) -> None:
     assert sorted(out.iterdir()) == sorted([old.path, other])
     with pytest.raises(StoreError, match="at least 1"):
         backup_database(db, out, stem="telemetry", now=NOW, keep=0)
+
+
+KILLED_MID_BACKUP = """
+import os, signal, sys
+from pathlib import Path
+from telelake.sql import backup
+backup.STEP_PAGES = 2
+def die(copied, total):
+    if copied >= 4:
+        print("copying", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+backup.backup_database(Path(sys.argv[1]), Path(sys.argv[2]), stem="ops", on_progress=die)
+"""
+
+
+def test_a_killed_backup_leaves_only_a_hidden_temp_file_that_the_next_one_removes(
+    tmp_path: Path,
+) -> None:
+    db = ops_store(tmp_path / "store", events=2000)
+    to = tmp_path / "b"
+    out = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_BACKUP, str(db), str(to)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == -9 and "copying" in out.stdout, out.stderr
+    left = sorted(to.glob(".ops.backup.*.partial"))
+    assert len(left) == 1  # half a copy, hidden (its pages may sit in its -wal file)
+    assert sum(p.stat().st_size for p in to.glob(".ops.backup.*")) > 0
+    assert backup_files(to) == [] and list_backups(to, "ops") == []
+    # A backup running now in another process (it holds its lock) is left alone.
+    running = to / ".ops.backup.feedbeef.partial"
+    fd = backup._locked_new(running)
+    try:
+        report = backup_database(db, to, stem="ops", now=NOW)
+        assert report.stale_removed == left
+        assert not left[0].exists() and running.exists()
+        assert sorted(to.glob(".ops.backup.*")) == [running]
+        assert list_backups(to, "ops") == [report.path]
+        assert table_contents(report.path) == table_contents(db)
+    finally:
+        os.close(fd)
+    assert backup.remove_stale_partials(to, "ops") == [running]  # its owner is gone now

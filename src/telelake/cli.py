@@ -563,6 +563,8 @@ def backup(
     )
     for old in report.removed:
         console.print(f"removed old backup {old}")
+    for stale in report.stale_removed:
+        console.print(f"removed {stale}, left by a backup that did not finish")
 
 
 @app.command()

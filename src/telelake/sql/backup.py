@@ -4,7 +4,9 @@ A backup is made with SQLite's online backup API, which is safe while other proc
 write (copying the file would not be: sqlite.org/howtocorrupt.html). The steps:
 
 1. `PRAGMA quick_check` on the source; a problem stops the backup before anything is written.
-2. The copy goes to a hidden temp file in the backup directory, page by page.
+2. The copy goes to a hidden temp file in the backup directory, page by page. The
+   backup holds an exclusive `flock` on it throughout, so the next backup can tell a
+   temp file left by a killed backup (unlocked: removed) from one being written now.
 3. `PRAGMA integrity_check` on the copy; a problem removes the temp file and raises.
 4. The copy is fsynced, renamed to `{stem}.backup.YYYYMMDD.sqlite` (or
    `{stem}.backup.YYYYMMDD_HHMMSS.sqlite` if a backup of that day exists, then `..._N`),
@@ -15,6 +17,8 @@ So a file named like a backup is always a complete, checked, self-contained data
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import secrets
@@ -49,6 +53,7 @@ class BackupReport:
     integrity_check: str
     removed: list[Path] = field(default_factory=list)
     restarts: int = 0
+    stale_removed: list[Path] = field(default_factory=list)  # temp files of killed backups
 
 
 class _TooManyRestarts(Exception):
@@ -159,9 +164,12 @@ def _copy(
     try:
         src.backup(dst, pages=STEP_PAGES, progress=progress)
     except _TooManyRestarts:
-        # Start from a fresh file: the aborted copy may have switched it to WAL mode.
+        # Start from an empty file: the aborted copy may have switched it to WAL mode.
+        # Emptied, not removed: the backup's lock belongs to this very file.
         dst.close()
-        _remove(tmp)
+        for side in _SIDECARS:
+            tmp.with_name(tmp.name + side).unlink(missing_ok=True)
+        os.truncate(tmp, 0)
         dst = sqlite3.connect(tmp, isolation_level=None)
         last = -1
         src.backup(dst, pages=-1, progress=progress)
@@ -200,8 +208,10 @@ def backup_database(
         if before != ["ok"]:
             raise StoreError(_problems(f"cannot back up {source}: quick_check failed", before))
         ensure_dir(directory)
+        stale = remove_stale_partials(directory, stem)
         # Hidden, and not ending in .sqlite: no backup glob or list_backups ever sees it.
-        tmp = directory / f".{stem}.backup.{secrets.token_hex(4)}.partial"
+        tmp = directory / f".{stem}.backup.{secrets.token_hex(4)}{PARTIAL}"
+        lock = _locked_new(tmp)
         try:
             restarts = _copy(src, tmp, on_progress)
             dst = sqlite3.connect(tmp, isolation_level=None)
@@ -224,6 +234,7 @@ def backup_database(
             final = _publish(tmp, directory, stem, when)
         finally:
             _remove(tmp)  # a no-op after a publish: the link already took the temp name away
+            os.close(lock)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot back up {source}: {exc}") from exc
     except OSError as exc:  # e.g. a full or read-only backup disk
@@ -240,7 +251,48 @@ def backup_database(
         integrity_check=after[0],
         removed=removed,
         restarts=restarts,
+        stale_removed=stale,
     )
+
+
+PARTIAL = ".partial"
+
+
+def _locked_new(path: Path) -> int:
+    """Create `path` and hold an exclusive flock on it (released when the fd closes).
+
+    flock and SQLite's own (fcntl) locks are independent, so SQLite writes the file as
+    usual while we hold it.
+    """
+    # Locked under a name no sweep looks at, then renamed: never seen unlocked.
+    hidden = path.with_name(path.name + ".new")
+    fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(hidden, path)
+    return fd
+
+
+def remove_stale_partials(directory: Path, stem: str) -> list[Path]:
+    """Remove the temp files (and SQLite side files) of backups whose process died."""
+    removed: list[Path] = []
+    for path in sorted(directory.glob(f".{stem}.backup.*{PARTIAL}")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a backup running now
+            _remove(path)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    if removed:
+        with contextlib.suppress(OSError):
+            fsync_dir(directory)
+    return removed
 
 
 def _publish(tmp: Path, directory: Path, stem: str, when: datetime) -> Path:
