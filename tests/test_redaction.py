@@ -348,3 +348,13 @@ def test_cli_scan_exit_code_and_output_never_show_the_secret(written: Path, tmp_
     leak = run(tmp_path)
     assert leak.returncode == 1
     assert "leak.log" in leak.stdout and secret not in leak.stdout + leak.stderr
+
+
+def test_text_re2_cannot_encode_still_gets_redacted() -> None:
+    """A lone surrogate (an undecodable byte of a command line) skips the RE2 prefilter."""
+    from telelake.redact.patterns import redact_text
+
+    text, secret = next((t, s) for t, s in CORPUS if "ghp_" in s)
+    out, fired = redact_text("\udcff " + text, RULES)
+    assert secret not in out and fired
+    assert redact_text("ls \udcff -la", RULES) == ("ls \udcff -la", [])
