@@ -159,6 +159,10 @@ def test_tables_and_describe(root: Path) -> None:
     assert cols["evidence_deep"]["nullable"] is True
     assert cols["score"]["nullable"] is False
 
+    out = run("describe", "proc_samples", "-f", "json", root=root)
+    redact = {c["column"]: c["redact"] for c in json.loads(out.stdout) if c["redact"]}
+    assert redact == {"cmdline": "pattern", "exe": "normalize", "cwd": "truncate:3"}
+
 
 def test_query_with_params_runs_named_query(root: Path, tmp_path: Path) -> None:
     schema = tmp_path / "s.toml"

@@ -162,12 +162,14 @@ def test_store_config_turns_redaction_off_or_changes_a_column(tmp_path: Path) ->
     off = tmp_path / "off"
     write_config(off, {"enabled": False})
     with telelake.open(off) as store:
+        assert store.redaction("proc_samples") == {}
         store.write("proc_samples", rows)
         assert set(stored_cmdlines(store).values()) == {text}
 
     hashed = tmp_path / "hashed"
     write_config(hashed, {"columns": {"proc_samples.cmdline": "hash", "proc_samples.cwd": "off"}})
     with telelake.open(hashed) as store:
+        assert store.redaction("proc_samples") == {"cmdline": "hash", "exe": "normalize"}
         store.write("proc_samples", rows)
         key = redaction_oracle.store_key(hashed)
         assert set(stored_cmdlines(store).values()) == {

@@ -216,7 +216,7 @@ def describe(
     root: RootOpt = None,
     schema: SchemaOpt = "process_triage",
 ) -> None:
-    """Show a table's columns, types, nullability and layout."""
+    """Show a table's columns, types, nullability, redaction and layout."""
     import pyarrow as pa
 
     with _open(root, schema) as store:
@@ -245,6 +245,7 @@ def describe(
                     "type": [c.type.name for c in t.columns],
                     "nullable": [c.nullable for c in t.columns],
                     "enum": [", ".join(map(str, c.enum)) if c.enum else None for c in t.columns],
+                    "redact": [store.redaction(table).get(c.name) for c in t.columns],
                     "description": [c.description for c in t.columns],
                 }
             )

@@ -379,6 +379,10 @@ class Store:
         # ever written, not even to a WAL segment or a temp file.
         return self._redactor.table(t.name, data)
 
+    def redaction(self, table: str) -> dict[str, str]:
+        """The columns of `table` this store redacts, and how (schema and config.json)."""
+        return {c: str(p) for c, p in self._redactor.columns(self.table(table).name).items()}
+
     def redacted(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Dict rows as this store would keep them: the table's redaction policies applied.
 
