@@ -15,13 +15,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import telelake
-from bench.report import INFO, Line, rate, ratio_line
+from bench.report import INFO, Line, Progress, quiet, rate, ratio_line
 from telelake.log import ndjson
 from telelake.schema.load import load_schema
 from telelake.sql.ddl import schema_up
@@ -31,11 +30,6 @@ EVENTS, QUICK_EVENTS = 3000, 400  # fsynced appends per side
 ROUNDS = 10
 REPLAY, QUICK_REPLAY = 1_000_000, 100_000
 EVENTS_PER_RUN = 1000
-Progress = Callable[[str, float, str], None]
-
-
-def _quiet(name: str, seconds: float, note: str) -> None:
-    del name, seconds, note
 
 
 @dataclass
@@ -181,7 +175,7 @@ def replay(work: Path, n: int, progress: Progress) -> tuple[float, float, int]:
     return replay_seconds, peer_seconds, len(report.problems)
 
 
-def run(work: Path, quick: bool = False, progress: Progress = _quiet) -> AgentRunsBench:
+def run(work: Path, quick: bool = False, progress: Progress = quiet) -> AgentRunsBench:
     """Both benchmarks under `work`."""
     n_app = QUICK_EVENTS if quick else EVENTS
     n_rep = QUICK_REPLAY if quick else REPLAY

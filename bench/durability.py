@@ -56,10 +56,8 @@ from bench.ingest import (
     run_rss_child,
     write_ipc,
 )
-from bench.report import INFO, MISSED, PASS, Line, mib, rate, ratio_line
+from bench.report import INFO, MISSED, PASS, Line, Progress, mib, quiet, rate, ratio_line
 from telelake.schema.load import builtin_path, load_schema
-
-Progress = Callable[[str, float, str], None]
 
 EVENTS = "events"
 BATCH_ROWS = 10  # rows per acknowledged write in the latency and concurrency benchmarks
@@ -638,12 +636,8 @@ class DurabilityBench:
         return {"config": self.config, "load_average": self.load}
 
 
-def _quiet(name: str, seconds: float, note: str) -> None:
-    return None
-
-
 def run(
-    data_rows: int, work: Path, quick: bool = False, progress: Progress = _quiet
+    data_rows: int, work: Path, quick: bool = False, progress: Progress = quiet
 ) -> DurabilityBench:
     """All four durability benchmarks, in order, under `work` (left for the caller to remove)."""
     ops = QUICK_LATENCY_OPS if quick else LATENCY_OPS

@@ -35,12 +35,10 @@ import pyarrow.parquet as pq
 import telelake
 from bench import datagen
 from bench.ingest import HOST_ID, SCHEMA, TABLE, _settle, write_like_telelake
-from bench.report import INFO, MISSED, PASS, Line
+from bench.report import INFO, MISSED, PASS, Line, Progress, quiet
 from telelake.lake import compact, layout, parquet
 from telelake.schema.load import load_schema
 from telelake.schema.model import Table
-
-Progress = Callable[[str, float, str], None]
 
 SMALL_FILES, QUICK_SMALL_FILES = 10_000, 1_000
 ROWS_PER_FILE = 100
@@ -58,10 +56,6 @@ AGGREGATE = (
     "SELECT cmd, count(*) AS n, avg(cpu_percent) AS cpu, max(rss_bytes) AS rss "
     "FROM proc_samples GROUP BY cmd ORDER BY n DESC, cmd"
 )
-
-
-def _quiet(name: str, seconds: float, note: str) -> None:
-    return None
 
 
 def _median(f: Callable[[], object], runs: int) -> float:
@@ -289,7 +283,7 @@ class LifecycleBench:
         return {"config": self.config}
 
 
-def run(work: Path, quick: bool = False, progress: Progress = _quiet) -> LifecycleBench:
+def run(work: Path, quick: bool = False, progress: Progress = quiet) -> LifecycleBench:
     """The three lifecycle benchmarks, under `work` (left for the caller to remove)."""
     n_files = QUICK_SMALL_FILES if quick else SMALL_FILES
     day_rows = QUICK_DAY_ROWS if quick else DAY_ROWS

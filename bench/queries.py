@@ -10,7 +10,6 @@ once, which the benchmark checks from the results' `n` column.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,11 @@ from typing import Any
 import telelake
 from bench import datagen
 from bench.ingest import HOST_ID, SCHEMA
+from bench.report import Progress, quiet
 
 QUERIES = ("calibration_curve", "command_category_stats")
 BLOCK_ROWS = 500_000
 TABLES = ("proc_features", "proc_inference", "outcomes")
-
-Progress = Callable[[str, float, str], None]
-
-
-def _quiet(name: str, seconds: float, note: str) -> None:
-    return None
 
 
 @dataclass
@@ -83,7 +77,7 @@ def run(
     root: Path,
     repeats: int = 2,
     block_rows: int = BLOCK_ROWS,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> QueryBench:
     """Generate and ingest the triage tables under `root`, then time the named queries."""
     bench = QueryBench(n_rows, ingest_seconds=dict.fromkeys(TABLES, 0.0))

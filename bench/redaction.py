@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pyarrow.compute as pc
 
 import telelake
 from bench import datagen
-from bench.report import INFO, Line, rate, ratio_line
+from bench.report import INFO, Line, Progress, quiet, rate, ratio_line
 from telelake.redact import policy
 from telelake.redact.patterns import load_rules, redact_array, redact_text
 from telelake.schema.load import builtin_path, load_schema
@@ -37,11 +36,6 @@ INGEST_ROWS, QUICK_INGEST_ROWS = 1_000_000, 200_000
 CHUNK = 100_000
 SECRET_EVERY = 100
 HOST_ID = "bench-host-01"
-Progress = Callable[[str, float, str], None]
-
-
-def _quiet(name: str, seconds: float, note: str) -> None:
-    del name, seconds, note
 
 
 @dataclass
@@ -133,7 +127,7 @@ def ingest(work: Path, n: int, progress: Progress) -> tuple[float, float]:
     return seconds["redacted"], seconds["plain"]
 
 
-def run(work: Path, quick: bool = False, progress: Progress = _quiet) -> RedactionBench:
+def run(work: Path, quick: bool = False, progress: Progress = quiet) -> RedactionBench:
     """Both benchmarks under `work`."""
     n_lines = QUICK_LINES if quick else LINES
     n_rows = QUICK_INGEST_ROWS if quick else INGEST_ROWS

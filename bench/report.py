@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,14 @@ PASS = "PASS"
 MISSED = "MISSED"
 INFO = "info"
 MIB = 1024 * 1024
+
+# How a benchmark part reports a finished step: (name, seconds, note).
+Progress = Callable[[str, float, str], None]
+
+
+def quiet(name: str, seconds: float, note: str) -> None:
+    """A Progress that says nothing (the default of every part's `run`)."""
+    del name, seconds, note
 
 
 @dataclass

@@ -39,7 +39,7 @@ import sqlite3
 import statistics
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,13 +50,11 @@ import tomli_w
 
 import telelake
 from bench.ingest import _settle
-from bench.report import INFO, MISSED, PASS, Line, rate, ratio_line
+from bench.report import INFO, MISSED, PASS, Line, Progress, quiet, rate, ratio_line
 from telelake.rollup import sketch
 from telelake.rollup.windows import ORIGIN_MS
 from telelake.schema.load import builtin_path, load_schema
 from telelake.sql.ddl import schema_up
-
-Progress = Callable[[str, float, str], None]
 
 SCHEMA = "search_ops"
 TABLE = "search_events"
@@ -120,10 +118,6 @@ SELECT m * {MINUTE_MS} + {ORIGIN_MS} AS window_start_ms,
        count(*) AS search_count
 FROM r GROUP BY m ORDER BY m
 """
-
-
-def _quiet(name: str, seconds: float, note: str) -> None:
-    return None
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -532,7 +526,7 @@ class SearchOpsBench:
         }
 
 
-def run(work: Path, quick: bool = False, progress: Progress = _quiet) -> SearchOpsBench:
+def run(work: Path, quick: bool = False, progress: Progress = quiet) -> SearchOpsBench:
     """Both search_ops benchmarks, under `work` (left for the caller to remove)."""
     n_ingest = QUICK_INGEST_ROWS if quick else INGEST_ROWS
     n_window = QUICK_WINDOW_EVENTS if quick else WINDOW_EVENTS
