@@ -270,6 +270,29 @@ def test_an_open_segment_is_preallocated_and_reads_cleanly_as_it_grows(tmp_path:
     assert path.stat().st_size == end  # closing gives the reserved space back
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=3), min_size=1, max_size=5))
+def test_a_cache_reading_in_small_chunks_sees_every_appended_record(
+    tmp_path: Path, rounds: list[list[int]]
+) -> None:
+    """Reads stop at free space after the records, however the chunks fall."""
+    path = tmp_path / f"live-{os.urandom(4).hex()}.wal"
+    seg = wal.SegmentWriter(path, SCHEMA, "off")
+    cache = wal.SegmentCache()
+    written: list[pa.RecordBatch] = []
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(wal, "READ_CHUNK", 64)  # records straddle many chunk ends
+            for sizes in rounds:  # several appends between two reads
+                for batch in make_batches(sizes):
+                    seg.append(batch)
+                    written.append(batch)
+                assert rows_of(cache.read(path)) == expected_rows(written)
+                assert cache.read(path).problem is None
+    finally:
+        seg.close()
+
+
 def test_zero_length_segment_has_no_schema_and_says_its_header_is_torn(tmp_path: Path) -> None:
     path = tmp_path / "empty.wal"
     path.write_bytes(b"")

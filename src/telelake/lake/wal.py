@@ -34,6 +34,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -345,6 +346,33 @@ def is_locked(path: Path) -> bool:
     return False
 
 
+READ_CHUNK = 64 * 1024
+
+
+def _read_to_free_space(fh: BinaryIO) -> bytes:
+    """Read on until the bytes end in free space (zeros) or the file ends.
+
+    Records are written one after the other, so once the records read so far stop at
+    zeros, what follows is free space too, or a record being written right now, which
+    is not acknowledged yet: a reader need not wait for it. This keeps a query from
+    reading the whole preallocated megabyte of every live segment each time.
+    """
+    parts: list[bytes] = []
+    size = READ_CHUNK
+    while True:
+        chunk = fh.read(size)
+        parts.append(chunk)
+        if len(chunk) < size:
+            return b"".join(parts)  # the end of the file
+        if chunk[-1] == 0:  # perhaps free space: do the records stop before it?
+            data = b"".join(parts)
+            decoded = decode_records(data)
+            if decoded.problem is None and decoded.end < len(data):
+                return data
+            parts = [data]
+        size *= 2  # a long unread tail takes few reads, and no quadratic copying
+
+
 class SegmentCache:
     """Reads segments incrementally: only the bytes appended since the last read.
 
@@ -370,7 +398,7 @@ class SegmentCache:
             else:
                 old = cached[1]
                 fh.seek(old.valid_bytes)
-                tail = fh.read()  # preallocated space keeps the size still: always look
+                tail = _read_to_free_space(fh)  # the size stays still: always look
                 decoded = decode_records(tail)
                 if not decoded.payloads and decoded.problem == old.problem:
                     return old
