@@ -18,6 +18,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/telelake collect --samples 3 --interval 1
 	$(BIN)/telelake report
+	$(BIN)/telelake redact scan --quiet
 
 lint: install
 	$(BIN)/ruff check src tests $(wildcard bench)
