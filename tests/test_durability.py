@@ -30,6 +30,7 @@ import pytest
 
 import telelake
 import torture
+from telelake import durable
 from telelake.lake import fold, wal
 from torture import HOST, TABLES, Model, judge, physical_rows, verify_store, write_schema
 
@@ -809,7 +810,7 @@ def test_fresh_segment_claimed_by_a_concurrent_fold_does_not_fail_the_write(
 
     def claim_fresh_segment() -> None:  # a folder that has just locked it to read it
         for path in wal_files(root, "events", "*.wal"):
-            fd = wal.claim(path)
+            fd = durable.claim(path)
             if fd is not None:
                 held.append(fd)
 

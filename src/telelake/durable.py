@@ -6,10 +6,33 @@ because temp files start with a dot and end in `.tmp`, which no query glob match
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+
+def claim(path: Path) -> int | None:
+    """Take the exclusive flock of a file nobody holds; returns the locked fd, or None.
+
+    Files with an owner (a WAL segment's writer, a backup's temp copy) are flocked for
+    as long as the owner lives, so a free lock means the owner is gone. After locking,
+    the path must still name the same file: one the owner finished with (folded,
+    published) and unlinked between our open and our lock is not taken.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            raise FileNotFoundError(path)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    return fd
 
 
 def fsync_dir(path: Path) -> None:

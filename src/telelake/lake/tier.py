@@ -287,7 +287,7 @@ class LakeTier:
             owned = self._segments.get(table.name)
             if owned is not None and owned.path == path:
                 continue
-            claimed = wal.claim(path)
+            claimed = durable.claim(path)
             if claimed is None:
                 continue  # its owner is alive, or someone else is folding it
             try:

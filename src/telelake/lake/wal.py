@@ -291,26 +291,6 @@ def _read_open(path: Path, data: bytes) -> SegmentContents:
     return SegmentContents(path, schema, batches, decoded.end, len(data), decoded.problem)
 
 
-def claim(path: Path) -> int | None:
-    """Take the lock of a segment nobody holds; returns the locked fd, or None.
-
-    After locking, the path must still name the same file: a segment folded (and
-    unlinked) by someone else between our open and our lock must not be folded twice.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.stat(path).st_ino != os.fstat(fd).st_ino:
-            raise FileNotFoundError(path)
-    except (BlockingIOError, FileNotFoundError):
-        os.close(fd)
-        return None
-    return fd
-
-
 def remove_dead_temps(wal_dir: Path, min_age: float = 60.0) -> int:
     """Remove hidden segments whose writer died before naming them; returns how many.
 
@@ -326,7 +306,7 @@ def remove_dead_temps(wal_dir: Path, min_age: float = 60.0) -> int:
                 continue
         except FileNotFoundError:
             continue
-        fd = claim(path)
+        fd = durable.claim(path)
         if fd is None:
             continue
         try:
@@ -339,7 +319,7 @@ def remove_dead_temps(wal_dir: Path, min_age: float = 60.0) -> int:
 
 def is_locked(path: Path) -> bool:
     """True if some live process holds the segment's lock (its owner is still writing)."""
-    fd = claim(path)
+    fd = durable.claim(path)
     if fd is None:
         return path.exists()
     os.close(fd)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from telelake.durable import ensure_dir, fsync_dir, publish
+from telelake.durable import claim, ensure_dir, fsync_dir, publish
 from telelake.errors import StoreError
 from telelake.sql.connection import read_only
 
@@ -276,15 +276,10 @@ def remove_stale_partials(directory: Path, stem: str) -> list[Path]:
     """Remove the temp files (and SQLite side files) of backups whose process died."""
     removed: list[Path] = []
     for path in sorted(directory.glob(f".{stem}.backup.*{PARTIAL}")):
+        fd = claim(path)
+        if fd is None:
+            continue  # a backup running now (or one that just finished)
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a backup running now
             _remove(path)
             removed.append(path)
         finally:
