@@ -329,28 +329,27 @@ def is_locked(path: Path) -> bool:
 READ_CHUNK = 64 * 1024
 
 
-def _read_to_free_space(fh: BinaryIO) -> bytes:
-    """Read on until the bytes end in free space (zeros) or the file ends.
+def _read_to_free_space(fh: BinaryIO) -> tuple[bytes, Decoded]:
+    """Read on until the records end in free space (zeros) or the file ends; the bytes
+    read and their decoded records.
 
     Records are written one after the other, so once the records read so far stop at
     zeros, what follows is free space too, or a record being written right now, which
     is not acknowledged yet: a reader need not wait for it. This keeps a query from
     reading the whole preallocated megabyte of every live segment each time.
     """
-    parts: list[bytes] = []
+    data = b""
     size = READ_CHUNK
     while True:
         chunk = fh.read(size)
-        parts.append(chunk)
-        if len(chunk) < size:
-            return b"".join(parts)  # the end of the file
+        data += chunk
+        if len(chunk) < size:  # the end of the file
+            return data, decode_records(data)
         if chunk[-1] == 0:  # perhaps free space: do the records stop before it?
-            data = b"".join(parts)
             decoded = decode_records(data)
             if decoded.problem is None and decoded.end < len(data):
-                return data
-            parts = [data]
-        size *= 2  # a long unread tail takes few reads, and no quadratic copying
+                return data, decoded
+        size *= 2  # a long unread tail takes few reads, and copies stay linear
 
 
 class SegmentCache:
@@ -378,8 +377,7 @@ class SegmentCache:
             else:
                 old = cached[1]
                 fh.seek(old.valid_bytes)
-                tail = _read_to_free_space(fh)  # the size stays still: always look
-                decoded = decode_records(tail)
+                tail, decoded = _read_to_free_space(fh)  # the size stays still: always look
                 if not decoded.payloads and decoded.problem == old.problem:
                     return old
                 assert old.schema is not None
