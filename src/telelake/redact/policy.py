@@ -29,7 +29,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,7 +222,7 @@ def load_key(metadata_dir: Path, *, create: bool) -> bytes:
 
 
 def resolve(
-    tables: Iterable[Table], settings: Redaction, where: str
+    tables: Sequence[Table], settings: Redaction, where: str
 ) -> dict[str, dict[str, Policy]]:
     """Each table's column policies: the schema's, with a store's settings applied.
 
