@@ -82,7 +82,7 @@ def pattern_speed(n: int, progress: Progress) -> tuple[float, float, int, int]:
         raise RuntimeError("redacting each distinct line once changed the result")
     changed = int(pc.sum(pc.fill_null(pc.not_equal(out, cmdlines), False)).as_py() or 0)
     progress("redaction: RE2 engine", engine, f"{n:,} command lines, {changed:,} redacted")
-    head = [v for v in cmdlines.slice(0, PYTHON_LINES).to_pylist()]
+    head = cmdlines.slice(0, PYTHON_LINES).to_pylist()
     start = time.perf_counter()
     python = [None if v is None else redact_text(v, rules)[0] for v in head]
     python_s = time.perf_counter() - start
@@ -152,10 +152,8 @@ def lines(b: RedactionBench) -> list[Line]:
     return [
         Line(
             f"pattern redaction, {b.lines:,} command lines (1 in {SECRET_EVERY} with a secret)",
-            rate(b.lines / b.engine_seconds).replace("rows", "lines"),
-            f"Python re, line by line: {rate(b.python_lines / b.python_seconds)}".replace(
-                "rows", "lines"
-            ),
+            rate(b.lines / b.engine_seconds, "lines"),
+            f"Python re, line by line: {rate(b.python_lines / b.python_seconds, 'lines')}",
             (b.lines / b.engine_seconds) / (b.python_lines / b.python_seconds),
             status=INFO,
             details=details,

@@ -38,8 +38,8 @@ class Line:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def rate(rows_per_s: float) -> str:
-    return f"{rows_per_s:,.0f} rows/s"
+def rate(per_s: float, unit: str = "rows") -> str:
+    return f"{per_s:,.0f} {unit}/s"
 
 
 def ratio_line(
