@@ -4,7 +4,8 @@
    command lines, with 1 in 100 replaced by a secret-bearing example from rules.toml):
    lines/s of what a store runs (each distinct line once; one RE2 pass with every rule
    as an alternation, then the rules one by one on the lines that hold anything),
-   against Python's `re` applying the same rules line by line (a 50,000-line slice).
+   against the one-string path (`redact_text`: an RE2 check, then Python's `re` on
+   the lines that hold anything) called line by line on a 50,000-line slice.
 2. proc_samples ingest with the built-in redaction (cmdline pattern, exe normalize, cwd
    truncate:3) against the same store with `telemetry_redaction.enabled = false`: the same
    100k-row Arrow chunks, alternating between the two stores chunk by chunk so both see
@@ -88,7 +89,7 @@ def pattern_speed(n: int, progress: Progress) -> tuple[float, float, int, int]:
     python_s = time.perf_counter() - start
     if python != out.slice(0, PYTHON_LINES).to_pylist():
         raise RuntimeError("the RE2 and Python engines disagree on the benchmark lines")
-    progress("redaction: Python re, line by line", python_s, f"{len(head):,} lines")
+    progress("redaction: redact_text, line by line", python_s, f"{len(head):,} lines")
     return engine, python_s, changed, len(range(0, n, SECRET_EVERY))
 
 
@@ -153,7 +154,7 @@ def lines(b: RedactionBench) -> list[Line]:
         Line(
             f"pattern redaction, {b.lines:,} command lines (1 in {SECRET_EVERY} with a secret)",
             rate(b.lines / b.engine_seconds, "lines"),
-            f"Python re, line by line: {rate(b.python_lines / b.python_seconds, 'lines')}",
+            f"redact_text, line by line: {rate(b.python_lines / b.python_seconds, 'lines')}",
             (b.lines / b.engine_seconds) / (b.python_lines / b.python_seconds),
             status=INFO,
             details=details,
