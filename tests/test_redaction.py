@@ -206,11 +206,12 @@ def test_errors_never_echo_a_secret(tmp_path: Path) -> None:
             store.write("proc_samples", bad)
         assert secret not in str(err.value) and "withheld" in str(err.value)
         bad = sample_rows(1)
-        bad[0]["cmd"] = 7  # not redacted, but the value shown passes the rules
-        bad[0]["tty"] = b"pw " + text.encode()
+        bad[0]["cmd"] = secret.encode()  # a column with no policy: the message quotes it
         with pytest.raises(telelake.ValidationError) as err:
-            store.write("proc_samples", [{**bad[0], "cmd": text.encode()}])
-        assert secret not in str(err.value)
+            store.write("proc_samples", bad)
+        assert "column 'cmd'" in str(err.value)
+        assert secret not in str(err.value)  # ... after the pattern rules
+        assert "[REDACTED:pattern:" in str(err.value)
     with telelake.open(tmp_path / "ar", schema="agent_runs") as store:
         with pytest.raises(telelake.ValidationError) as err:
             store.write(
