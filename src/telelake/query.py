@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from telelake.errors import QueryError
 from telelake.lake.tier import LakeTier
+from telelake.planner import Plan, Planner
 from telelake.schema.model import Schema, SqlObject
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -99,18 +100,24 @@ class Engine:
         self._lock = threading.Lock()
         self._ready = False
         self._views: dict[str, str] = {}  # table -> SQL of its current view
+        self._planner = Planner(schema, self._con)
 
     def close(self) -> None:
         """Close the DuckDB connection."""
         self._con.close()
 
-    def _refresh(self) -> None:
+    def _refresh(self, plan: Plan) -> None:
         # Views are rebuilt from a fresh snapshot before every query: the Parquet files
         # published so far (by any process) plus the live WAL rows of every writer.
         for table in self.schema.tables.values():
             if table.tier != "lake":
                 continue
-            snap = self.lake.snapshot(table)
+            if self._ready and plan.tables is not None and table.name not in plan.tables:
+                continue  # the query does not read it
+            bounds = plan.bounds.get(table.name)
+            snap = self.lake.snapshot(table, bounds)
+            if bounds is not None and not self._planner.prunable(table, bounds, snap):
+                snap = self.lake.snapshot(table)
             relation = f"__tl_wal_{table.name}"
             if snap.wal is not None and snap.wal.num_rows:
                 # Re-registering swaps the rows under a view that names the relation.
@@ -141,9 +148,10 @@ class Engine:
         return Result(table)
 
     def _run(self, text: str, params: Mapping[str, Any] | list[Any] | None) -> pa.Table:
+        plan = self._planner.plan(text, params)
         for attempt in range(_RETRIES):
             try:
-                self._refresh()  # binding a view opens footers: it can race a swap too
+                self._refresh(plan)  # binding a view opens footers: it can race a swap too
                 rel = self._con.sql(text, params=params) if params else self._con.sql(text)
                 table = rel.to_arrow_table() if rel is not None else pa.table({})
                 return _integral_decimals_to_int(table)

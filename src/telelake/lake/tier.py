@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from telelake import durable
-from telelake.lake import compact, fold, layout, parquet, retention, wal
+from telelake.lake import compact, fold, layout, parquet, prune, retention, wal
 from telelake.schema.model import Schema, Table
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -519,13 +519,19 @@ class LakeTier:
 
     # -- reading ------------------------------------------------------------------------
 
-    def files(self, table: Table) -> Iterator[Path]:
-        """Every published data file of `table` (hidden and temp files excluded)."""
+    def files(self, table: Table, bounds: prune.Bounds | None = None) -> Iterator[Path]:
+        """Every published data file of `table` (hidden and temp files excluded).
+
+        With `bounds`, only the partition directories they admit are walked.
+        """
         base = self.table_dir(table)
         if not base.is_dir():
             return
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+            if bounds is not None and bounds.restricts:
+                here = Path(dirpath).relative_to(base)
+                dirnames[:] = [d for d in dirnames if bounds.admits(_partition(here / d))]
             for name in sorted(filenames):
                 if name.endswith(".parquet") and not name.startswith((".", "_")):
                     yield Path(dirpath) / name
@@ -534,16 +540,21 @@ class LakeTier:
         """True as soon as one data file exists."""
         return next(self.files(table), None) is not None
 
-    def snapshot(self, table: Table, attempts: int = 20) -> Snapshot:
+    def snapshot(
+        self, table: Table, bounds: prune.Bounds | None = None, attempts: int = 20
+    ) -> Snapshot:
         """A consistent view of a table: no row missing, none counted twice.
 
         The WAL directory is listed before and after reading; if a fold started or
-        committed in between, the snapshot is taken again.
+        committed in between, the snapshot is taken again. With `bounds`, only the
+        Parquet files of the partitions they admit are listed (live WAL rows are
+        always all there).
         """
         wal_dir = self.wal_dir(table)
+        base = self.table_dir(table)
         for _ in range(attempts):
             before = _wal_names(wal_dir)
-            files = list(self.files(table))
+            files = list(self.files(table, bounds))
             pending: set[Path] = set()
             published: set[Path] = set()  # targets of committed compactions
             segments: list[Path] = []
@@ -573,7 +584,10 @@ class LakeTier:
                 continue
             self._cache.forget_missing(set(segments))
             live = pa.concat_tables(tables, promote_options="default") if tables else None
-            files += sorted(p for p in published - set(files) if p.exists())
+            published = {p for p in published - set(files) if p.exists()}
+            if bounds is not None and bounds.restricts:
+                published = {p for p in published if bounds.admits(_partition(p.parent, base))}
+            files += sorted(published)
             good = [f for f in files if f not in pending and self._usable(table, f)]
             return Snapshot(good, live, problems)
         raise TimeoutError(f"table {table.name!r}: the WAL kept changing; try again")
@@ -754,6 +768,14 @@ def _newer_minor(file_version: bytes | None, version: str) -> bool:
     theirs = tuple(int(p) for p in file_version.decode().split("."))
     ours = tuple(int(p) for p in version.split("."))
     return theirs[0] == ours[0] and theirs > ours
+
+
+def _partition(directory: Path, base: Path | None = None) -> layout.PartitionValues:
+    """The partition values of a directory (relative to `base` when given); () if none."""
+    try:
+        return layout.parse_partition(directory.relative_to(base) if base else directory)
+    except ValueError:
+        return ()  # not below the table dir, or not `key=value`: admitted by every bound
 
 
 def _inode_key(path: Path) -> tuple[Path, int] | None:

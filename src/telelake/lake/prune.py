@@ -1,0 +1,378 @@
+"""Partition pruning: which partitions of a lake table a query can need (pure functions).
+
+A query that names a time range (`sample_ts >= ... AND sample_ts < ...`) or a partition
+key (`host_id = '...'`) cannot see a row of the partitions outside it, so the view it
+reads lists only the others: the snapshot walks fewer directories and DuckDB opens fewer
+footers, and a 1-day query costs about the same over 7 or 90 days of data.
+
+DuckDB parses the query (`json_serialize_sql`); `scan` reads that tree and is careful:
+
+- a table is pruned only where the query reads it exactly once, as the only FROM item
+  of a SELECT, and only by the top-level AND terms of that SELECT's WHERE clause that
+  compare the time column or a partition column with an expression free of columns,
+  subqueries and volatile functions (`now()` and friends bound from below only: the
+  query runs a moment after the bound is computed);
+- anything it cannot see through (a view or macro, which may read any table; a table
+  function; an unknown name; a statement DuckDB cannot serialise) makes the whole query
+  opaque: every table is refreshed and none is pruned.
+
+The bound expressions themselves are evaluated by DuckDB (the caller's job), so casts,
+parameters and interval arithmetic mean exactly what they mean in the query.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from telelake.lake import layout
+from telelake.lake.layout import PartitionValues
+
+Node = dict[str, Any]
+
+# Comparison node types, as `column op value` when the column is on the left.
+_OPS = {
+    "COMPARE_EQUAL": "=",
+    "COMPARE_GREATERTHAN": ">",
+    "COMPARE_GREATERTHANOREQUALTO": ">=",
+    "COMPARE_LESSTHAN": "<",
+    "COMPARE_LESSTHANOREQUALTO": "<=",
+}
+_FLIPPED = {"=": "=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
+# Names DuckDB binds to the clock when no column has them (`current_timestamp`).
+_CLOCK_NAMES = {"current_timestamp", "current_date", "current_time", "localtimestamp"}
+# Table functions that cannot read a table of ours.
+_HARMLESS_TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}
+LEVELS = ("year", "month", "day", "hour")
+
+CONSISTENT, WITHIN_QUERY = "CONSISTENT", "CONSISTENT_WITHIN_QUERY"
+
+
+@dataclass(frozen=True)
+class Term:
+    """`column op value(s)` from a WHERE clause, for one lake table.
+
+    `values` are DuckDB expression nodes (one, or several for IN); `clocked` says they
+    read the clock, so the term may only bound the column from below.
+    """
+
+    table: str
+    column: str
+    op: str  # "=", ">", ">=", "<", "<=", "in"
+    values: tuple[Node, ...]
+    clocked: bool = False
+
+
+@dataclass
+class Scan:
+    """What a query reads: the lake tables it names (None: cannot tell) and its terms."""
+
+    tables: frozenset[str] | None
+    terms: list[Term] = field(default_factory=list)
+
+
+OPAQUE = Scan(None)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The partitions of one table a query can need.
+
+    Times are epoch microseconds (UTC): the rows the query sees have
+    `lower <= time <= upper` (either may be None). `keys` and `levels` limit partition
+    key values (`host_id`) and time levels (`year`) to the sets given.
+    """
+
+    lower: int | None = None
+    upper: int | None = None
+    keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    levels: Mapping[str, frozenset[int]] = field(default_factory=dict)
+
+    @property
+    def restricts(self) -> bool:
+        """True when some partition may fall outside these bounds."""
+        return self.lower is not None or self.upper is not None or bool(self.keys or self.levels)
+
+    def columns(self, time: str | None) -> set[str]:
+        """The table columns these bounds restrict (time levels count as the time column)."""
+        out = set(self.keys)
+        if time is not None and (self.lower is not None or self.upper is not None or self.levels):
+            out.add(time)
+        return out
+
+    def admits(self, values: PartitionValues) -> bool:
+        """Could the partition (or the directory prefix of one) hold a row we need?"""
+        for name, text in values:
+            if name in self.keys and text not in self.keys[name]:
+                return False
+            if name in self.levels and _int(text) not in self.levels[name]:
+                return False
+        if self.lower is None and self.upper is None:
+            return True
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            return False  # an empty range: no partition holds a row of it
+        try:
+            start, end = layout.partition_start(values), layout.partition_end(values)
+        except ValueError:
+            return True  # not a partition directory we understand: keep it
+        if start is None or end is None:
+            return True
+        if self.lower is not None and _micros(end) <= self.lower:
+            return False
+        return self.upper is None or _micros(start) <= self.upper
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _micros(when: Any) -> int:
+    return int(when.timestamp()) * 1_000_000 + int(when.microsecond)
+
+
+# -- reading DuckDB's parse tree --------------------------------------------------------------
+
+
+def scan(
+    ast: Node,
+    times: Mapping[str, str | None],
+    partitions: Mapping[str, tuple[str, ...]],
+    functions: Mapping[str, str],
+) -> Scan:
+    """The lake tables a parsed query reads and the WHERE terms that bound them.
+
+    `times` maps each lake table to its time column, `partitions` to its partition
+    columns (levels and keys); `functions` maps DuckDB's built-in scalar function names
+    to their stability (`duckdb_functions()`). Returns OPAQUE when unsure.
+    """
+    statements = ast.get("statements") if not ast.get("error") else None
+    if not isinstance(statements, list) or len(statements) != 1:
+        return OPAQUE
+    ctes = {str(name).lower() for name in _cte_names(statements[0])}
+    if ctes & set(times):
+        return OPAQUE  # a CTE shadows a table: too clever to follow
+    reads: dict[str, list[tuple[Node, Node | None]]] = {}
+    called: set[int] = set()  # the FUNCTION nodes naming a table function
+    for node, select in _walk(statements[0], None):
+        kind = node.get("type")
+        if kind == "BASE_TABLE":
+            name = _table_name(node)
+            if name is None:
+                return OPAQUE
+            if name in ctes:
+                continue
+            if name not in times:
+                return OPAQUE  # a view, or a table we do not know: it may read anything
+            sole = select if select is not None and select.get("from_table") is node else None
+            reads.setdefault(name, []).append((node, sole))
+        elif kind == "TABLE_FUNCTION":
+            function = node.get("function") or {}
+            called.add(id(function))
+            if str(function.get("function_name", "")).lower() not in _HARMLESS_TABLE_FUNCTIONS:
+                return OPAQUE
+        elif node.get("class") == "FUNCTION" and id(node) not in called:  # noqa: SIM102
+            if str(node.get("function_name", "")).lower() not in functions:
+                return OPAQUE  # a macro (ours or the user's) may read any table
+    terms: list[Term] = []
+    for name, found in reads.items():
+        if len(found) != 1 or found[0][1] is None:
+            continue
+        ref, select = found[0]
+        assert select is not None
+        aliases = {str(ref.get("alias") or name).lower()}
+        columns = {c.lower(): c for c in partitions[name]}
+        time = times[name]
+        if time is not None:
+            columns[time.lower()] = time
+        for term in _conjuncts(select.get("where_clause")):
+            terms.extend(_terms(name, term, aliases, columns, functions))
+    return Scan(frozenset(reads), terms)
+
+
+def _walk(node: Any, select: Node | None) -> Iterator[tuple[Node, Node | None]]:
+    """Every dict node with the SELECT node it sits in."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item, select)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "SELECT_NODE":
+        select = node
+    yield node, select
+    for value in node.values():
+        if isinstance(value, dict | list):
+            yield from _walk(value, select)
+
+
+def _cte_names(statement: Node) -> Iterator[str]:
+    for node, _ in _walk(statement, None):
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            for entry in cte_map.get("map") or []:
+                yield str(entry.get("key", ""))
+
+
+def _table_name(ref: Node) -> str | None:
+    if ref.get("schema_name") not in ("", "main", None):
+        return None
+    if ref.get("catalog_name") not in ("", "memory", None):
+        return None
+    return str(ref.get("table_name", "")).lower()
+
+
+def _conjuncts(node: Any) -> Iterator[Node]:
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "CONJUNCTION_AND":
+        for child in node.get("children") or []:
+            yield from _conjuncts(child)
+    else:
+        yield node
+
+
+def _terms(
+    table: str,
+    node: Node,
+    aliases: set[str],
+    columns: Mapping[str, str],
+    functions: Mapping[str, str],
+) -> list[Term]:
+    """The `column op value` terms one WHERE conjunct gives (none if it is anything else)."""
+
+    def column(expr: Any) -> str | None:
+        if not isinstance(expr, dict) or expr.get("class") != "COLUMN_REF":
+            return None
+        parts = [str(p).lower() for p in expr.get("column_names") or []]
+        if len(parts) == 2 and parts[0] in aliases:
+            parts = parts[1:]
+        return columns.get(parts[0]) if len(parts) == 1 else None
+
+    def term(col: str, op: str, values: list[Any]) -> list[Term]:
+        kinds = [_stability(v, columns, functions) for v in values]
+        if None in kinds:
+            return []
+        return [Term(table, col, op, tuple(values), WITHIN_QUERY in kinds)]
+
+    kind = node.get("class")
+    if kind == "COMPARISON" and node.get("type") in _OPS:
+        op = _OPS[str(node["type"])]
+        left, right = node.get("left"), node.get("right")
+        if (col := column(left)) is not None:
+            return term(col, op, [right])
+        if (col := column(right)) is not None:
+            return term(col, _FLIPPED[op], [left])
+    elif kind == "BETWEEN" and (col := column(node.get("input"))) is not None:
+        return term(col, ">=", [node.get("lower")]) + term(col, "<=", [node.get("upper")])
+    elif kind == "OPERATOR" and node.get("type") == "COMPARE_IN":
+        children = node.get("children") or []
+        if children and (col := column(children[0])) is not None:
+            return term(col, "in", list(children[1:]))
+    return []
+
+
+def _stability(expr: Any, columns: Mapping[str, str], functions: Mapping[str, str]) -> str | None:
+    """CONSISTENT or WITHIN_QUERY for an expression free of columns and subqueries, else None."""
+    if not isinstance(expr, dict):
+        return None
+    kind = expr.get("class")
+    if kind in ("CONSTANT", "PARAMETER"):
+        return CONSISTENT
+    if kind == "CAST":
+        return _stability(expr.get("child"), columns, functions)
+    if kind == "COLUMN_REF":
+        names = [str(p).lower() for p in expr.get("column_names") or []]
+        clock = len(names) == 1 and names[0] in _CLOCK_NAMES and names[0] not in columns
+        return WITHIN_QUERY if clock else None
+    if kind == "FUNCTION":
+        found = functions.get(str(expr.get("function_name", "")).lower())
+        if found not in (CONSISTENT, WITHIN_QUERY) or expr.get("filter") or expr.get("distinct"):
+            return None
+        result = found
+        for argument in expr.get("arguments") or []:
+            inner = _stability((argument or {}).get("expression"), columns, functions)
+            if inner is None:
+                return None
+            if inner == WITHIN_QUERY:
+                result = WITHIN_QUERY
+        return result
+    return None
+
+
+# -- from evaluated terms to bounds ---------------------------------------------------------------
+
+
+def value_expressions(terms: list[Term]) -> list[Node]:
+    """Every value expression of `terms`, in order (what the caller evaluates)."""
+    return [value for term in terms for value in term.values]
+
+
+def rename_parameters(expr: Node, prefix: str) -> tuple[Node, dict[str, str]]:
+    """A copy of `expr` whose parameters are named `$<prefix>_N`: {new name: old identifier}.
+
+    The query's own names (`$since`, or `?` numbered from 1) may clash across the
+    expressions evaluated together; fresh names cannot.
+    """
+    out = copy.deepcopy(expr)
+    names: dict[str, str] = {}
+    for node, _ in _walk(out, None):
+        if node.get("class") == "PARAMETER":
+            name = f"{prefix}_{len(names)}"
+            names[name] = str(node.get("identifier", ""))
+            node["identifier"] = name
+    return out, names
+
+
+def parameter_value(params: Mapping[str, Any] | list[Any] | None, identifier: str) -> Any:
+    """The value the query's parameter `identifier` is bound to (KeyError if none)."""
+    if isinstance(params, Mapping):
+        return params[identifier]
+    if isinstance(params, list) and identifier.isdigit() and 0 < int(identifier) <= len(params):
+        return params[int(identifier) - 1]
+    raise KeyError(identifier)
+
+
+def bounds(
+    terms: list[Term],
+    evaluated: Mapping[int, Any],
+    time: str | None,
+    keys: tuple[str, ...],
+) -> Bounds:
+    """Combine one table's terms into Bounds.
+
+    `evaluated` maps `id(value node)` to its value: epoch microseconds for the time
+    column, the Python value for partition columns; a missing or None value drops
+    the term (it bounds nothing we can use).
+    """
+    lower: int | None = None
+    upper: int | None = None
+    key_sets: dict[str, frozenset[str]] = {}
+    level_sets: dict[str, frozenset[int]] = {}
+    for term in terms:
+        values: list[Any] = [evaluated.get(id(v)) for v in term.values]
+        if term.column == time:
+            if not all(isinstance(v, int) for v in values):
+                continue  # NULL, or a type DuckDB would not compare as a time
+            low, high = min(values), max(values)
+            if term.op in ("=", "in", ">", ">="):
+                lower = low if lower is None else max(lower, low)
+            if term.op in ("=", "in", "<", "<=") and not term.clocked:
+                upper = high if upper is None else min(upper, high)
+        elif term.op not in ("=", "in"):
+            continue
+        elif term.column in keys and all(isinstance(v, str) for v in values):
+            allowed = frozenset(str(v) for v in values)
+            key_sets[term.column] = key_sets.get(term.column, allowed) & allowed
+        elif term.column in LEVELS and all(_is_int(v) for v in values):
+            levels = frozenset(int(v) for v in values)
+            level_sets[term.column] = level_sets.get(term.column, levels) & levels
+    return Bounds(lower, upper, key_sets, level_sets)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
