@@ -106,10 +106,12 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
     c.close()
 
 
-def scan(con: duckdb.DuckDBPyConnection, sql: str) -> prune.Scan:
+def scan(
+    con: duckdb.DuckDBPyConnection, sql: str, clocks: frozenset[str] = prune.CLOCK_NAMES
+) -> prune.Scan:
     ast = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
     functions = Planner(load_schema("process_triage"), con).functions()
-    return prune.scan(ast, TIMES, PARTS, functions)
+    return prune.scan(ast, TIMES, PARTS, functions, clocks)
 
 
 def described(found: prune.Scan) -> set[tuple[str, str, str, bool]]:
@@ -158,6 +160,12 @@ def test_bounds_come_only_from_the_top_level_where_of_a_single_read(
     }
     clocked = scan(con, "SELECT * FROM runs WHERE started_at > now() - INTERVAL 1 DAY")
     assert described(clocked) == {("runs", "started_at", ">", True)}
+    today = "SELECT * FROM runs WHERE started_at >= current_date - 1"
+    assert described(scan(con, today)) == {("runs", "started_at", ">=", True)}
+    # A table with a column called current_date: the name is that column, not the clock.
+    assert not scan(con, today, prune.CLOCK_NAMES - {"current_date"}).terms
+    hosts = ", ".join(f"'h{i}'" for i in range(prune.MAX_IN_VALUES + 1))
+    assert not scan(con, f"SELECT * FROM runs WHERE host_id IN ({hosts})").terms
     # Read twice (a self join, a union), inside a join, or bounded by a column, a
     # subquery or a volatile function: the table is read, but not pruned.
     for sql in (
@@ -169,6 +177,9 @@ def test_bounds_come_only_from_the_top_level_where_of_a_single_read(
         "SELECT * FROM runs WHERE started_at > now() - random() * INTERVAL 1 DAY",
         "SELECT * FROM runs WHERE NOT started_at > '2026-01-01'",
         "SELECT * FROM runs r WHERE other.started_at > '2026-01-01'",
+        "SELECT * FROM runs r(host_id, started_at) WHERE started_at = 'h1'",  # renamed
+        "SELECT * FROM runs WHERE started_at > '2026-01-01' USING SAMPLE 10% (bernoulli, 7)",
+        "SELECT * FROM runs TABLESAMPLE 5 ROWS WHERE started_at > '2026-01-01'",
     ):
         found = scan(con, sql)
         assert found.tables is not None and "runs" in found.tables, sql

@@ -71,6 +71,9 @@ class Planner:
         self._partitions = {
             name: (*t.partition.time, *t.partition.keys) for name, t in self._lake.items()
         }
+        # A column named like the clock (`current_date`) would win over the clock.
+        columns = {c.lower() for t in schema.tables.values() for c in t.column_names}
+        self._clocks = prune.CLOCK_NAMES - columns
         self._functions: dict[str, str] | None = None
         self._parsed: OrderedDict[str, _Parsed] = OrderedDict()
 
@@ -118,7 +121,7 @@ class Planner:
             ast = json.loads(self._one("SELECT json_serialize_sql(?)", [text])[0])
         except (duckdb.Error, ValueError, IndexError):
             return _Parsed(None, [], "", {})
-        found = prune.scan(ast, self._times, self._partitions, self.functions())
+        found = prune.scan(ast, self._times, self._partitions, self.functions(), self._clocks)
         if found.tables is None or not found.terms:
             return _Parsed(found.tables, [], "", {})
         select: list[dict[str, Any]] = []

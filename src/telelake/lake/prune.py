@@ -42,7 +42,9 @@ _OPS = {
 }
 _FLIPPED = {"=": "=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
 # Names DuckDB binds to the clock when no column has them (`current_timestamp`).
-_CLOCK_NAMES = {"current_timestamp", "current_date", "current_time", "localtimestamp"}
+CLOCK_NAMES = frozenset({"current_timestamp", "current_date", "current_time", "localtimestamp"})
+# An IN list longer than this bounds nothing: evaluating it would cost more than it saves.
+MAX_IN_VALUES = 64
 # Table functions that cannot read a table of ours.
 _HARMLESS_TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}
 LEVELS = ("year", "month", "day", "hour")
@@ -143,12 +145,15 @@ def scan(
     times: Mapping[str, str | None],
     partitions: Mapping[str, tuple[str, ...]],
     functions: Mapping[str, str],
+    clocks: frozenset[str] = CLOCK_NAMES,
 ) -> Scan:
     """The lake tables a parsed query reads and the WHERE terms that bound them.
 
     `times` maps each lake table to its time column, `partitions` to its partition
-    columns (levels and keys); `functions` maps DuckDB's built-in scalar function names
-    to their stability (`duckdb_functions()`). Returns OPAQUE when unsure.
+    columns (levels and keys); `functions` maps DuckDB's built-in function names to
+    their stability (`duckdb_functions()`); `clocks` are the bare names DuckDB reads as
+    the clock (`current_date`): the caller leaves out any a table has as a column,
+    since a column of that name would win. Returns OPAQUE when unsure.
     """
     statements = ast.get("statements") if not ast.get("error") else None
     if not isinstance(statements, list) or len(statements) != 1:
@@ -184,13 +189,15 @@ def scan(
             continue
         ref, select = found[0]
         assert select is not None
+        if ref.get("column_name_alias") or ref.get("sample") or select.get("sample"):
+            continue  # renamed columns; a sample would draw from fewer rows
         aliases = {str(ref.get("alias") or name).lower()}
         columns = {c.lower(): c for c in partitions[name]}
         time = times[name]
         if time is not None:
             columns[time.lower()] = time
         for term in _conjuncts(select.get("where_clause")):
-            terms.extend(_terms(name, term, aliases, columns, functions))
+            terms.extend(_terms(name, term, aliases, columns, (functions, clocks)))
     return Scan(frozenset(reads), terms)
 
 
@@ -241,7 +248,7 @@ def _terms(
     node: Node,
     aliases: set[str],
     columns: Mapping[str, str],
-    functions: Mapping[str, str],
+    names: tuple[Mapping[str, str], frozenset[str]],
 ) -> list[Term]:
     """The `column op value` terms one WHERE conjunct gives (none if it is anything else)."""
 
@@ -254,8 +261,8 @@ def _terms(
         return columns.get(parts[0]) if len(parts) == 1 else None
 
     def term(col: str, op: str, values: list[Any]) -> list[Term]:
-        kinds = [_stability(v, columns, functions) for v in values]
-        if None in kinds:
+        kinds = [_stability(v, *names) for v in values]
+        if None in kinds or len(values) > MAX_IN_VALUES:
             return []
         return [Term(table, col, op, tuple(values), WITHIN_QUERY in kinds)]
 
@@ -276,7 +283,7 @@ def _terms(
     return []
 
 
-def _stability(expr: Any, columns: Mapping[str, str], functions: Mapping[str, str]) -> str | None:
+def _stability(expr: Any, functions: Mapping[str, str], clocks: frozenset[str]) -> str | None:
     """CONSISTENT or WITHIN_QUERY for an expression free of columns and subqueries, else None."""
     if not isinstance(expr, dict):
         return None
@@ -284,18 +291,17 @@ def _stability(expr: Any, columns: Mapping[str, str], functions: Mapping[str, st
     if kind in ("CONSTANT", "PARAMETER"):
         return CONSISTENT
     if kind == "CAST":
-        return _stability(expr.get("child"), columns, functions)
+        return _stability(expr.get("child"), functions, clocks)
     if kind == "COLUMN_REF":
         names = [str(p).lower() for p in expr.get("column_names") or []]
-        clock = len(names) == 1 and names[0] in _CLOCK_NAMES and names[0] not in columns
-        return WITHIN_QUERY if clock else None
+        return WITHIN_QUERY if len(names) == 1 and names[0] in clocks else None
     if kind == "FUNCTION":
         found = functions.get(str(expr.get("function_name", "")).lower())
         if found not in (CONSISTENT, WITHIN_QUERY) or expr.get("filter") or expr.get("distinct"):
             return None
         result = found
         for argument in expr.get("arguments") or []:
-            inner = _stability((argument or {}).get("expression"), columns, functions)
+            inner = _stability((argument or {}).get("expression"), functions, clocks)
             if inner is None:
                 return None
             if inner == WITHIN_QUERY:
