@@ -447,3 +447,36 @@ def test_new_store_folds_the_complete_records_of_a_torn_segment(
     with telelake.open(root, schema=schema, host_id=HOST) as store:
         rows = store.sql("SELECT writer, seq FROM events").rows()
         assert sorted(rows) == sorted([*want, *(("after", i) for i in range(5))])
+
+
+def big_batch(start: int, rows: int) -> pa.RecordBatch:
+    """A batch over the compression threshold, repetitive like real telemetry."""
+    return pa.record_batch(
+        [
+            pa.array(range(start, start + rows), pa.int64()),
+            pa.array(
+                [None if i % 97 == 0 else f"/usr/bin/worker --id {i % 50}" for i in range(rows)]
+            ),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def test_big_batches_are_compressed_and_read_back_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.wal"
+    big = big_batch(1000, 20_000)
+    assert big.nbytes >= wal.COMPRESS_FROM
+    batches = [*make_batches([3]), big, *make_batches([5])]
+    ends = write_segment(path, batches)
+    contents = wal.read_segment(path)
+    assert contents.problem is None
+    assert rows_of(contents) == expected_rows(batches)
+    # The big record takes far fewer bytes than its plain IPC form; small ones are plain.
+    assert ends[2] - ends[1] < len(big.serialize()) // 2
+    assert ends[1] - ends[0] == len(wal.encode_record(batches[0].serialize()))
+    # A tear inside the compressed record keeps the record before it, nothing after.
+    full = path.read_bytes()
+    for cut in (ends[1] + 20, (ends[1] + ends[2]) // 2, ends[2] - 1):
+        path.write_bytes(full[:cut])
+        torn = wal.read_segment(path)
+        assert rows_of(torn) == expected_rows(batches[:1]) and torn.problem is not None

@@ -192,7 +192,7 @@ class LakeTier:
 
     def _due(self, table: Table, segment: wal.SegmentWriter) -> bool:
         age = time.monotonic() - self._opened_at.get(table.name, time.monotonic())
-        return segment.size >= self.durability.fold_bytes or age >= self.durability.fold_age
+        return segment.data_bytes >= self.durability.fold_bytes or age >= self.durability.fold_age
 
     def commit(self, table: Table, data: pa.Table, segment: Path | None = None) -> int:
         """Fold rows into Parquet atomically; with `segment`, retire that segment.
@@ -265,6 +265,7 @@ class LakeTier:
                 seg = self._segments.pop(name, None)
                 if seg is None or seg.closed:
                     continue
+                folded = False
                 try:
                     seg.sync()
                     if seg.rows:
@@ -273,8 +274,12 @@ class LakeTier:
                     else:
                         seg.path.unlink()
                         durable.fsync_dir(seg.path.parent)
+                    folded = True
                 finally:
-                    seg.close()
+                    if folded:
+                        seg.release()  # its file is gone: nothing to truncate or sync
+                    else:
+                        seg.close()
         return done
 
     def fold_orphans(self, table: Table) -> int:
