@@ -480,3 +480,17 @@ def test_big_batches_are_compressed_and_read_back_exactly(tmp_path: Path) -> Non
         path.write_bytes(full[:cut])
         torn = wal.read_segment(path)
         assert rows_of(torn) == expected_rows(batches[:1]) and torn.problem is not None
+
+
+def test_a_small_slice_of_a_big_table_counts_as_small() -> None:
+    # A slice shares its parent's buffers: judged by its own rows, not theirs, it is
+    # written plain and counts for its own bytes towards `fold_bytes`.
+    parent = big_batch(0, 50_000)
+    piece = parent.slice(100, 10)
+    payload, data_bytes = wal.serialize_batch(piece)
+    assert payload.size == piece.serialize().size
+    assert data_bytes < 4096 < parent.nbytes
+    read = pa.ipc.read_record_batch(payload, SCHEMA)
+    assert read.to_pylist() == piece.to_pylist()
+    big_payload, big_bytes = wal.serialize_batch(parent)
+    assert big_bytes == parent.nbytes and big_payload.size < parent.nbytes // 2
