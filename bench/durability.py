@@ -276,7 +276,7 @@ def latency(work: Path, schema_path: Path, ops: int) -> LatencyBench:
         counts = {}
         for name, store in (("dicts", dict_store), ("arrow", arrow_store)):
             counts[name] = int(store.sql(f"SELECT COUNT(*) FROM {EVENTS}").scalar())
-            # Two writers of ~2,000 records of ~4 KiB each stay under fold_bytes (32 MiB).
+            # Two writers of ~2,000 records of ~4 KiB each stay under fold_bytes (64 MiB).
             counts[f"{name}_parquet_files_before_close"] = len(store.files(EVENTS))
     finally:
         os.close(fd)

@@ -61,10 +61,11 @@ class Durability:
 
     fsync: str = "always"
     interval: float = 1.0
-    # 32 MiB of WAL makes Parquet files of ~100k rows of a wide table: far fewer folds
-    # (each costs fsyncs and a key check) than 8 MiB did, for 32 MiB of memory per
-    # table and writer (a segment's batches are kept for its fold).
-    fold_bytes: int = 32 << 20
+    # 64 MiB of Arrow data makes Parquet files of ~110k rows of proc_samples, about what
+    # a large direct write makes (100k): few folds (each costs fsyncs and a key check)
+    # and few files, for at most 64 MiB of memory per table and writer (a segment's
+    # batches are kept for its fold).
+    fold_bytes: int = 64 << 20
     fold_age: float = 60.0
     direct_rows: int = 50_000
     # Files replaced by a compaction stay on disk this long after it commits (hidden
