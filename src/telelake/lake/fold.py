@@ -32,6 +32,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from telelake import durable
 from telelake.lake import layout, parquet
@@ -112,7 +113,7 @@ def drop_existing_keys(
     A row is dropped when its key is in one of the Parquet `files`, earlier in `data`,
     or in `others` (the records of other live WAL segments) with an earlier
     acknowledgement time; rows without a time (direct writes) come after every WAL row.
-    Only key columns, times and row positions go to DuckDB; existing files are read with
+    Only key columns, times and row positions are compared; existing files are read with
     a filter on the batch's key range, so Parquet row-group statistics skip most of them.
     """
     if not table.key or data.num_rows == 0:
@@ -123,6 +124,46 @@ def drop_existing_keys(
     files = [f for f in files if parquet.may_overlap(parquet.column_ranges(f, table.key), bounds)]
     if not files and (others is None or others.num_rows == 0) and _unique(data, table.key):
         return data  # the common case: new keys only, nothing to compare with
+    if others is None or others.num_rows == 0:
+        kept = _first_new(table, data, files, bounds)
+    else:
+        kept = _first_new_across_writers(table, data, files, bounds, others)
+    if len(kept) == data.num_rows:
+        return data  # the common case: nothing to drop, no copy
+    return data.take(kept)
+
+
+def _first_new(table: Table, data: pa.Table, files: list[Path], bounds: parquet.Ranges) -> pa.Array:
+    """Positions (ascending) of the rows to keep when no other live writer can hold a
+    key: the first row of each key, unless an existing file has it. Arrow only: a
+    hash group-by and an anti-join, about a third of the cost of the same in DuckDB."""
+    key = list(table.key)
+    positions = pa.array(np.arange(data.num_rows, dtype=np.int64))
+    incoming = data.select(key).append_column("__tl_pos", positions)
+    first = incoming.group_by(key, use_threads=False).aggregate([("__tl_pos", "min")])
+    if files:
+        existing = pq.read_table(
+            [str(f) for f in files], columns=key, filters=_within(bounds), partitioning=None
+        )
+        first = first.join(existing, keys=key, join_type="left anti")
+    return pa.array(np.sort(first.column("__tl_pos_min").to_numpy()))
+
+
+def _within(bounds: parquet.Ranges) -> pc.Expression:
+    """`lo <= column <= hi` for every key column: row groups outside are never read."""
+    out: pc.Expression | None = None
+    for name, (low, high) in bounds.items():
+        term = (pc.field(name) >= low) & (pc.field(name) <= high)
+        out = term if out is None else out & term
+    assert out is not None
+    return out
+
+
+def _first_new_across_writers(
+    table: Table, data: pa.Table, files: list[Path], bounds: parquet.Ranges, others: pa.Table
+) -> pa.Array:
+    """Like `_first_new`, also dropping rows whose key another live WAL segment
+    acknowledged earlier (`others`); DuckDB, for the time-ordered anti-join."""
     keys = ", ".join(f'"{k}"' for k in table.key)
     at = data.column(AT) if AT in data.column_names else pa.repeat(pa.scalar(_NEVER), data.num_rows)
     incoming = (
@@ -136,10 +177,9 @@ def drop_existing_keys(
         keep = f"SELECT min(__tl_pos) AS __tl_pos FROM incoming GROUP BY {keys}"
         keep = f"SELECT i.* FROM incoming i JOIN ({keep}) USING (__tl_pos)"
         params: dict[str, object] = {}
-        if others is not None and others.num_rows:
-            con.register("others", others.select([*table.key, AT]))
-            same = " AND ".join(f'k."{k}" = o."{k}"' for k in table.key)
-            keep = f"SELECT k.* FROM ({keep}) k ANTI JOIN others o ON {same} AND o.{AT} < k.{AT}"
+        con.register("others", others.select([*table.key, AT]))
+        same = " AND ".join(f'k."{k}" = o."{k}"' for k in table.key)
+        keep = f"SELECT k.* FROM ({keep}) k ANTI JOIN others o ON {same} AND o.{AT} < k.{AT}"
         if files:
             ranges = " AND ".join(
                 f'"{k}" BETWEEN $lo{i} AND $hi{i}' for i, k in enumerate(table.key)
@@ -151,12 +191,10 @@ def drop_existing_keys(
             keep = f"SELECT * FROM ({keep}) ANTI JOIN ({existing}) USING ({keys})"
         query = f"SELECT __tl_pos FROM ({keep}) ORDER BY 1"
         positions = con.sql(query, params=params) if params else con.sql(query)
-        kept = positions.to_arrow_table().column(0)
+        kept: pa.Array = positions.to_arrow_table().column(0).combine_chunks()
     finally:
         con.close()
-    if len(kept) == data.num_rows:
-        return data  # the common case: nothing to drop, no copy
-    return data.take(kept)
+    return kept
 
 
 @functools.cache
