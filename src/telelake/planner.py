@@ -75,6 +75,7 @@ class Planner:
         columns = {c.lower() for t in schema.tables.values() for c in t.column_names}
         self._clocks = prune.CLOCK_NAMES - columns
         self._functions: dict[str, str] | None = None
+        self._select_one_json: str | None = None
         self._parsed: OrderedDict[str, _Parsed] = OrderedDict()
 
     def plan(self, text: str, params: Params) -> Plan:
@@ -142,7 +143,7 @@ class Planner:
                 else:
                     outer.append(alias)
         try:
-            template = json.loads(self._one("SELECT json_serialize_sql('SELECT 1')")[0])
+            template = json.loads(self._select_one())
             template["statements"][0]["node"]["select_list"] = select
             inner = self._one("SELECT json_deserialize_sql(?)", [json.dumps(template)])[0]
         except (duckdb.Error, ValueError, IndexError, KeyError):
@@ -179,6 +180,12 @@ class Planner:
             ).fetchall()
             self._functions = {name: _stability(set(kinds)) for name, kinds in rows}
         return self._functions
+
+    def _select_one(self) -> str:
+        """`SELECT 1` as DuckDB's parse tree (JSON): the frame bound values are put in."""
+        if self._select_one_json is None:
+            self._select_one_json = str(self._one("SELECT json_serialize_sql('SELECT 1')")[0])
+        return self._select_one_json
 
     def _one(self, sql: str, params: Any = None) -> tuple[Any, ...]:
         # fetchall: a half-read result keeps DuckDB's connection busy.

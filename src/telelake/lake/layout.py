@@ -19,6 +19,7 @@ from telelake.schema.model import Table
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 _TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 _WIDTH = {"year": 4, "month": 2, "day": 2, "hour": 2}
+TIME_LEVELS = tuple(_WIDTH)  # the time levels a table may partition by, coarsest first
 
 PartitionValues = tuple[tuple[str, str], ...]
 

@@ -47,7 +47,6 @@ CLOCK_NAMES = frozenset({"current_timestamp", "current_date", "current_time", "l
 MAX_IN_VALUES = 64
 # Table functions that cannot read a table of ours.
 _HARMLESS_TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}
-LEVELS = ("year", "month", "day", "hour")
 
 CONSISTENT, WITHIN_QUERY = "CONSISTENT", "CONSISTENT_WITHIN_QUERY"
 
@@ -374,7 +373,7 @@ def bounds(
         elif term.column in keys and all(isinstance(v, str) for v in values):
             allowed = frozenset(str(v) for v in values)
             key_sets[term.column] = key_sets.get(term.column, allowed) & allowed
-        elif term.column in LEVELS and all(_is_int(v) for v in values):
+        elif term.column in layout.TIME_LEVELS and all(_is_int(v) for v in values):
             levels = frozenset(int(v) for v in values)
             level_sets[term.column] = level_sets.get(term.column, levels) & levels
     return Bounds(lower, upper, key_sets, level_sets)

@@ -206,17 +206,12 @@ def _alternation(patterns: Iterable[str]) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _any_rule(patterns: tuple[str, ...]) -> Any:
+def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
     # RE2 (google-re2) scans once for all rules together: about 6 µs for a 250-character
     # string where Python's backtracking `re` takes 380 µs on the same alternation.
     # Keyed by the patterns: strings hash once, whole rules would hash on every call.
-    return re2.compile(_alternation(patterns))
-
-
-@functools.lru_cache(maxsize=8)
-def _any_rule_on_lines(patterns: tuple[str, ...]) -> Any:
-    # Multi-line: `^` and `$` also match at each line break of a joined text.
-    return re2.compile("(?m)" + _alternation(patterns))
+    # With `lines`, `^` and `$` also match at each line break of a joined text.
+    return re2.compile(("(?m)" if lines else "") + _alternation(patterns))
 
 
 # Arrow compiles a pattern on every call: about 3 ms for the all-rules alternation, which
@@ -238,7 +233,7 @@ def may_match(arr: pa.Array, patterns: tuple[str, ...]) -> bool:
     if not values:
         return False
     try:
-        return _any_rule_on_lines(patterns).search("\n".join(values)) is not None
+        return _any_rule(patterns, lines=True).search("\n".join(values)) is not None
     except UnicodeError:  # a lone surrogate RE2 cannot encode: assume a hit
         return True
 
