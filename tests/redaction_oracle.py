@@ -1,9 +1,9 @@
 """What a redacted value must look like, computed independently of telelake.redact.policy.
 
 Plain Python (hmac, re, str.split) per value; the store does the same with Arrow compute
-kernels over whole columns. Only the secret-pattern rules are shared: their Python engine
-(`redact_text`) stands in here, while the store runs the RE2 engine (`redact_array`);
-the two are proven equal rule by rule in test_redact_patterns.py.
+kernels over whole columns and RE2 scans that skip what no rule matches. Only the rules
+themselves (rules.toml: pattern, secret group, name) are shared; here each one is applied
+with Python's `re`, one after the other, pass after pass, with nothing skipped.
 """
 
 from __future__ import annotations
@@ -15,10 +15,31 @@ import re
 from pathlib import Path
 from typing import Any
 
-from telelake.redact.patterns import load_rules, redact_text
+from telelake.redact.patterns import MAX_PASSES, Rule, load_rules
 
 RULES = load_rules()
 HASH_MARKER = re.compile(r"\[REDACTED:hash:[0-9a-f]{6,64}\]")
+
+
+def _replacement(rule: Rule) -> str:
+    """The secret group becomes the rule's marker; the other groups stay."""
+    marker = f"[REDACTED:pattern:{rule.name}]"
+    if rule.secret_group is None:
+        return marker
+    groups = re.compile(rule.pattern).groups
+    return "".join(marker if g == rule.secret_group else f"\\g<{g}>" for g in range(1, groups + 1))
+
+
+def redact_text(text: str) -> tuple[str, bool]:
+    """Every rule in file order, repeated until nothing changes: (text, changed)."""
+    original = text
+    for _ in range(MAX_PASSES):
+        before = text
+        for rule in RULES:
+            text = re.sub(rule.pattern, _replacement(rule), text)
+        if text == before:
+            break
+    return text, text != original
 
 
 def store_key(root: Path) -> bytes:
@@ -38,7 +59,7 @@ def expected(policy: str, value: Any, key: bytes, *, is_json: bool = False) -> A
             "[REDACTED:hash:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12] + "]"
         )
     if policy == "pattern":
-        return redact_text(value, RULES)[0]
+        return redact_text(value)[0]
     if policy.startswith("truncate:"):
         keep = int(policy.split(":")[1])
         lead = "/" if value.startswith("/") else ""
@@ -65,8 +86,8 @@ def _json(text: str) -> str:
     def walk(node: Any) -> Any:
         nonlocal changed
         if isinstance(node, str):
-            clean = redact_text(node, RULES)[0]
-            changed = changed or clean != node
+            clean, fired = redact_text(node)
+            changed = changed or fired
             return clean
         if isinstance(node, list):
             return [walk(v) for v in node]
@@ -76,7 +97,7 @@ def _json(text: str) -> str:
                 key, value = walk(k), walk(v)
                 if isinstance(value, str):
                     pair = json.dumps({key: value}, ensure_ascii=False)
-                    clean, fired = redact_text(pair, RULES)
+                    clean, fired = redact_text(pair)
                     if fired:
                         changed = True
                         value = json.loads(clean)[key]

@@ -100,6 +100,32 @@ def test_json_columns_keep_valid_json_and_untouched_text() -> None:
     assert policy.redact_json(plain) == plain  # nothing to redact: byte-identical
 
 
+json_leaves = st.one_of(
+    st.sampled_from([t for t, _ in CORPUS] + ORDINARY),
+    st.text(max_size=20),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+)
+json_keys = st.one_of(
+    st.sampled_from(["token", "password", "api_key", "note", "argv", "Authorization"]),
+    st.text(max_size=8),
+)
+json_docs = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_keys, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_docs, st.booleans())
+def test_json_redaction_equals_the_per_string_oracle(doc: Any, ascii_only: bool) -> None:
+    """Secrets as values, as keyed values ({"token": ...}), in lists, escaped or not."""
+    text = json.dumps(doc, ensure_ascii=ascii_only)
+    assert policy.redact_json(text) == redaction_oracle.expected("pattern", text, KEY, is_json=True)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

@@ -216,7 +216,7 @@ class _Context:
         if row is not None:
             parts.append(f"row {row}")
         where = ", ".join(p for p in parts if p)
-        reason = redact_text(reason, list(default_rules()))[0]  # never echo a secret
+        reason = redact_text(reason, default_rules())[0]  # never echo a secret
         return ValidationError(
             f"{where}: {reason}; nothing was written",
             store=self.store or None,

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,11 @@ __all__ = [
     "Example",
     "Rule",
     "RuleError",
+    "any_match",
     "hash_marker",
     "load_rules",
     "pattern_marker",
+    "patterns_of",
     "redact_array",
     "redact_text",
 ]
@@ -222,26 +224,46 @@ JOINED_SCAN_MAX = 20_000
 
 
 def may_match(arr: pa.Array, patterns: tuple[str, ...]) -> bool:
-    """False only when no rule matches any string of `arr`.
+    """False only when no rule matches any string of `arr` (see :func:`any_match`)."""
+    return any_match([v for v in arr.to_pylist() if v is not None], patterns)
+
+
+def any_match(texts: Sequence[str], patterns: tuple[str, ...]) -> bool:
+    """False only when no rule matches any of `texts`: one RE2 scan of them joined.
 
     A rule matching a string alone matches the same characters in the joined text:
     the newline around each string reads like a text edge to `^`/`$` (multi-line) and
     to `\b`. Matches across a newline can only add hits, never hide one; a hit sends
     the caller to the exact per-string path.
     """
-    values = [v for v in arr.to_pylist() if v is not None]
-    if not values:
+    if not texts:
         return False
     try:
-        return _any_rule(patterns, lines=True).search("\n".join(values)) is not None
+        return _any_rule(patterns, lines=True).search("\n".join(texts)) is not None
     except UnicodeError:  # a lone surrogate RE2 cannot encode: assume a hit
         return True
 
 
-def redact_text(text: str, rules: list[Rule]) -> tuple[str, list[str]]:
+_PATTERNS: dict[int, tuple[Sequence[Rule], tuple[str, ...]]] = {}
+
+
+def patterns_of(rules: Sequence[Rule]) -> tuple[str, ...]:
+    """The rules' patterns; remembered for a tuple of rules (it cannot change)."""
+    hit = _PATTERNS.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    patterns = tuple(rule.pattern for rule in rules)
+    if isinstance(rules, tuple):
+        if len(_PATTERNS) >= 64:
+            _PATTERNS.clear()
+        _PATTERNS[id(rules)] = (rules, patterns)  # holding `rules` keeps its id unique
+    return patterns
+
+
+def redact_text(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
     """Redact ``text``; return it with the names of the rules that fired (in rule order)."""
     try:
-        if not _any_rule(tuple(rule.pattern for rule in rules)).search(text):
+        if not _any_rule(patterns_of(rules)).search(text):
             return text, []  # the usual case, in one scan: no rule matches anywhere
     except UnicodeError:  # a lone surrogate RE2 cannot encode: take the long way
         pass
@@ -257,7 +279,7 @@ def redact_text(text: str, rules: list[Rule]) -> tuple[str, list[str]]:
     return text, [rule.name for rule in rules if rule.name in fired]
 
 
-def redact_array(arr: pa.Array, rules: list[Rule]) -> pa.Array:
+def redact_array(arr: pa.Array, rules: Sequence[Rule]) -> pa.Array:
     """Vectorised :func:`redact_text` over a string array; nulls stay null.
 
     Each pass first finds, in one RE2 scan with every rule as an alternation, the
@@ -268,7 +290,7 @@ def redact_array(arr: pa.Array, rules: list[Rule]) -> pa.Array:
     """
     if not rules or len(arr) == 0:
         return arr
-    patterns = tuple(rule.pattern for rule in rules)
+    patterns = patterns_of(rules)
     if len(arr) <= JOINED_SCAN_MAX and not may_match(arr, patterns):
         return arr
     combined = _alternation(patterns)

@@ -31,6 +31,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +41,11 @@ import pyarrow.compute as pc
 from telelake import durable
 from telelake.redact.patterns import (
     Rule,
+    any_match,
     hash_marker,
     load_rules,
     pattern_marker,
+    patterns_of,
     redact_array,
     redact_text,
 )
@@ -115,7 +118,7 @@ def apply(policy: Policy, arr: pa.Array, key: bytes) -> pa.Array:
 
 def _apply(policy: Policy, arr: pa.Array, key: bytes) -> pa.Array:
     if policy.kind == "pattern":
-        return redact_array(arr, list(default_rules()))
+        return redact_array(arr, default_rules())
     if policy.kind == "hash":
         # A value that already is a marker stays (replaying a redacted log is idempotent).
         markers = [
@@ -145,7 +148,33 @@ def apply_values(
 
 def redact_json(text: str) -> str:
     """A JSON document with the pattern rules applied to every string in it."""
-    rules = list(default_rules())
+    rules = default_rules()
+    try:
+        doc = json.loads(text)
+    except ValueError:  # not JSON after all (the column was declared json): treat as text
+        return redact_text(text, rules)[0]
+    if not any_match(_scanned_texts(doc, []), patterns_of(rules)):
+        return text  # the usual case: one scan of every string the walk below would see
+    return _redact_doc(doc, text, rules)
+
+
+def _scanned_texts(node: Any, out: list[str]) -> list[str]:
+    """Every text :func:`_redact_doc` scans: strings, keys, and `{"key": "value"}` pairs."""
+    if isinstance(node, str):
+        out.append(node)
+    elif isinstance(node, list):
+        for v in node:
+            _scanned_texts(v, out)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            out.append(k)
+            _scanned_texts(v, out)
+            if isinstance(v, str):  # exactly json.dumps({k: v}, ensure_ascii=False)
+                out.append("{" + encode_basestring(k) + ": " + encode_basestring(v) + "}")
+    return out
+
+
+def _redact_doc(doc: Any, text: str, rules: Sequence[Rule]) -> str:
     changed = False
 
     def walk(node: Any) -> Any:
@@ -181,10 +210,7 @@ def redact_json(text: str) -> str:
             return str(back[key])
         return pattern_marker(fired[0])
 
-    try:
-        doc = walk(json.loads(text))
-    except ValueError:  # not JSON after all (the column was declared json): treat as text
-        return redact_text(text, rules)[0]
+    doc = walk(doc)
     return json.dumps(doc, ensure_ascii=False) if changed else text
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,11 +79,11 @@ class ScanReport:
 
 def scan(
     root: Path,
-    rules: list[Rule] | None = None,
+    rules: Sequence[Rule] | None = None,
     on_file: Callable[[Path], None] | None = None,
 ) -> ScanReport:
     """Scan every file under `root` (the store's redaction key aside)."""
-    rules = list(rules if rules is not None else default_rules())
+    chosen = tuple(rules) if rules is not None else default_rules()
     report = ScanReport(root)
     for path in files_under(root):
         if on_file is not None:
@@ -91,7 +91,7 @@ def scan(
         report.files += 1
         for group in _strings_of(path):
             report.strings += len(group.values)
-            for index, names in _secret_like(group.values, rules):
+            for index, names in _secret_like(group.values, chosen):
                 report.findings.append(Finding(path, group.place(index), names))
     return report
 
@@ -101,7 +101,7 @@ def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != KEY_NAME)
 
 
-def _secret_like(values: list[str], rules: list[Rule]) -> Iterator[tuple[int, tuple[str, ...]]]:
+def _secret_like(values: list[str], rules: Sequence[Rule]) -> Iterator[tuple[int, tuple[str, ...]]]:
     """(index, rule names) of each value the rules would change (RE2 first, then Python)."""
     if not values:
         return
