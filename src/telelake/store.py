@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import os
@@ -9,7 +10,7 @@ import threading
 import time
 import tomllib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +54,7 @@ from telelake.sql import ddl
 from telelake.sql import migrations as sql_migrations
 from telelake.sql.backup import BackupReport, backup_database
 from telelake.sql.tier import SqlTier
+from telelake.validate import PlainColumns
 from telelake.writer import BatchWriter
 
 __version__ = "0.1.0"
@@ -409,8 +411,22 @@ class Store:
             if clean:
                 self._log(self._record(t), clean)
             return len(clean)
+        if t.tier == "lake" and not self._redactor.columns(t.name) and not self._lake_rollups(t):
+            plain = validate.exact_columns(t, rows, self._extra_columns(t), self._lake.defaults)
+            if plain is not None and self._write_plain(t, plain):
+                return plain.num_rows
         data = self.validate(table, rows)
         return self._write_arrow(t, data)
+
+    def _write_plain(self, table: Table, plain: PlainColumns) -> bool:
+        """A small write of checked plain values to the lake's WAL, with no Arrow on the
+        way (see `wal.serialize_rows`); False if it must take the Arrow path instead."""
+        if self.read_only:
+            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        if plain.num_rows >= self._lake.durability.direct_rows:
+            return False
+        with self._lake_errors(table):
+            return self._lake.write_plain(table, plain.fields, plain.columns, plain.num_rows)
 
     def _record(self, table: Table) -> LogRecord:
         record = self.schema.log.record_of(table.name) if self.schema.log else None
@@ -434,12 +450,20 @@ class Store:
         rollups = self._lake_rollups(table)
         for rollup in rollups:
             self.sql_tier.mark_dirty(rollup, windows.touched(rollup, data))
-        try:
+        with self._lake_errors(table):
             self._lake.check_partition_values(table, data)
             if direct:
                 self._lake.commit(table, data)
             else:
                 self._lake.write(table, data)
+        self._refresh_rollups(rollups)
+        return int(data.num_rows)
+
+    @contextlib.contextmanager
+    def _lake_errors(self, table: Table) -> Iterator[None]:
+        """A lake write's failures as telelake errors that say what happened to the rows."""
+        try:
+            yield
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 raise StorageFullError(
@@ -454,8 +478,6 @@ class Store:
                 store=self.schema.name,
                 table=table.name,
             ) from exc
-        self._refresh_rollups(rollups)
-        return int(data.num_rows)
 
     def _log(self, record: LogRecord, rows: list[dict[str, Any]]) -> None:
         """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""

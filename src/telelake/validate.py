@@ -125,6 +125,11 @@ class _RowPlan:
 
     checks: tuple[tuple[str, frozenset[type], frozenset[Any] | None, bool], ...]
     struct: pa.StructType
+    # The fields of the rows as `to_arrow` returns them plus the extra columns they
+    # lack (filled by the caller): the same tuple object every time, for caching.
+    fields: tuple[pa.Field, ...]
+    missing: tuple[str, ...]
+    absent: tuple[int, ...]  # positions in `struct` of nullable columns the rows lack
 
 
 _PLANS: dict[tuple[int, tuple[str, ...]], tuple[Table, _RowPlan | None]] = {}
@@ -152,10 +157,12 @@ def _make_plan(table: Table, keys: tuple[str, ...], extra: Sequence[Column]) -> 
     if not present <= {c.name for c in columns}:
         return None
     checks = []
-    for col in columns:
+    absent = []
+    for position, col in enumerate(columns):
         if col.name not in present:
             if not col.nullable:
                 return None
+            absent.append(position)
             continue  # a missing nullable column: the struct conversion fills nulls
         exact = _EXACT.get(col.type.name)
         if exact is None:
@@ -163,7 +170,38 @@ def _make_plan(table: Table, keys: tuple[str, ...], extra: Sequence[Column]) -> 
         allowed = exact | _NONE if col.nullable else exact
         enum = frozenset(col.enum) if col.enum is not None else None
         checks.append((col.name, allowed, enum, col.type.name == "timestamp"))
-    return _RowPlan(tuple(checks), pa.struct([c.arrow_field for c in columns]))
+    missing = tuple(c for c in extra if c.name not in present)
+    fields = (*(c.arrow_field for c in columns), *(c.arrow_field for c in missing))
+    struct = pa.struct([c.arrow_field for c in columns])
+    names = tuple(c.name for c in missing)
+    return _RowPlan(tuple(checks), struct, fields, names, tuple(absent))
+
+
+def _exact_checked(
+    table: Table, rows: list[Any], extra: Sequence[Column]
+) -> tuple[_RowPlan, list[list[Any]]] | None:
+    """The plan of a few exactly-typed dict rows and their values column by column (in
+    plan order); None if any doubt (a value of another type, a naive datetime, ...)."""
+    if not rows or type(rows[0]) is not dict:
+        return None
+    first = rows[0]
+    keys = first.keys()
+    if not all(type(r) is dict and r.keys() == keys for r in rows):
+        return None
+    plan = _row_plan(table, tuple(first), extra)
+    if plan is None:
+        return None
+    columns = []
+    for name, allowed, enum, timestamp in plan.checks:
+        values = [r[name] for r in rows]
+        if not set(map(type, values)) <= allowed:
+            return None
+        if enum is not None and not {v for v in values if v is not None} <= enum:
+            return None
+        if timestamp and not all(v is None or v.utcoffset() is not None for v in values):
+            return None
+        columns.append(values)
+    return plan, columns
 
 
 def _exact_rows(table: Table, rows: list[Any], extra: Sequence[Column]) -> pa.Table | None:
@@ -174,27 +212,68 @@ def _exact_rows(table: Table, rows: list[Any], extra: Sequence[Column]) -> pa.Ta
     (a plan per key set is cached). Integers out of range make that conversion fail, so
     they also take the general path.
     """
-    if not rows or type(rows[0]) is not dict:
+    checked = _exact_checked(table, rows, extra)
+    if checked is None:
         return None
-    first = rows[0]
-    keys = first.keys()
-    if not all(type(r) is dict and r.keys() == keys for r in rows):
-        return None
-    plan = _row_plan(table, tuple(first), extra)
-    if plan is None:
-        return None
-    for name, allowed, enum, timestamp in plan.checks:
-        values = [r[name] for r in rows]
-        if not set(map(type, values)) <= allowed:
-            return None
-        if enum is not None and not {v for v in values if v is not None} <= enum:
-            return None
-        if timestamp and not all(v is None or v.utcoffset() is not None for v in values):
-            return None
     try:
-        return pa.Table.from_struct_array(pa.array(rows, type=plan.struct))
+        return pa.Table.from_struct_array(pa.array(rows, type=checked[0].struct))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return None
+
+
+@dataclass(frozen=True)
+class PlainColumns:
+    """Valid rows as plain column lists: what a small WAL write stores without Arrow.
+
+    `fields` are the Arrow fields of the same rows after `to_arrow` and the fill of the
+    extra columns they lack; timestamps are UTC microseconds.
+    """
+
+    fields: tuple[pa.Field, ...]
+    columns: list[list[Any]]
+    num_rows: int
+
+
+def exact_columns(
+    table: Table, rows: Any, extra: Sequence[Column] = (), fills: Mapping[str, Any] = {}
+) -> PlainColumns | None:
+    """Check a few exactly-typed dict rows and return them as column lists, the extra
+    columns they lack filled from `fills`; None if any doubt (the caller then takes
+    `to_arrow`, which converts or names the bad row).
+
+    Every value is checked here as Arrow's conversion would check it (type, enum, time
+    zone, integer range), so reading the lists back into Arrow cannot fail.
+    """
+    if type(rows) is not list or len(rows) > SMALL_ROWS:
+        return None
+    checked = _exact_checked(table, rows, extra)
+    if checked is None:
+        return None
+    plan, columns = checked
+    for position in plan.absent:
+        columns.insert(position, [None] * len(rows))
+    for index, field in enumerate(plan.struct):
+        values = columns[index]
+        kind = _KIND_OF.get(field.type)
+        if kind == "timestamp":
+            columns[index] = [None if v is None else (v - _EPOCH) // _MICRO for v in values]
+        elif kind is not None:
+            present = [v for v in values if v is not None] if field.nullable else values
+            lo, hi = _INT_LIMITS[kind]
+            if present and (min(present) < lo or max(present) > hi):
+                return None
+    columns.extend([fills[name]] * len(rows) for name in plan.missing)
+    return PlainColumns(plan.fields, columns, len(rows))
+
+
+_MICRO = dt.timedelta(microseconds=1)
+_KIND_OF = {
+    pa.timestamp("us", tz="UTC"): "timestamp",
+    pa.int8(): "int8",
+    pa.int16(): "int16",
+    pa.int32(): "int32",
+    pa.int64(): "int64",
+}
 
 
 class _Context:

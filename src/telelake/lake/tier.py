@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -101,6 +102,7 @@ class LakeTier:
         self._opened_at: dict[str, float] = {}
         self._lock = threading.RLock()
         self._cache = wal.SegmentCache()
+        self._plain_schemas: dict[int, tuple[tuple[pa.Field, ...], pa.Schema]] = {}
         self._checked: dict[tuple[Path, int], str | None] = {}
         self._lacking: dict[tuple[Path, int], bool] = {}
         self._stop = threading.Event()
@@ -158,6 +160,46 @@ class LakeTier:
             except OSError:
                 self._abandon(table, segment)
                 raise
+        self._acknowledge(table, segment, end)
+
+    def write_plain(
+        self, table: Table, fields: tuple[pa.Field, ...], columns: list[list[Any]], rows: int
+    ) -> bool:
+        """`write` for a few rows given as checked plain column values (of `fields`, in
+        order), stored as one rows record; acknowledged on return like `write`.
+
+        Returns False, having written nothing, if a string cannot be stored (a lone
+        surrogate): the Arrow path then reports it. ValueError for a partition key value
+        that cannot be a path, as `check_partition_values` raises.
+        """
+        for field, values in zip(fields, columns, strict=True):
+            if field.name in table.partition.keys:
+                for value in set(values):
+                    layout.check_key_value(field.name, value)
+        schema = self._plain_schema(fields)
+        with self._lock:
+            segment = self._segment(table, schema)
+            try:
+                end = segment.append_rows(time.time_ns() // 1000, columns, rows)
+            except UnicodeEncodeError:
+                return False  # raised before a byte was written
+            except OSError:
+                self._abandon(table, segment)
+                raise
+        self._acknowledge(table, segment, end)
+        return True
+
+    def _plain_schema(self, fields: tuple[pa.Field, ...]) -> pa.Schema:
+        # Callers pass the same tuple for the same columns (validate caches it per plan).
+        hit = self._plain_schemas.get(id(fields))
+        if hit is not None and hit[0] is fields:
+            return hit[1]
+        schema = pa.schema([*fields, pa.field(fold.AT, pa.int64())])
+        self._plain_schemas[id(fields)] = (fields, schema)  # holding `fields` keeps its id
+        return schema
+
+    def _acknowledge(self, table: Table, segment: wal.SegmentWriter, end: int) -> None:
+        """Wait until a write that ends at `end` is durable (per policy), then fold if due."""
         try:
             segment.wait_durable(end)
         except OSError:
@@ -170,7 +212,7 @@ class LakeTier:
                 self.fold_orphans(table)  # a long-lived writer tidies up after dead ones
             except OSError as exc:
                 # The rows are acknowledged (in the WAL); the segment waits for a later fold.
-                warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=3)
+                warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=5)
 
     def _segment(self, table: Table, schema: pa.Schema) -> wal.SegmentWriter:
         seg = self._segments.get(table.name)
@@ -270,7 +312,7 @@ class LakeTier:
                 try:
                     seg.sync()
                     if seg.rows:
-                        data = pa.Table.from_batches(seg.batches, schema=seg.schema)
+                        data = seg.table()
                         done += self.commit(self.schema.tables[name], data, seg.path)
                     else:
                         seg.path.unlink()
