@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import errno
 import os
@@ -10,7 +9,7 @@ import threading
 import time
 import tomllib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -104,6 +103,7 @@ class Store:
         self.read_only = False
         self.migration: MigrationReport | None = None  # set when this open migrated
         self._extras: dict[str, tuple[Column, ...]] = {}
+        self._plain: dict[str, bool] = {}  # tables whose small dict writes skip Arrow
         self._meta = MetadataDir(root)
         old_version = self._open_metadata(migrate)
         self._redactor = self._open_redaction(create_key=not (self.read_only or plan_only))
@@ -411,12 +411,21 @@ class Store:
             if clean:
                 self._log(self._record(t), clean)
             return len(clean)
-        if t.tier == "lake" and not self._redactor.columns(t.name) and not self._lake_rollups(t):
+        if self._plain_ok(t):
             plain = validate.exact_columns(t, rows, self._extra_columns(t), self._lake.defaults)
             if plain is not None and self._write_plain(t, plain):
                 return plain.num_rows
         data = self.validate(table, rows)
         return self._write_arrow(t, data)
+
+    def _plain_ok(self, table: Table) -> bool:
+        """True if small dict writes to `table` may skip Arrow: a lake table that is
+        neither redacted nor the source of a rollup (both work on Arrow columns)."""
+        ok = self._plain.get(table.name)
+        if ok is None:
+            ok = table.tier == "lake" and not self._redactor.columns(table.name)
+            ok = self._plain[table.name] = ok and not self._lake_rollups(table)
+        return ok
 
     def _write_plain(self, table: Table, plain: PlainColumns) -> bool:
         """A small write of checked plain values to the lake's WAL, with no Arrow on the
@@ -425,8 +434,13 @@ class Store:
             raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
         if plain.num_rows >= self._lake.durability.direct_rows:
             return False
-        with self._lake_errors(table):
+        try:
             return self._lake.write_plain(table, plain.fields, plain.columns, plain.num_rows)
+        except (OSError, ValueError) as exc:
+            mapped = self._lake_error(table, exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _record(self, table: Table) -> LogRecord:
         record = self.schema.log.record_of(table.name) if self.schema.log else None
@@ -450,34 +464,36 @@ class Store:
         rollups = self._lake_rollups(table)
         for rollup in rollups:
             self.sql_tier.mark_dirty(rollup, windows.touched(rollup, data))
-        with self._lake_errors(table):
+        try:
             self._lake.check_partition_values(table, data)
             if direct:
                 self._lake.commit(table, data)
             else:
                 self._lake.write(table, data)
+        except (OSError, ValueError) as exc:
+            mapped = self._lake_error(table, exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         self._refresh_rollups(rollups)
         return int(data.num_rows)
 
-    @contextlib.contextmanager
-    def _lake_errors(self, table: Table) -> Iterator[None]:
-        """A lake write's failures as telelake errors that say what happened to the rows."""
-        try:
-            yield
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                raise StorageFullError(
-                    f"store {self.root}, table {table.name!r}: no space left "
-                    f"({exc.strerror}); this write was not acknowledged, earlier rows are "
-                    "safe; free space and write again"
-                ) from exc
-            raise
-        except ValueError as exc:  # a partition key value that is not path-safe
-            raise ValidationError(
+    def _lake_error(self, table: Table, exc: OSError | ValueError) -> TelelakeError | None:
+        """A lake write's failure as the error that says what happened to the rows (None:
+        raise it as it is)."""
+        if isinstance(exc, ValueError):  # a partition key value that is not path-safe
+            return ValidationError(
                 f"store {self.schema.name!r}, table {table.name!r}: {exc}; nothing was written",
                 store=self.schema.name,
                 table=table.name,
-            ) from exc
+            )
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return StorageFullError(
+                f"store {self.root}, table {table.name!r}: no space left "
+                f"({exc.strerror}); this write was not acknowledged, earlier rows are "
+                "safe; free space and write again"
+            )
+        return None
 
     def _log(self, record: LogRecord, rows: list[dict[str, Any]]) -> None:
         """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""

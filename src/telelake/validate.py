@@ -130,6 +130,9 @@ class _RowPlan:
     fields: tuple[pa.Field, ...]
     missing: tuple[str, ...]
     absent: tuple[int, ...]  # positions in `struct` of nullable columns the rows lack
+    # (position in `struct`, logical type) of the columns whose plain values need a
+    # conversion (timestamps) or a range check (integers).
+    kinds: tuple[tuple[int, str], ...]
 
 
 _PLANS: dict[tuple[int, tuple[str, ...]], tuple[Table, _RowPlan | None]] = {}
@@ -174,7 +177,12 @@ def _make_plan(table: Table, keys: tuple[str, ...], extra: Sequence[Column]) -> 
     fields = (*(c.arrow_field for c in columns), *(c.arrow_field for c in missing))
     struct = pa.struct([c.arrow_field for c in columns])
     names = tuple(c.name for c in missing)
-    return _RowPlan(tuple(checks), struct, fields, names, tuple(absent))
+    kinds = tuple(
+        (i, c.type.name)
+        for i, c in enumerate(columns)
+        if c.type.name == "timestamp" or c.type.name in _INT_LIMITS
+    )
+    return _RowPlan(tuple(checks), struct, fields, names, tuple(absent), kinds)
 
 
 def _exact_checked(
@@ -185,15 +193,18 @@ def _exact_checked(
     if not rows or type(rows[0]) is not dict:
         return None
     first = rows[0]
-    keys = first.keys()
-    if not all(type(r) is dict and r.keys() == keys for r in rows):
+    width = len(first)
+    if not all(type(r) is dict and len(r) == width for r in rows):
         return None
     plan = _row_plan(table, tuple(first), extra)
     if plan is None:
         return None
     columns = []
     for name, allowed, enum, timestamp in plan.checks:
-        values = [r[name] for r in rows]
+        try:  # the checks name every key of the first row: a row of as many keys that
+            values = [r[name] for r in rows]  # has them all has exactly its keys
+        except KeyError:
+            return None
         if not set(map(type, values)) <= allowed:
             return None
         if enum is not None and not {v for v in values if v is not None} <= enum:
@@ -252,13 +263,12 @@ def exact_columns(
     plan, columns = checked
     for position in plan.absent:
         columns.insert(position, [None] * len(rows))
-    for index, field in enumerate(plan.struct):
+    for index, kind in plan.kinds:
         values = columns[index]
-        kind = _KIND_OF.get(field.type)
         if kind == "timestamp":
             columns[index] = [None if v is None else (v - _EPOCH) // _MICRO for v in values]
-        elif kind is not None:
-            present = [v for v in values if v is not None] if field.nullable else values
+        else:
+            present = [v for v in values if v is not None]
             lo, hi = _INT_LIMITS[kind]
             if present and (min(present) < lo or max(present) > hi):
                 return None
@@ -267,13 +277,6 @@ def exact_columns(
 
 
 _MICRO = dt.timedelta(microseconds=1)
-_KIND_OF = {
-    pa.timestamp("us", tz="UTC"): "timestamp",
-    pa.int8(): "int8",
-    pa.int16(): "int16",
-    pa.int32(): "int32",
-    pa.int64(): "int64",
-}
 
 
 class _Context:

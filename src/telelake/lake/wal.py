@@ -252,7 +252,8 @@ class SegmentWriter:
         self.rows = 0
         self.unsynced = 0
         self.batches: list[pa.RecordBatch] = []  # kept so a fold needs no re-read
-        self._pending = _Rows(len(schema) - 1)  # rows records not yet in `batches`
+        self._pending: list[bytes] = []  # rows records not yet in `batches`
+        self._pending_rows = 0
         self._synced_size = self.size
         self._sync_lock = threading.Lock()
 
@@ -274,10 +275,11 @@ class SegmentWriter:
         takes `at`) as a rows record; returns the end offset, as `append` does."""
         payload = serialize_rows(at, columns)
         self._write_record(encode_record(payload))
-        self._pending.add(at, columns)
+        self._pending.append(payload)
+        self._pending_rows += num_rows
         self.data_bytes += len(payload)
         self.rows += num_rows
-        if self._pending.count >= PENDING_ROWS:
+        if self._pending_rows >= PENDING_ROWS:
             self._keep_pending()
         return self.size
 
@@ -287,10 +289,12 @@ class SegmentWriter:
         return pa.Table.from_batches(self.batches, schema=self.schema)
 
     def _keep_pending(self) -> None:
-        # Plain rows are kept as Python values only until a few thousand gather: one
+        # Rows records are kept as their payloads until a few thousand rows gather: one
         # conversion then keeps them as Arrow, in order with the batches around them.
-        if self._pending.count:
-            self.batches.append(self._pending.take(self.schema))
+        if self._pending:
+            self.batches.extend(batches_of(self._pending, self.schema))
+            self._pending = []
+            self._pending_rows = 0
 
     def _write_record(self, record: bytes) -> None:
         try:
