@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -232,8 +232,7 @@ def _exact_rows(table: Table, rows: list[Any], extra: Sequence[Column]) -> pa.Ta
         return None
 
 
-@dataclass(frozen=True)
-class PlainColumns:
+class PlainColumns(NamedTuple):
     """Valid rows as plain column lists: what a small WAL write stores without Arrow.
 
     `fields` are the Arrow fields of the same rows after `to_arrow` and the fill of the

@@ -102,7 +102,9 @@ class LakeTier:
         self._opened_at: dict[str, float] = {}
         self._lock = threading.RLock()
         self._cache = wal.SegmentCache()
-        self._plain_schemas: dict[int, tuple[tuple[pa.Field, ...], pa.Schema]] = {}
+        self._plain_schemas: dict[
+            int, tuple[tuple[pa.Field, ...], pa.Schema, tuple[tuple[int, str], ...]]
+        ] = {}
         self._checked: dict[tuple[Path, int], str | None] = {}
         self._lacking: dict[tuple[Path, int], bool] = {}
         self._stop = threading.Event()
@@ -172,11 +174,10 @@ class LakeTier:
         surrogate): the Arrow path then reports it. ValueError for a partition key value
         that cannot be a path, as `check_partition_values` raises.
         """
-        for field, values in zip(fields, columns, strict=True):
-            if field.name in table.partition.keys:
-                for value in set(values):
-                    layout.check_key_value(field.name, value)
-        schema = self._plain_schema(fields)
+        schema, keys = self._plain_schema(table, fields)
+        for index, name in keys:
+            for value in set(columns[index]):
+                layout.check_key_value(name, value)
         with self._lock:
             segment = self._segment(table, schema)
             try:
@@ -189,14 +190,19 @@ class LakeTier:
         self._acknowledge(table, segment, end)
         return True
 
-    def _plain_schema(self, fields: tuple[pa.Field, ...]) -> pa.Schema:
-        # Callers pass the same tuple for the same columns (validate caches it per plan).
+    def _plain_schema(
+        self, table: Table, fields: tuple[pa.Field, ...]
+    ) -> tuple[pa.Schema, tuple[tuple[int, str], ...]]:
+        """The WAL schema of plain rows of `fields`, and which of them are partition keys
+        (position, name). Callers pass the same tuple for the same columns (validate
+        caches it per plan), so both are worked out once."""
         hit = self._plain_schemas.get(id(fields))
         if hit is not None and hit[0] is fields:
-            return hit[1]
+            return hit[1], hit[2]
         schema = pa.schema([*fields, pa.field(fold.AT, pa.int64())])
-        self._plain_schemas[id(fields)] = (fields, schema)  # holding `fields` keeps its id
-        return schema
+        keys = tuple((i, f.name) for i, f in enumerate(fields) if f.name in table.partition.keys)
+        self._plain_schemas[id(fields)] = (fields, schema, keys)  # `fields` keeps its id
+        return schema, keys
 
     def _acknowledge(self, table: Table, segment: wal.SegmentWriter, end: int) -> None:
         """Wait until a write that ends at `end` is durable (per policy), then fold if due."""

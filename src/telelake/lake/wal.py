@@ -362,7 +362,11 @@ class SegmentWriter:
             self._allocated = end
 
     def _pwrite_all(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
+        n = os.pwrite(self._fd, data, offset)
+        if n == len(data):
+            return  # the usual case: one call
+        view = memoryview(data)[n:]
+        offset += n
         while view:
             n = os.pwrite(self._fd, view, offset)
             view = view[n:]
