@@ -130,9 +130,9 @@ class _RowPlan:
     fields: tuple[pa.Field, ...]
     missing: tuple[str, ...]
     absent: tuple[int, ...]  # positions in `struct` of nullable columns the rows lack
-    # (position in `struct`, logical type) of the columns whose plain values need a
-    # conversion (timestamps) or a range check (integers).
-    kinds: tuple[tuple[int, str], ...]
+    # (position in `struct`, (low, high)) of the integer columns: Arrow checks their
+    # range in the struct conversion, plain values must be checked by hand.
+    int_limits: tuple[tuple[int, tuple[int, int]], ...]
 
 
 _PLANS: dict[tuple[int, tuple[str, ...]], tuple[Table, _RowPlan | None]] = {}
@@ -177,19 +177,18 @@ def _make_plan(table: Table, keys: tuple[str, ...], extra: Sequence[Column]) -> 
     fields = (*(c.arrow_field for c in columns), *(c.arrow_field for c in missing))
     struct = pa.struct([c.arrow_field for c in columns])
     names = tuple(c.name for c in missing)
-    kinds = tuple(
-        (i, c.type.name)
-        for i, c in enumerate(columns)
-        if c.type.name == "timestamp" or c.type.name in _INT_LIMITS
+    limits = tuple(
+        (i, _INT_LIMITS[c.type.name]) for i, c in enumerate(columns) if c.type.name in _INT_LIMITS
     )
-    return _RowPlan(tuple(checks), struct, fields, names, tuple(absent), kinds)
+    return _RowPlan(tuple(checks), struct, fields, names, tuple(absent), limits)
 
 
 def _exact_checked(
     table: Table, rows: list[Any], extra: Sequence[Column]
 ) -> tuple[_RowPlan, list[list[Any]]] | None:
     """The plan of a few exactly-typed dict rows and their values column by column (in
-    plan order); None if any doubt (a value of another type, a naive datetime, ...)."""
+    plan order, timestamps as UTC microseconds); None if any doubt (a value of another
+    type, a naive datetime, ...)."""
     if not rows or type(rows[0]) is not dict:
         return None
     first = rows[0]
@@ -209,8 +208,11 @@ def _exact_checked(
             return None
         if enum is not None and not {v for v in values if v is not None} <= enum:
             return None
-        if timestamp and not all(v is None or v.utcoffset() is not None for v in values):
-            return None
+        if timestamp:  # as UTC microseconds; a naive datetime cannot be subtracted
+            try:
+                values = [None if v is None else (v - _EPOCH) // _MICRO for v in values]
+            except TypeError:
+                return None
         columns.append(values)
     return plan, columns
 
@@ -262,15 +264,10 @@ def exact_columns(
     plan, columns = checked
     for position in plan.absent:
         columns.insert(position, [None] * len(rows))
-    for index, kind in plan.kinds:
-        values = columns[index]
-        if kind == "timestamp":
-            columns[index] = [None if v is None else (v - _EPOCH) // _MICRO for v in values]
-        else:
-            present = [v for v in values if v is not None]
-            lo, hi = _INT_LIMITS[kind]
-            if present and (min(present) < lo or max(present) > hi):
-                return None
+    for index, (lo, hi) in plan.int_limits:
+        present = [v for v in columns[index] if v is not None]
+        if present and (min(present) < lo or max(present) > hi):
+            return None
     columns.extend([fills[name]] * len(rows) for name in plan.missing)
     return PlainColumns(plan.fields, columns, len(rows))
 

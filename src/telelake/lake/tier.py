@@ -229,7 +229,7 @@ class LakeTier:
             seg = wal.SegmentWriter(self.wal_dir(table) / name, schema, policy)
             self._segments[table.name] = seg
             self._opened_at[table.name] = time.monotonic()
-        elif not seg.schema.equals(schema):
+        elif seg.schema is not schema and not seg.schema.equals(schema):
             raise ValueError(f"table {table.name!r}: rows do not match the WAL segment schema")
         return seg
 
