@@ -10,7 +10,9 @@
   database file (busy_timeout set). Spawned processes meet at a barrier, write for a
   fixed time, and the rate is every acknowledged row over the wall time from the first
   start to the last acknowledgement. The same processes doing only a 4 KiB append +
-  fdatasync per write, to a file each, give the disk's floor (informative lines);
+  fdatasync per write, to a file each, give the disk's floor (informative lines). The
+  fold of what each telelake writer acknowledged runs in its `store.close()`, after the
+  window; an informative line counts it in (rows over window + slowest close);
 - WAL vs direct: the same proc_samples rows written in 10,000-row chunks (below the
   50,000-row direct threshold: WAL appends, folds when a segment is full, and the final
   fold in `store.close()`, which is timed) vs 100,000-row chunks (straight to Parquet),
@@ -27,6 +29,7 @@ machine shows up there).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import multiprocessing as mp
 import os
@@ -318,6 +321,10 @@ class WriterResult:
     p99_ms: float
     cpu_seconds: float  # user + system CPU time of the process inside the window
     error: str = ""
+    # telelake only: its `store.close()` after the window, which folds what the writer
+    # acknowledged (converting rows records to Arrow and writing Parquet)
+    fold_seconds: float = 0.0
+    fold_cpu_seconds: float = 0.0
 
 
 def _failed(writer: int, exc: BaseException) -> WriterResult:
@@ -374,8 +381,10 @@ def _telelake_worker(
         try:
             result = _window(lambda rows: store.write(EVENTS, rows), writer, seconds, barrier)
         finally:
+            cpu, start = _cpu(), time.monotonic()
             store.close()  # folds this writer's segment; outside the timed window
-        out.put(result)
+        fold = time.monotonic() - start
+        out.put(dataclasses.replace(result, fold_seconds=fold, fold_cpu_seconds=_cpu() - cpu))
     except BaseException as exc:
         barrier.abort()
         out.put(_failed(writer, exc))
@@ -473,6 +482,10 @@ def _concurrent_run(results: list[WriterResult], stored: int, warmup: int) -> Ru
             "cpu_ms_per_write": round(cpu / max(sum(ops), 1) * 1000, 4),
             "start_spread_ms": round(
                 (max(r.start for r in results) - min(r.start for r in results)) * 1000, 3
+            ),
+            "fold_seconds_max": round(max(r.fold_seconds for r in results), 4),
+            "fold_cpu_ms_per_write": round(
+                sum(r.fold_cpu_seconds for r in results) / max(sum(ops), 1) * 1000, 4
             ),
         },
     )
@@ -764,6 +777,16 @@ def lines(bench: DurabilityBench) -> list[Line]:
                     details=details,
                 )
             )
+        with_fold = tl.rows / (tl.seconds + tl.info["fold_seconds_max"])
+        out.append(
+            Line(
+                f"  with the fold at close, {n} proc",
+                rate(with_fold),
+                f"{peer}: {rate(sq.rows_per_s)}",
+                with_fold / sq.rows_per_s,
+                details={"telelake": tl.as_dict(), "peer": sq.as_dict()},
+            )
+        )
         out.append(
             Line(
                 f"  raw append floor, {n} proc",

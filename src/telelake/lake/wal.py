@@ -63,7 +63,6 @@ PREALLOCATE = 1 << 20  # bytes of zeros written ahead of the records
 # A record bigger than this grows the file as it is written: zeroing its space first
 # would write it twice, and one journal commit is little next to its own bytes.
 ZERO_FILL_MAX = 64 << 10
-PENDING_ROWS = 4096  # rows of small writes a writer keeps as Python values, at most
 
 
 # Big batches (bulk ingest) are LZ4-compressed: about a third of the bytes to write and
@@ -90,6 +89,9 @@ def serialize_batch(batch: pa.RecordBatch) -> tuple[pa.Buffer, int]:
 
 
 ROWS_MAGIC = b"TLROWS1\n"
+# Rows records convert in runs of about this many rows: few Arrow calls, yet Python
+# lists small enough that building them stays cheap (a fold may hold millions of rows).
+RUN_ROWS = 8192
 # What a payload that passed its checksum but does not decode raises: it was written by
 # something else (a reader reports the segment, `check` quarantines it).
 DECODE_ERRORS = (
@@ -113,13 +115,16 @@ def serialize_rows(at: int, columns: list[list[Any]]) -> bytes:
 
 
 def batches_of(payloads: list[bytes], schema: pa.Schema) -> list[pa.RecordBatch]:
-    """Record payloads as batches of `schema`; consecutive rows payloads make one batch."""
+    """Record payloads as batches of `schema`; consecutive rows payloads make batches of
+    about `RUN_ROWS` rows."""
     out: list[pa.RecordBatch] = []
     rows = _Rows(len(schema) - 1)
     for payload in payloads:
         if payload.startswith(ROWS_MAGIC):
             at, columns = msgpack.unpackb(payload[len(ROWS_MAGIC) :])
             rows.add(at, columns)
+            if rows.count >= RUN_ROWS:
+                out.append(rows.take(schema))
             continue
         if rows.count:
             out.append(rows.take(schema))
@@ -253,7 +258,6 @@ class SegmentWriter:
         self.unsynced = 0
         self.batches: list[pa.RecordBatch] = []  # kept so a fold needs no re-read
         self._pending: list[bytes] = []  # rows records not yet in `batches`
-        self._pending_rows = 0
         self._synced_size = self.size
         self._sync_lock = threading.Lock()
 
@@ -276,11 +280,8 @@ class SegmentWriter:
         payload = serialize_rows(at, columns)
         self._write_record(encode_record(payload))
         self._pending.append(payload)
-        self._pending_rows += num_rows
         self.data_bytes += len(payload)
         self.rows += num_rows
-        if self._pending_rows >= PENDING_ROWS:
-            self._keep_pending()
         return self.size
 
     def table(self) -> pa.Table:
@@ -289,12 +290,12 @@ class SegmentWriter:
         return pa.Table.from_batches(self.batches, schema=self.schema)
 
     def _keep_pending(self) -> None:
-        # Rows records are kept as their payloads until a few thousand rows gather: one
-        # conversion then keeps them as Arrow, in order with the batches around them.
+        # Rows records are kept as their payloads (as compact as Arrow data) until a
+        # batch follows them or the segment is folded: converting them is a fold's work,
+        # not an acknowledged write's.
         if self._pending:
             self.batches.extend(batches_of(self._pending, self.schema))
             self._pending = []
-            self._pending_rows = 0
 
     def _write_record(self, record: bytes) -> None:
         try:
