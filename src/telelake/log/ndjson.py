@@ -243,6 +243,10 @@ def _flat(record: Mapping[str, Any]) -> bool:
     return True
 
 
+# Built once: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
     """One record as a compact UTF-8 JSON line ending in `\\n`.
 
@@ -261,12 +265,12 @@ def encode(record: Mapping[str, Any]) -> bytes:
         # which converts what it can and names the key of what it cannot.
         if not _flat(record):
             raise TypeError("not flat")
-        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(record)
     except (TypeError, ValueError):
         try:
             plain = _plain(record, "", set())
             # JSON escapes control characters, so the only raw b"\n" is the terminator.
-            text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            text = _ENCODER.encode(plain)
         except RecursionError as exc:
             raise LogFormatError("record is nested too deeply to store") from exc
     try:
@@ -477,6 +481,9 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # one for every line
+
+
 def _parse(number: int, raw: bytes) -> Line:
     if not raw.endswith(b"\n"):
         return Line(number, None, TRUNCATED)
@@ -486,7 +493,7 @@ def _parse(number: int, raw: bytes) -> Line:
         return Line(number, None, f"{INVALID_JSON}: bad UTF-8 at byte {exc.start}")
     try:
         # bytes would let json guess UTF-16/32; NaN/Infinity are not JSON.
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except ValueError as exc:
         return Line(number, None, f"{INVALID_JSON}: {exc}")
     except RecursionError:
