@@ -691,19 +691,19 @@ def plain_rows(
     one-row writes a log sees. JSON values come back as their text, timestamps as aware
     datetimes, columns in declared order (missing ones as None).
     """
-    names, plain_ok = _plain_checks(table)
     for index, row in enumerate(rows):
-        unknown = [k for k in row if k not in names]
+        unknown = [k for k in row if not table.has_column(k)]
         if unknown:
             hint = ", ".join(table.column_names)
             ctx = _Context(store, table.name)
             raise ctx.error(f"unknown column (the table has: {hint})", column=unknown[0], row=index)
     # Column by column, like to_arrow(), so both report the same first problem.
-    for col, ok in zip(table.columns, plain_ok, strict=True):
+    for col in table.columns:
+        any_value = _ANY_VALUE.get(col.type.name, _NO_TYPES) if col.enum is None else _NO_TYPES
         for index, row in enumerate(rows):
             v = row.get(col.name)
-            if type(v) in ok:
-                continue  # a type that is valid whatever its value (no range, no enum)
+            if type(v) in any_value or (v is None and col.nullable):
+                continue  # valid whatever the value: no range, no enum, no parse
             problem = value_problem(col, v)
             if problem is not None:
                 raise _Context(store, table.name).error(problem, column=col.name, row=index)
@@ -723,32 +723,13 @@ def plain_rows(
     return out
 
 
-_PLAIN_CHECKS: dict[int, tuple[Table, frozenset[str], tuple[frozenset[type], ...]]] = {}
-
-
-def _plain_checks(table: Table) -> tuple[frozenset[str], tuple[frozenset[type], ...]]:
-    """The column names of `table`, and per column the Python types `value_problem`
-    accepts whatever the value (cached per table)."""
-    hit = _PLAIN_CHECKS.get(id(table))
-    if hit is not None and hit[0] is table:
-        return hit[1], hit[2]
-    ok = []
-    for col in table.columns:
-        types = _ANY_VALUE.get(col.type.name, frozenset()) if col.enum is None else frozenset()
-        ok.append(types | _NONE if col.nullable else types)
-    names = frozenset(table.column_names)
-    if len(_PLAIN_CHECKS) >= _MAX_PLANS:
-        _PLAIN_CHECKS.clear()
-    _PLAIN_CHECKS[id(table)] = (table, names, tuple(ok))
-    return names, tuple(ok)
-
-
 # Types valid for a logical type whatever the value: no range, no parse, no time zone.
 _ANY_VALUE = {
     "string": frozenset({str}),
     "bool": frozenset({bool}),
     "float64": frozenset({float, int}),
 }
+_NO_TYPES: frozenset[type] = frozenset()
 
 
 def value_problem(col: Column, v: Any) -> str | None:
