@@ -406,8 +406,7 @@ class Store:
             clean = self._redactor.rows(
                 t.name, validate.plain_rows(t, rows, store=self.schema.name)
             )
-            if self.read_only:
-                raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+            self._refuse_if_read_only()
             if clean:
                 self._log(self._record(t), clean)
             return len(clean)
@@ -417,6 +416,11 @@ class Store:
                 return plain.num_rows
         data = self.validate(table, rows)
         return self._write_arrow(t, data)
+
+    def _refuse_if_read_only(self) -> None:
+        """StoreError if this store may not be written (a newer schema wrote it)."""
+        if self.read_only:
+            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
 
     def _plain_ok(self, table: Table) -> bool:
         """True if small dict writes to `table` may skip Arrow: a lake table that is
@@ -430,8 +434,7 @@ class Store:
     def _write_plain(self, table: Table, plain: PlainColumns) -> bool:
         """A small write of checked plain values to the lake's WAL, with no Arrow on the
         way (see `wal.serialize_rows`); False if it must take the Arrow path instead."""
-        if self.read_only:
-            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        self._refuse_if_read_only()
         if plain.num_rows >= self._lake.durability.direct_rows:
             return False
         try:
@@ -448,8 +451,7 @@ class Store:
         return record
 
     def _write_arrow(self, table: Table, data: pa.Table, *, direct: bool = False) -> int:
-        if self.read_only:
-            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        self._refuse_if_read_only()
         if data.num_rows == 0:
             return 0
         if table.tier == "sql":
@@ -652,8 +654,8 @@ class Store:
         atomically: a query running meanwhile sees every row exactly once. With
         `dry_run`, nothing changes and the report says what would be merged.
         """
-        if self.read_only and not dry_run:
-            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        if not dry_run:
+            self._refuse_if_read_only()
         try:
             age = None if older_than is None else parse_age(older_than)
         except ValueError as exc:
@@ -698,8 +700,8 @@ class Store:
         files are hidden from new queries at once and deleted after `retire_after`
         seconds. With `dry_run`, nothing changes and the report says what would go.
         """
-        if self.read_only and not dry_run:
-            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        if not dry_run:
+            self._refuse_if_read_only()
         settings = self.retention()
         now = now or dt.datetime.now(dt.UTC)
         if not dry_run:
@@ -844,8 +846,7 @@ class Store:
         created and the log replayed in batches. Lines that cannot be used (a truncated
         last line after a crash, a record its table refuses) are skipped and reported.
         """
-        if self.read_only:
-            raise StoreError(f"store {self.root} is read-only (written by a newer schema)")
+        self._refuse_if_read_only()
         settings = self.schema.log
         if settings is None:
             raise StoreError(f"schema {self.schema.name!r} keeps no NDJSON log to recover from")
