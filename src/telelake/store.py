@@ -427,8 +427,9 @@ class Store:
         neither redacted nor the source of a rollup (both work on Arrow columns)."""
         ok = self._plain.get(table.name)
         if ok is None:
-            ok = table.tier == "lake" and not self._redactor.columns(table.name)
-            ok = self._plain[table.name] = ok and not self._lake_rollups(table)
+            redacted = bool(self._redactor.columns(table.name))
+            ok = table.tier == "lake" and not redacted and not self._lake_rollups(table)
+            self._plain[table.name] = ok
         return ok
 
     def _write_plain(self, table: Table, plain: PlainColumns) -> bool:
