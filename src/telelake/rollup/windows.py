@@ -11,9 +11,7 @@ a database.
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -142,6 +140,7 @@ def aggregate(rollup: Rollup, rows: pa.Table) -> States:
 
 def _stack(parts: list[States]) -> States:
     """States of disjoint windows, one after the other (no key appears twice)."""
+    parts = [p for p in parts if len(p)] or parts[:1]
     offsets = np.cumsum([0, *(len(p) for p in parts)])
     sketches = {}
     for c in parts[0].sketches:
@@ -200,6 +199,25 @@ def _pack(
     uniq, inverse = np.unique(combined, return_inverse=True)
     summed = np.bincount(inverse, weights=count, minlength=len(uniq)).astype(np.int64)
     return uniq >> 32, (uniq & 0xFFFFFFFF) - _BUCKET_BIAS, summed
+
+
+def merge(gained: States, old: States) -> tuple[States, States]:
+    """Add `old` states into `gained`: (the gained windows, updated; every window).
+
+    A batch written in time order shares few windows with earlier ones, so only those
+    go through concat(); the others are stacked as they are.
+    """
+    earlier = {k: i for i, k in enumerate(old.keys)}
+    shared = [i for i, k in enumerate(gained.keys) if k in earlier]
+    if not shared:
+        return gained, _stack([gained, old])
+    both = concat([select(gained, shared), select(old, [earlier[gained.keys[i]] for i in shared])])
+    mine = set(shared)
+    theirs = {earlier[gained.keys[i]] for i in shared}
+    rest_gained = select(gained, [i for i in range(len(gained)) if i not in mine])
+    rest_old = select(old, [i for i in range(len(old)) if i not in theirs])
+    touched = _stack([both, rest_gained])
+    return touched, _stack([touched, rest_old])
 
 
 def concat(parts: list[States]) -> States:
@@ -263,11 +281,23 @@ def finalize(rollup: Rollup, target: Table, states: States) -> dict[str, list[An
                     "max": high,
                     "avg": np.where(n > 0, total / np.where(n > 0, n, 1), np.nan),
                 }[agg.func]
-        integer = target.column(agg.output).type.name.startswith("int")
-        out[agg.output] = [
-            None if math.isnan(v) else (round(v) if integer else v) for v in values.tolist()
-        ]
+        out[agg.output] = _python_values(values, target.column(agg.output).type.name)
     return out
+
+
+def _python_values(values: np.ndarray, kind: str) -> list[Any]:
+    """Floats as the column's Python values: NaN is None; integer columns are rounded
+    half to even (np.rint, as round() does)."""
+    missing = np.isnan(values)
+    listed: list[Any] = (
+        np.rint(np.where(missing, 0, values)).astype(np.int64).tolist()
+        if kind.startswith("int")
+        else values.tolist()
+    )
+    if missing.any():
+        for i in np.flatnonzero(missing).tolist():
+            listed[i] = None
+    return listed
 
 
 def _quantiles(packed: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, q: float) -> np.ndarray:
@@ -288,66 +318,10 @@ def _quantiles(packed: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, q: flo
     )
     at = np.searchsorted(cum, start + rank, side="left")
     chosen = bucket[np.minimum(at, len(bucket) - 1)]
-    cache: dict[int, float] = {}
-    values = [cache.setdefault(v, sketch.value_of(v)) for v in chosen.tolist()]
-    out[has] = np.asarray(values)[has]
+    distinct, inverse = np.unique(chosen, return_inverse=True)  # few buckets, many windows
+    values = np.array([sketch.value_of(v) for v in distinct.tolist()], np.float64)[inverse]
+    out[has] = values[has]
     return out
-
-
-# -- storing states ------------------------------------------------------------------------
-
-
-def group_text(rollup: Rollup, key: Key) -> str:
-    """The group values of a window key as JSON (how the state table stores them)."""
-    return json.dumps(list(key[: len(rollup.group)]))
-
-
-def encode(rollup: Rollup, states: States) -> list[bytes]:
-    """One compact blob per window: counts and stats as float64, then each sketch."""
-    stats_cols, sketch_cols = stat_columns(rollup), sketch_columns(rollup)
-    head = np.column_stack([states.rows.astype(np.float64), *(states.stats[c] for c in stats_cols)])
-    slices = []
-    for c in sketch_cols:
-        window, bucket, count = states.sketches[c]
-        bounds = np.searchsorted(window, np.arange(len(states) + 1), side="left")
-        slices.append((bounds, bucket, count))
-    blobs = []
-    for i, row in enumerate(head):
-        parts = [row.tobytes()]
-        for bounds, bucket, count in slices:
-            lo, hi = bounds[i], bounds[i + 1]
-            parts += [struct.pack("<q", hi - lo), bucket[lo:hi].tobytes(), count[lo:hi].tobytes()]
-        blobs.append(b"".join(parts))
-    return blobs
-
-
-def decode(rollup: Rollup, keys: list[Key], blobs: list[bytes]) -> States:
-    """The inverse of encode()."""
-    stats_cols, sketch_cols = stat_columns(rollup), sketch_columns(rollup)
-    width = 1 + 4 * len(stats_cols)
-    head = np.empty((len(keys), width))
-    pieces: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
-        c: [] for c in sketch_cols
-    }
-    for i, blob in enumerate(blobs):
-        head[i] = np.frombuffer(blob, np.float64, width)
-        at = width * 8
-        for c in sketch_cols:
-            (m,) = struct.unpack_from("<q", blob, at)
-            at += 8
-            bucket = np.frombuffer(blob, np.int64, m, at)
-            count = np.frombuffer(blob, np.int64, m, at + 8 * m)
-            at += 16 * m
-            pieces[c].append((np.full(m, i, np.int64), bucket, count))
-    stats = {c: head[:, 1 + 4 * j : 5 + 4 * j].copy() for j, c in enumerate(stats_cols)}
-    sketches = {
-        c: tuple(
-            np.concatenate([p[n] for p in pieces[c]]) if pieces[c] else np.zeros(0, np.int64)
-            for n in range(3)
-        )
-        for c in sketch_cols
-    }
-    return States(list(keys), head[:, 0].astype(np.int64), stats, sketches)  # type: ignore[arg-type]
 
 
 def select(states: States | None, keep: list[int]) -> States:

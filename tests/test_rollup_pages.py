@@ -1,0 +1,234 @@
+"""How rollup states are stored: pages of windows (rollup/pages.py), their upgrade from
+one row per window, and their retention.
+
+The round trip is checked against plain-Python dicts of what each window remembers; the
+upgrade against an old-format state table written by hand here, byte by byte; both end
+to end against the brute force of tests/opsdata.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import random
+import sqlite3
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import telelake
+from opsdata import (
+    BASE_MS,
+    DB_NAME,
+    MS_PER_DAY,
+    WINDOWS,
+    assert_summaries_match,
+    db_summaries,
+    event_row,
+    expected_summaries,
+    random_events,
+    setup_fleet,
+    to_ms,
+    window_start,
+)
+from telelake.rollup import pages, sketch
+from telelake.rollup.windows import States
+from telelake.schema.load import load_schema
+
+ROLLUP = load_schema("search_ops").rollups["search_summaries"]
+FLEET = {"p1": ["i1", "i2"], "p2": ["i3"]}
+GROUPS = [("p1", "i1"), ("p1", "i2"), ("p2", "i3")]
+HOUR = 3_600_000
+
+# What one window remembers, in plain Python: rows, (count, sum, min, max) of
+# result_count, and latency_us's sketch {bucket: count}.
+Memory = tuple[int, tuple[float, float, float, float], dict[int, int]]
+
+
+def states_of(memory: dict[tuple[Any, ...], Memory]) -> States:
+    """A States holding exactly `memory` (windows in the dict's order)."""
+    keys = list(memory)
+    windows, buckets, counts = [], [], []
+    for i, (_, _, sk) in enumerate(memory.values()):
+        for bucket in sorted(sk):
+            windows.append(i)
+            buckets.append(bucket)
+            counts.append(sk[bucket])
+    return States(
+        keys,
+        np.array([m[0] for m in memory.values()], np.int64),
+        {"result_count": np.array([m[1] for m in memory.values()], np.float64).reshape(-1, 4)},
+        {
+            "latency_us": (
+                np.array(windows, np.int64),
+                np.array(buckets, np.int64),
+                np.array(counts, np.int64),
+            )
+        },
+    )
+
+
+def memory_of(states: States) -> dict[tuple[Any, ...], Memory]:
+    out: dict[tuple[Any, ...], Memory] = {}
+    window, bucket, count = states.sketches["latency_us"]
+    for i, key in enumerate(states.keys):
+        sk = {int(b): int(c) for w, b, c in zip(window, bucket, count, strict=True) if int(w) == i}
+        stats = states.stats["result_count"][i]
+        out[key] = (int(states.rows[i]), tuple(float(v) for v in stats), sk)  # type: ignore[misc]
+    return out
+
+
+def same(a: dict[tuple[Any, ...], Memory], b: dict[tuple[Any, ...], Memory]) -> bool:
+    """Equal, NaN equal to NaN (empty stats)."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        (ra, sa, ka), (rb, sb, kb) = a[k], b[k]
+        if ra != rb or ka != kb:
+            return False
+        if any(
+            not (x == y or (math.isnan(x) and math.isnan(y))) for x, y in zip(sa, sb, strict=True)
+        ):
+            return False
+    return True
+
+
+def memories() -> st.SearchStrategy[dict[tuple[Any, ...], Memory]]:
+    starts = st.integers(BASE_MS // 60_000 - 20_000, BASE_MS // 60_000 + 20_000)
+    key = st.builds(
+        lambda g, label, minute: (*g, label, window_start(minute * 60_000, WINDOWS[label])),
+        st.sampled_from(GROUPS),
+        st.sampled_from(list(WINDOWS)),
+        starts,
+    )
+    stats = st.one_of(
+        st.just((0.0, 0.0, math.nan, math.nan)),
+        st.tuples(
+            st.integers(1, 10**6).map(float),
+            st.floats(-1e12, 1e12),
+            st.floats(-1e6, 1e6),
+            st.floats(-1e6, 1e6),
+        ),
+    )
+    buckets = st.integers(-(1 << 21), 1 << 21)
+    sketches = st.dictionaries(buckets, st.integers(1, 2**40), max_size=12)
+    return st.dictionaries(key, st.tuples(st.integers(1, 2**40), stats, sketches), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(memories())
+def test_pages_round_trip_every_window(memory: dict[tuple[Any, ...], Memory]) -> None:
+    stored = pages.encode(ROLLUP, states_of(memory))
+    for page in stored:  # the layout: one group and label per page, an hour or a window
+        length = WINDOWS[page.window]
+        assert page.stop - page.start == max(length, HOUR)
+        assert (page.start - window_start(page.start, length)) == 0
+    back = pages.decode(ROLLUP, [(p.grp, p.window, p.state) for p in stored])
+    assert same(memory_of(back), memory)
+    for page in stored:
+        held = pages.decode(ROLLUP, [(page.grp, page.window, page.state)])
+        assert held.keys, "an empty page was stored"
+        for key in held.keys:
+            assert list(key[:2]) == json.loads(page.grp)
+            assert key[2] == page.window and page.start <= key[3] < page.stop
+
+
+# -- upgrade: states stored one row per window (before pages) -----------------------------
+
+
+def old_blob(events: list[dict[str, Any]]) -> bytes:
+    """A window's state in the old format, from its raw events: f64 rows, count, sum, min,
+    max of result_count; then i64 m, i64 buckets[m], i64 counts[m] of latency_us."""
+    results = [e["result_count"] for e in events if e["result_count"] is not None]
+    stats = (
+        (len(results), sum(results), min(results), max(results))
+        if results
+        else (0, 0.0, math.nan, math.nan)  # as telelake kept empty stats: sum 0
+    )
+    sk = Counter(sketch.bucket_of(e["latency_us"]) for e in events)
+    order = sorted(sk)
+    return (
+        struct.pack("<5d", len(events), *stats)
+        + struct.pack("<q", len(order))
+        + struct.pack(f"<{len(order)}q", *order)
+        + struct.pack(f"<{len(order)}q", *(sk[b] for b in order))
+    )
+
+
+def test_states_of_an_older_store_are_upgraded_to_pages(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    root = tmp_path / "ops"
+    first = random_events(rng, 300, GROUPS, BASE_MS, 3 * MS_PER_DAY, "a")
+    with telelake.open(root, schema="search_ops") as store:
+        setup_fleet(store, FLEET)
+        store.write("search_events", first)
+    # Rewrite the states as an older telelake kept them: one row per window.
+    by_window: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for e in first:
+        for label, length in WINDOWS.items():
+            key = (e["project_key"], e["instance_id"], label, window_start(e["ts_ms"], length))
+            by_window.setdefault(key, []).append(e)
+    con = sqlite3.connect(root / DB_NAME)
+    with con:
+        con.execute("DROP TABLE _telelake_rollup_pages")
+        con.execute(
+            "CREATE TABLE _telelake_rollup_state (rollup TEXT NOT NULL, grp TEXT NOT NULL, "
+            "window TEXT NOT NULL, start INTEGER NOT NULL, state BLOB NOT NULL, "
+            "PRIMARY KEY (rollup, grp, window, start)) WITHOUT ROWID"
+        )
+        con.executemany(
+            "INSERT INTO _telelake_rollup_state VALUES ('search_summaries', ?, ?, ?, ?)",
+            [(f'["{k[0]}", "{k[1]}"]', k[2], k[3], old_blob(evs)) for k, evs in by_window.items()],
+        )
+    con.close()
+    # Late events into the same windows: right only if every old state was carried over.
+    late = random_events(rng, 200, GROUPS, BASE_MS, 3 * MS_PER_DAY, "late")
+    with telelake.open(root, schema="search_ops") as store:
+        store.write("search_events", late)
+    assert_summaries_match(root, [*first, *late])
+    con = sqlite3.connect(root / DB_NAME)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    con.close()
+    assert "_telelake_rollup_state" not in tables and "_telelake_rollup_pages" in tables
+
+
+# -- retention: states go with the summaries, window by window ------------------------------
+
+
+def test_retention_forgets_exactly_the_expired_windows_of_a_page(tmp_path: Path) -> None:
+    now = dt.datetime(2024, 3, 1, 12, 30, 15, tzinfo=dt.UTC)
+    cutoff = to_ms(now) - 90 * MS_PER_DAY  # search_summaries keep 90 days; 12:30:15 UTC
+    minute = 60_000
+    before = window_start(cutoff, minute) - 5 * minute  # same hour page, expired
+    after = window_start(cutoff, minute) + 5 * minute  # same hour page, kept
+    assert window_start(before, HOUR) == window_start(after, HOUR)
+    events = [
+        event_row(f"e{start}-{n}", "p1", "i1", start + n * 1000, 1000 + 37 * n, n % 3)
+        for start in (before, after)
+        for n in range(6)
+    ]
+    root = tmp_path / "ops"
+    with telelake.open(root, schema="search_ops") as store:
+        setup_fleet(store, FLEET)
+        store.write("search_events", events)
+        store.enforce_retention(now=now)
+        got = db_summaries(root)
+        assert all(k[3] >= cutoff for k in got), "a summary older than 90 days is left"
+        late = [
+            event_row("late-before", "p1", "i1", before + 30_000, 5_000, 7),
+            event_row("late-after", "p1", "i1", after + 30_000, 6_000, None),
+        ]
+        store.write("search_events", late)
+    got = db_summaries(root)
+    expired = ("p1", "i1", "1m", before)
+    kept = ("p1", "i1", "1m", after)
+    # The expired window starts over from the late event alone; the kept one remembers all.
+    assert got[expired] == expected_summaries(late[:1])[expired]
+    in_kept = [e for e in events if window_start(e["ts_ms"], minute) == after]
+    assert got[kept] == expected_summaries([*in_kept, late[1]])[kept]
