@@ -87,7 +87,8 @@ def test_a_partition_holding_a_wanted_row_is_always_admitted(
     end = layout.partition_end(values)
     assert start is not None and end is not None
     lo = start if lower is None else max(start, lower)
-    hi = end - dt.timedelta(microseconds=1) if upper is None else min(end, upper)
+    last = end - dt.timedelta(microseconds=1)  # a partition is [start, end)
+    hi = last if upper is None else min(last, upper)
     could = lo <= hi and (allowed is None or host in allowed)
     for n in range(len(values) + 1):  # every directory on the way down agrees
         if wanted or could:
