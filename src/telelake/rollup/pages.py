@@ -47,7 +47,8 @@ class Page:
 
 
 def group_text(group: Sequence[Any]) -> str:
-    """The group values of a window as JSON (how pages store them)."""
+    """The group values of a window as JSON: how telelake's rollup tables store them
+    (state pages and the dirty marks of lake-source rollups)."""
     return json.dumps(list(group))
 
 
@@ -56,19 +57,14 @@ def span_of(length: int) -> int:
     return max(length, PAGE_MS)
 
 
-def page_start(start: int, length: int) -> int:
-    """The start of the page that holds the window starting at `start`."""
-    span = span_of(length)
-    return ORIGIN_MS + (start - ORIGIN_MS) // span * span
-
-
 def page_ids(rollup: Rollup, keys: Sequence[Key]) -> list[tuple[str, str, int]]:
-    """(group text, label, page start) of each window key."""
+    """(group text, label, page start) of each window key; a page starts at a whole
+    multiple of its span from ORIGIN_MS."""
     spans = {label: span_of(length) for label, length in rollup.windows}
     g = len(rollup.group)
     texts: dict[tuple[Any, ...], str] = {}  # few groups, many windows: encode each once
     out = []
-    for key in keys:  # page_start() inlined: this runs for every window of a batch
+    for key in keys:  # runs for every window of a batch: no calls inside
         group, label, start = key[:g], key[g], key[g + 1]
         text = texts.get(group)
         if text is None:

@@ -211,9 +211,9 @@ def merge(gained: States, old: States) -> tuple[States, States]:
     shared = [i for i, k in enumerate(gained.keys) if k in earlier]
     if not shared:
         return gained, _stack([gained, old])
-    both = concat([select(gained, shared), select(old, [earlier[gained.keys[i]] for i in shared])])
-    mine = set(shared)
-    theirs = {earlier[gained.keys[i]] for i in shared}
+    partners = [earlier[gained.keys[i]] for i in shared]
+    both = concat([select(gained, shared), select(old, partners)])
+    mine, theirs = set(shared), set(partners)
     rest_gained = select(gained, [i for i in range(len(gained)) if i not in mine])
     rest_old = select(old, [i for i in range(len(old)) if i not in theirs])
     touched = _stack([both, rest_gained])

@@ -161,13 +161,11 @@ class SqlTier:
 
     def _upgrade_states(self) -> None:
         """Move states stored one row per window (before pages) into pages, once."""
-        exists = (
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '" + OLD_STATE_TABLE + "'"
-        )
-        if self.con.execute(exists).fetchone() is None:
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        if self.con.execute(exists, (OLD_STATE_TABLE,)).fetchone() is None:
             return
         with self.transaction() as con:
-            if con.execute(exists).fetchone() is None:  # another process was first
+            if con.execute(exists, (OLD_STATE_TABLE,)).fetchone() is None:  # done meanwhile
                 return
             for rollup in self.schema.rollups.values():
                 rows = con.execute(
@@ -419,7 +417,7 @@ class SqlTier:
             con.executemany(
                 f"INSERT OR IGNORE INTO {DIRTY_TABLE} (rollup, grp, window, start) "
                 "VALUES (?, ?, ?, ?)",
-                [(rollup.name, json.dumps(list(k[:group])), k[-2], k[-1]) for k in keys],
+                [(rollup.name, pages.group_text(k[:group]), k[-2], k[-1]) for k in keys],
             )
 
     def dirty(self, rollup: Rollup) -> list[windows.Key]:
@@ -448,7 +446,7 @@ class SqlTier:
             con.executemany(
                 f"DELETE FROM {DIRTY_TABLE} WHERE rollup = ? AND grp = ? AND window = ? "
                 "AND start = ?",
-                [(rollup.name, json.dumps(list(k[:group])), k[-2], k[-1]) for k in keys],
+                [(rollup.name, pages.group_text(k[:group]), k[-2], k[-1]) for k in keys],
             )
 
     # -- reading ------------------------------------------------------------------------
