@@ -32,14 +32,22 @@ def _replacement(rule: Rule) -> str:
 
 def redact_text(text: str) -> tuple[str, bool]:
     """Every rule in file order, repeated until nothing changes: (text, changed)."""
-    original = text
+    clean = _redact(text)[0]
+    return clean, clean != text
+
+
+def _redact(text: str) -> tuple[str, list[str]]:
+    """(text, the rules that changed something, in file order)."""
+    fired: set[str] = set()
     for _ in range(MAX_PASSES):
         before = text
         for rule in RULES:
-            text = re.sub(rule.pattern, _replacement(rule), text)
+            text, count = re.subn(rule.pattern, _replacement(rule), text)
+            if count:
+                fired.add(rule.name)
         if text == before:
             break
-    return text, text != original
+    return text, [r.name for r in RULES if r.name in fired]
 
 
 def store_key(root: Path) -> bytes:
@@ -80,6 +88,18 @@ def expected(policy: str, value: Any, key: bytes, *, is_json: bool = False) -> A
     raise ValueError(policy)
 
 
+def _pair_value(clean: str, key: str, first_rule: str) -> str:
+    """The value of a redacted `{"key": "value"}` pair, or, when redaction broke the
+    pair's JSON, the marker of the first rule that fired in place of the whole value."""
+    try:
+        back = json.loads(clean)
+    except ValueError:
+        back = None
+    if isinstance(back, dict) and list(back) == [key] and isinstance(back[key], str):
+        return back[key]
+    return f"[REDACTED:pattern:{first_rule}]"
+
+
 def _json(text: str) -> str:
     changed = False
 
@@ -97,10 +117,10 @@ def _json(text: str) -> str:
                 key, value = walk(k), walk(v)
                 if isinstance(value, str):
                     pair = json.dumps({key: value}, ensure_ascii=False)
-                    clean, fired = redact_text(pair)
+                    clean, fired = _redact(pair)
                     if fired:
                         changed = True
-                        value = json.loads(clean)[key]
+                        value = _pair_value(clean, key, fired[0])
                 out[key] = value
             return out
         return node

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import subprocess
@@ -13,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import telelake
+from telelake import runs
 
 
 class Api:
@@ -184,3 +188,20 @@ def test_what_is_posted_is_the_redacted_record(tmp_path: Path, api: Api) -> None
     assert "[REDACTED:pattern:" in posted["git_repo"]
     assert "[REDACTED:pattern:" in posted["error_summary"]
     assert db_row(tmp_path / "s", "r1")["error_summary"] == posted["error_summary"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at=st.datetimes(
+        min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+    ),
+    before=st.integers(min_value=-(10**6), max_value=10**6),
+)
+def test_event_timestamps_are_what_datetime_isoformat_writes(at: dt.datetime, before: int) -> None:
+    # iso_utc remembers the last second it formatted: format a nearby time first.
+    epoch = dt.datetime(1970, 1, 1)
+    micros = (at - epoch) // dt.timedelta(microseconds=1)
+    near = max(micros + before, (dt.datetime(1, 1, 1) - epoch) // dt.timedelta(microseconds=1))
+    for m in (near, micros):
+        expected = (epoch + dt.timedelta(microseconds=m)).replace(tzinfo=dt.UTC)
+        assert runs.iso_utc(m) == expected.isoformat(timespec="microseconds")

@@ -93,6 +93,40 @@ def test_non_string_keys_and_non_mapping_records_are_refused() -> None:
         ndjson.encode(loop)
 
 
+flat_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)  # past 64 bits too
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+flat_records = st.dictionaries(
+    st.text(), flat_scalars | st.dictionaries(st.text(), flat_scalars, max_size=4), max_size=5
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=flat_records)
+def test_flat_records_encode_as_the_json_module_writes_them(record: dict[str, Any]) -> None:
+    # The store's records take a fast encoder; the json module is the reference.
+    line = ndjson.encode(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == record
+    reference = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if "e-0" not in reference:  # json pads exponents (1e-07), the fast encoder does not
+        assert line == (reference + "\n").encode()
+
+
+def test_flat_records_with_nan_or_a_lone_surrogate_name_the_key() -> None:
+    with pytest.raises(LogFormatError, match="NaN or Infinity") as info:
+        ndjson.encode({"record_type": "event", "payload": {"v": float("inf")}})
+    assert info.value.key == "payload.v"
+    with pytest.raises(LogFormatError, match="lone surrogate") as info:
+        ndjson.encode({"record_type": "event", "payload": {"note": "a\ud800b"}})
+    assert info.value.key == "payload.note"
+    assert json.loads(ndjson.encode({"big": 2**80})) == {"big": 2**80}
+
+
 def test_a_bad_record_in_append_many_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "e.ndjson"
     with LogWriter(path) as w:

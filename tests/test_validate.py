@@ -922,3 +922,61 @@ def test_exactly_typed_small_rows_take_the_fast_path() -> None:
     assert validate._exact_rows(SMALL, [row, dict(row, e=None)], ()) is not None
     assert validate._exact_rows(SMALL, [dict(row, i8=2.0)], ()) is None  # a float for an int
     assert validate._exact_rows(SMALL, [dict(row, i8=300)], ()) is None  # out of range
+
+
+def _json_module_accepts(text: str) -> bool:
+    """The reference: the json module, with NaN and Infinity refused."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+# Texts near JSON: fragments of valid documents cut, glued and salted with the characters
+# parsers disagree on (escapes, surrogates, big numbers, control characters, BOM).
+near_json = st.lists(
+    st.sampled_from(
+        [
+            '{"a":',
+            "1",
+            "1e400",
+            "123456789012345678901234567890",
+            '"\\ud800"',
+            '"\\u00e9"',
+            "[",
+            "]",
+            "}",
+            ",",
+            " ",
+            "\t",
+            "\ufeff",
+            "\x00",
+            '"x"',
+            "NaN",
+            "-0",
+            "01",
+            "1.",
+            "true",
+            "nul",
+            '"\\x"',
+            "\u2028",
+            "\xa0",
+            '"\ud800"',
+            ":",
+            "2.5E-3",
+        ]
+    ),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=near_json | JSONABLE.map(json.dumps))
+def test_json_text_accepts_exactly_what_the_json_module_reads(text: str) -> None:
+    col = one("json").columns[0]
+    assert (value_problem(col, text) is None) == _json_module_accepts(text)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -610,6 +611,11 @@ def json_text(v: Any) -> str | None:
         return None
     if isinstance(v, str):
         try:
+            orjson.loads(v)  # a fast yes: orjson accepts no text the json module refuses
+            return v
+        except orjson.JSONDecodeError:
+            pass  # json decides: it also reads numbers beyond a double, lone surrogates
+        try:
             _JSON_CHECK.decode(v)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON text ({exc.msg} at position {exc.pos})") from None
@@ -691,18 +697,18 @@ def plain_rows(
     one-row writes a log sees. JSON values come back as their text, timestamps as aware
     datetimes, columns in declared order (missing ones as None).
     """
+    names, plan = _plain_plan(table)
     for index, row in enumerate(rows):
-        unknown = [k for k in row if not table.has_column(k)]
-        if unknown:
+        if not names.issuperset(row):
+            unknown = next(k for k in row if k not in names)
             hint = ", ".join(table.column_names)
             ctx = _Context(store, table.name)
-            raise ctx.error(f"unknown column (the table has: {hint})", column=unknown[0], row=index)
+            raise ctx.error(f"unknown column (the table has: {hint})", column=unknown, row=index)
     # Column by column, like to_arrow(), so both report the same first problem.
-    for col in table.columns:
-        any_value = _ANY_VALUE.get(col.type.name, _NO_TYPES) if col.enum is None else _NO_TYPES
+    for col, free, _ in plan:
         for index, row in enumerate(rows):
             v = row.get(col.name)
-            if type(v) in any_value or (v is None and col.nullable):
+            if type(v) in free or (v is None and col.nullable):
                 continue  # valid whatever the value: no range, no enum, no parse
             problem = value_problem(col, v)
             if problem is not None:
@@ -710,17 +716,46 @@ def plain_rows(
     out = []
     for row in rows:
         clean: dict[str, Any] = {}
-        for col in table.columns:
+        for col, _, kind in plan:
             v = row.get(col.name)
-            if v is not None and col.type.name == "json" and not isinstance(v, str):
-                v = json_text(v)  # JSON text was checked above and is kept as given
-            elif v is not None and col.type.name == "timestamp":
-                micros = timestamp_micros(v, col.epoch_unit)
-                assert micros is not None
-                v = _EPOCH + dt.timedelta(microseconds=micros)
+            if v is not None and kind is not None:
+                if kind == "json":
+                    if not isinstance(v, str):
+                        v = json_text(v)  # JSON text was checked above and is kept as given
+                else:
+                    micros = timestamp_micros(v, col.epoch_unit)
+                    assert micros is not None
+                    v = _EPOCH + dt.timedelta(microseconds=micros)
             clean[col.name] = v
         out.append(clean)
     return out
+
+
+# Per table: its column names, and per column the types valid whatever the value and
+# the conversion plain_rows applies ("json", "timestamp" or None). Built once per table.
+_PlainPlan: TypeAlias = tuple[
+    frozenset[str], tuple[tuple[Column, frozenset[type], str | None], ...]
+]
+_PLAIN_PLANS: dict[int, tuple[Table, _PlainPlan]] = {}
+
+
+def _plain_plan(table: Table) -> _PlainPlan:
+    hit = _PLAIN_PLANS.get(id(table))
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    plan = tuple(
+        (
+            c,
+            _ANY_VALUE.get(c.type.name, _NO_TYPES) if c.enum is None else _NO_TYPES,
+            c.type.name if c.type.name in ("json", "timestamp") else None,
+        )
+        for c in table.columns
+    )
+    built = (frozenset(table.column_names), plan)
+    if len(_PLAIN_PLANS) >= 256:
+        _PLAIN_PLANS.clear()
+    _PLAIN_PLANS[id(table)] = (table, built)  # holding `table` keeps its id unique
+    return built
 
 
 # Types valid for a logical type whatever the value: no range, no parse, no time zone.

@@ -35,6 +35,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -150,12 +151,18 @@ def redact_json(text: str) -> str:
     """A JSON document with the pattern rules applied to every string in it."""
     rules = default_rules()
     try:
-        doc = json.loads(text)
-    except ValueError:  # not JSON after all (the column was declared json): treat as text
-        return redact_text(text, rules)[0]
-    if not any_match(_scanned_texts(doc, []), patterns_of(rules)):
+        # orjson reads the strings json.loads reads, five times faster; what it refuses
+        # (a lone surrogate escape, a number beyond a double) json.loads decides.
+        texts = _scanned_texts(orjson.loads(text), [])
+    except orjson.JSONDecodeError:
+        try:
+            texts = _scanned_texts(json.loads(text), [])
+        except ValueError:  # not JSON after all (the column was declared json): as text
+            return redact_text(text, rules)[0]
+    if not any_match(texts, patterns_of(rules)):
         return text  # the usual case: one scan of every string the walk below would see
-    return _redact_doc(doc, text, rules)
+    # The rewrite keeps every number exactly as json reads it (orjson rounds big ints).
+    return _redact_doc(json.loads(text), text, rules)
 
 
 def _scanned_texts(node: Any, out: list[str]) -> list[str]:
