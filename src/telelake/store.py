@@ -402,20 +402,24 @@ class Store:
         """
         t = self.table(table)
         if t.tier == "log" and type(rows) is list and all(type(r) is dict for r in rows):
-            # One-row log appends are latency-bound: skip the trip through Arrow.
-            clean = self._redactor.rows(
-                t.name, validate.plain_rows(t, rows, store=self.schema.name)
-            )
-            self._refuse_if_read_only()
-            if clean:
-                self._log(self._record(t), clean)
-            return len(clean)
+            return self._write_log_rows(t, rows)
         if self._plain_ok(t):
             plain = validate.exact_columns(t, rows, self._extra_columns(t), self._lake.defaults)
             if plain is not None and self._write_plain(t, plain):
                 return plain.num_rows
         data = self.validate(table, rows)
         return self._write_arrow(t, data)
+
+    def _write_log_rows(self, table: Table, rows: list[dict[str, Any]]) -> int:
+        """Dict rows straight to the NDJSON log: checked, redacted and encoded one by one,
+        with no trip through Arrow (a log's writes are one-row and latency-bound)."""
+        clean = self._redactor.rows(
+            table.name, validate.plain_rows(table, rows, store=self.schema.name)
+        )
+        self._refuse_if_read_only()
+        if clean:
+            self._log(self._record(table), clean)
+        return len(clean)
 
     def _refuse_if_read_only(self) -> None:
         """StoreError if this store may not be written (a newer schema wrote it)."""

@@ -213,7 +213,12 @@ def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
     # string where Python's backtracking `re` takes 380 µs on the same alternation.
     # Keyed by the patterns: strings hash once, whole rules would hash on every call.
     # With `lines`, `^` and `$` also match at each line break of a joined text.
-    return re2.compile(("(?m)" if lines else "") + _alternation(patterns))
+    # It only answers "is there a match": without captures RE2 skips the submatch work
+    # (the rules have ~40 groups), and callers pass UTF-8 bytes, which skips the
+    # wrapper's offset mapping. Both halve the time of the usual "no" for a short text.
+    options = re2.Options()
+    options.never_capture = True
+    return re2.compile(("(?m)" if lines else "") + _alternation(patterns), options)
 
 
 # Arrow compiles a pattern on every call: about 3 ms for the all-rules alternation, which
@@ -239,7 +244,8 @@ def any_match(texts: Sequence[str], patterns: tuple[str, ...]) -> bool:
     if not texts:
         return False
     try:
-        return _any_rule(patterns, lines=True).search("\n".join(texts)) is not None
+        joined = "\n".join(texts).encode("utf-8")
+        return _any_rule(patterns, lines=True).search(joined) is not None
     except UnicodeError:  # a lone surrogate RE2 cannot encode: assume a hit
         return True
 
@@ -263,7 +269,7 @@ def patterns_of(rules: Sequence[Rule]) -> tuple[str, ...]:
 def redact_text(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
     """Redact ``text``; return it with the names of the rules that fired (in rule order)."""
     try:
-        if not _any_rule(patterns_of(rules)).search(text):
+        if not _any_rule(patterns_of(rules)).search(text.encode("utf-8")):
             return text, []  # the usual case, in one scan: no rule matches anywhere
     except UnicodeError:  # a lone surrogate RE2 cannot encode: take the long way
         pass

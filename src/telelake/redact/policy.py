@@ -329,8 +329,13 @@ class Redactor:
             return rows
         out = [dict(r) for r in rows]
         for name, policy in policies.items():
-            is_json = (table, name) in self.json_columns
-            values = apply_values(policy, [r.get(name) for r in out], self.key, is_json=is_json)
+            if (table, name) in self.json_columns:  # one value at a time: no lists to build
+                drop = policy.kind == "drop"
+                for row in out:
+                    v = row.get(name)
+                    row[name] = None if v is None or drop else redact_json(v)
+                continue
+            values = apply_values(policy, [r.get(name) for r in out], self.key)
             for row, value in zip(out, values, strict=True):
                 row[name] = value
         return out

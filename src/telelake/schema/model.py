@@ -211,7 +211,15 @@ class LogSettings:
 
     def record_of(self, table: str) -> LogRecord | None:
         """The record type that logs `table`, if any."""
-        return next((r for r in self.records.values() if r.table == table), None)
+        return self._by_table.get(table)
+
+    @cached_property
+    def _by_table(self) -> dict[str, LogRecord]:
+        # The first record type of a table wins, as a scan in declared order would find.
+        out: dict[str, LogRecord] = {}
+        for record in self.records.values():
+            out.setdefault(record.table, record)
+        return out
 
 
 @dataclass(frozen=True)
