@@ -125,5 +125,9 @@ def _json(text: str) -> str:
             return out
         return node
 
-    doc = walk(json.loads(text))
+    try:
+        parsed = json.loads(text)
+    except ValueError:  # declared json but is not: redacted as plain text
+        return redact_text(text)[0]
+    doc = walk(parsed)
     return json.dumps(doc, ensure_ascii=False) if changed else text

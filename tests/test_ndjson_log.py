@@ -215,6 +215,88 @@ def test_appended_records_read_back_equal_and_in_order(
 # -- reading damaged files ---------------------------------------------------------------
 
 
+def _reference_record(line: bytes) -> Any:
+    """What the json module reads from one line (None: not a record)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        value = json.loads(line.decode("utf-8"), parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+near_json_lines = st.lists(
+    st.sampled_from(
+        [
+            '{"a":',
+            '{"b":{"c":',
+            "1",
+            "-0",
+            "1e400",
+            "2.5E-3",
+            "18446744073709551615",
+            "123456789012345678901234567890",
+            '"x"',
+            '"\\ud800"',
+            '"\\u00e9"',
+            '"é"',
+            "NaN",
+            "[",
+            "]",
+            "}",
+            "}}",
+            ",",
+            " ",
+            "true",
+            "null",
+            "\x00",
+            "\ufeff",
+        ]
+    ),
+    min_size=1,
+    max_size=8,
+).map(lambda parts: "".join(parts).encode("utf-8", "surrogatepass"))
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.dictionaries(
+            st.text(max_size=3),
+            st.integers(min_value=-(2**80), max_value=2**80)
+            | st.floats(allow_nan=False)
+            | st.text(max_size=4)
+            | st.lists(st.integers(min_value=2**63, max_value=2**70), max_size=2),
+            max_size=3,
+        ).map(lambda d: json.dumps(d).encode())  # ASCII: surrogates as \\u escapes
+        | near_json_lines
+        | st.just(b"\xff{}"),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_lines_read_as_the_json_module_reads_them(tmp_path: Path, lines: list[bytes]) -> None:
+    # The reader takes a fast parser; the json module (NaN refused) is the reference.
+    path = tmp_path / f"{uuid.uuid4().hex}.ndjson"
+    lines = [line.replace(b"\n", b" ") for line in lines]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    expected = [
+        (n, rec)
+        for n, line in enumerate(lines, start=1)
+        if line.strip() and (rec := _reference_record(line)) is not None
+    ]
+    result = ndjson.read(path)
+    assert result.records == expected
+    for n, rec in result.records:  # same types too: a huge int stays an int
+        assert repr(rec) == repr(dict(expected)[n])
+    assert len(result.problems) == sum(1 for line in lines if line.strip()) - len(expected)
+
+
 def test_reader_reports_bad_lines_and_skips_blank_ones(tmp_path: Path) -> None:
     path = tmp_path / "e.ndjson"
     path.write_bytes(

@@ -126,6 +126,31 @@ def test_json_redaction_equals_the_per_string_oracle(doc: Any, ascii_only: bool)
     assert policy.redact_json(text) == redaction_oracle.expected("pattern", text, KEY, is_json=True)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.none()
+        | st.tuples(json_docs, st.booleans()).map(lambda d: json.dumps(d[0], ensure_ascii=d[1])),
+        max_size=6,
+    ),
+    st.sampled_from(["x", "{", '"\\ud800"']),
+    st.booleans(),
+)
+def test_json_documents_redacted_together_equal_the_oracle_one_by_one(
+    texts: list[str | None], odd: str, add_odd: bool
+) -> None:
+    """A batch of documents (a replay, an Arrow write) is scanned at once: each comes out
+    as the oracle redacts it alone, including text that is not JSON in the batch."""
+    if add_odd:
+        texts = [*texts, odd]
+    got = policy.apply_values(policy.Policy("pattern"), texts, KEY, is_json=True)
+    expected = [
+        None if t is None else redaction_oracle.expected("pattern", t, KEY, is_json=True)
+        for t in texts
+    ]
+    assert got == expected
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from telelake.errors import TelelakeError
 from telelake.log import ndjson
@@ -30,13 +30,18 @@ class ReplayReport:
     moved_aside: Path | None = None
 
 
-@dataclass(frozen=True)
-class Item:
-    """One usable record: where it came from and the row for its replay table."""
+class Item(NamedTuple):
+    """One usable record: the row for its replay table, and where it came from."""
 
     table: str
     row: dict[str, Any]
-    where: str
+    file: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        """`events_20260101.ndjson line 7`: how problems name the line."""
+        return f"{self.file} line {self.line}"
 
 
 def items(
@@ -47,29 +52,36 @@ def items(
     on_file: Callable[[Path], None] | None = None,
 ) -> Iterator[Item]:
     """Rows to replay, in log order; unusable lines are reported, never fatal."""
+    columns = {
+        r.replay_into: schema.tables[r.replay_into].column_names
+        for r in settings.records.values()
+        if r.replay_into
+    }
     for path in paths:
         if on_file is not None:
             on_file(path)
         report.files += 1
+        name = path.name
         for line in ndjson.scan(path):
             report.lines += 1
-            where = f"{path.name} line {line.number}"
             if line.record is None:
-                report.problems.append(f"{where}: {line.problem}")
+                report.problems.append(f"{name} line {line.number}: {line.problem}")
                 continue
             kind = line.record.get("record_type")
             record = settings.records.get(str(kind))
             payload = line.record.get("payload")
             if record is None or record.replay_into is None:
                 if record is None:
-                    report.problems.append(f"{where}: unknown record_type {kind!r}")
+                    report.problems.append(
+                        f"{name} line {line.number}: unknown record_type {kind!r}"
+                    )
                 continue
             if not isinstance(payload, dict):
-                report.problems.append(f"{where}: payload is not an object")
+                report.problems.append(f"{name} line {line.number}: payload is not an object")
                 continue
-            target = schema.tables[record.replay_into]
-            row = {c.name: payload[c.name] for c in target.columns if c.name in payload}
-            yield Item(record.replay_into, row, where)
+            table = record.replay_into
+            row = {c: payload[c] for c in columns[table] if c in payload}
+            yield Item(table, row, name, line.number)
 
 
 def batches(settings: LogSettings, stream: Iterator[Item]) -> Iterator[tuple[str, list[Item]]]:
