@@ -93,6 +93,34 @@ def test_a_run_with_events_ends_in_the_database_and_the_log(tmp_path: Path) -> N
     ]
 
 
+def log_events(root: Path) -> list[dict[str, Any]]:
+    lines = [
+        json.loads(x) for f in (root / "raw").glob("*.ndjson") for x in f.read_text().splitlines()
+    ]
+    return [x["payload"] for x in lines if x["record_type"] == "event"]
+
+
+def test_payloads_json_cannot_hold_are_refused_naming_the_column(tmp_path: Path) -> None:
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with telelake.open(tmp_path, schema="agent_runs") as store:
+        run = store.run_client().start_run("indexer", run_id="r1")
+        run.event("dated", {"at": at, "day": at.date()})
+        for bad in ({"x": object()}, {"p": float("nan")}, {(1, 2): "tuple key"}):
+            with pytest.raises(telelake.ValidationError) as info:
+                run.event("bad", bad)
+            assert (info.value.table, info.value.column) == ("events", "payload_json")
+            assert "agent_runs" in str(info.value) and "nothing was written" in str(info.value)
+        with pytest.raises(telelake.ValidationError) as info:
+            run.end("success", metrics={"f": float("inf")})
+        assert (info.value.table, info.value.column) == ("agent_runs", "metrics_json")
+        assert not run.ended
+    events = log_events(tmp_path)
+    assert [(e["event_type"], json.loads(e["payload_json"])) for e in events] == [
+        ("dated", {"at": "2026-01-02T03:04:05+00:00", "day": "2026-01-02"})
+    ]
+    assert db_row(tmp_path, "r1")["status"] == "running"
+
+
 def test_end_posts_the_run_and_records_it(tmp_path: Path, api: Api) -> None:
     with telelake.open(tmp_path, schema="agent_runs") as store:
         run = store.run_client(api.url, backoff=0.01).start_run("indexer", run_id="r1")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from telelake.errors import StoreError
+from telelake.errors import StoreError, ValidationError
 
 if TYPE_CHECKING:
     from telelake.store import Store
@@ -78,6 +78,34 @@ class Poster:
             except (urllib.error.URLError, TimeoutError, ConnectionError):
                 continue  # the server is down or refused: try again after the backoff
         return False, self.attempts
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"a {type(value).__name__} cannot be stored as JSON")
+
+
+# json.dumps' own settings (", " and ": ", ASCII), datetimes as ISO 8601; built once.
+_JSON = json.JSONEncoder(default=_json_default, allow_nan=False)
+
+
+def json_field(value: Any, store: str, table: str, column: str) -> str | None:
+    """`value` as the JSON text of a json column (None stays None); a value JSON cannot
+    hold is a ValidationError naming the column, and nothing is written."""
+    if value is None:
+        return None
+    try:
+        return _JSON.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(
+            f"store {store!r}, table {table!r}, column {column!r}, row 0: {exc}; "
+            "nothing was written",
+            store=store,
+            table=table,
+            column=column,
+            row=0,
+        ) from None
 
 
 class RunClient:
@@ -168,14 +196,16 @@ class Run:
 
     def event(self, event_type: str, payload: Any = None) -> None:
         """Append an event of this run to the NDJSON log (fsynced before returning)."""
-        self.client.store.write(
+        store = self.client.store
+        text = json_field(payload, store.schema.name, "events", "payload_json")
+        store.write(
             "events",
             [
                 {
                     "run_id": self.run_id,
                     "event_type": event_type,
                     "timestamp": now_iso(),
-                    "payload_json": None if payload is None else json.dumps(payload),
+                    "payload_json": text,
                 }
             ],
         )
@@ -193,7 +223,9 @@ class Run:
             "status": status,
             "end_time": at.isoformat(timespec="microseconds"),
             "duration_ms": int((at - started).total_seconds() * 1000),
-            "metrics_json": json.dumps(metrics) if metrics is not None else None,
+            "metrics_json": json_field(
+                metrics, self.client.store.schema.name, "agent_runs", "metrics_json"
+            ),
             "updated_at": at.isoformat(timespec="microseconds"),
             **fields,
         }
