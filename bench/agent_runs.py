@@ -26,8 +26,8 @@ from telelake.schema.load import load_schema
 from telelake.sql.ddl import schema_up
 
 EVENT_MIN = 0.8
-EVENTS, QUICK_EVENTS = 3000, 400  # fsynced appends per side
-ROUNDS = 10
+EVENTS, QUICK_EVENTS = 6000, 400  # fsynced appends per side
+ROUNDS = 20  # interleaved, so both sides see the same disk; more rounds, steadier ratio
 REPLAY, QUICK_REPLAY = 1_000_000, 100_000
 EVENTS_PER_RUN = 1000
 

@@ -300,12 +300,17 @@ def encode(record: Mapping[str, Any]) -> bytes:
 
 def _write_all(fd: int, data: bytes) -> None:
     """Write every byte, finishing partial writes (a signal or a big buffer can cause one)."""
+    n = os.write(fd, data)
+    if n == len(data):
+        return  # the usual case: one call
     view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
+    while True:
         if n <= 0:
             raise OSError(errno.EIO, "write made no progress")
         view = view[n:]
+        if not view:
+            return
+        n = os.write(fd, view)
 
 
 def _failure(path: Path, action: str, exc: OSError) -> StoreError:
