@@ -218,7 +218,7 @@ def _read_sql(store: Store, table: Table, where: str | None) -> Batches:
 
 
 def _from_sqlite(column: Column, values: list[Any]) -> pa.Array:
-    """Stored SQLite values of `column` as Arrow (see `sql.tier.python_rows`)."""
+    """Stored SQLite values of `column` as Arrow (see `sql.tier.python_columns`)."""
     kind = column.type.name
     if kind == "timestamp":  # epoch microseconds
         return pa.array(values, pa.int64()).cast(column.type.arrow)

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from telelake.errors import QueryError, StoreError, ValidationError
 from telelake.rollup import pages, windows
 from telelake.schema.model import Rollup, Schema, Table
-from telelake.sql import migrations
+from telelake.sql import batch, migrations
 from telelake.sql.connection import immediate, read_only
 from telelake.sql.dialect import SQLITE, Dialect
 from telelake.validate import MICROS_PER_UNIT, timestamp_micros
@@ -45,18 +45,22 @@ OLD_STATE_TABLE = "_telelake_rollup_state"  # one row per window, before pages
 DIRTY_TABLE = "_telelake_rollup_dirty"  # windows of lake-source rollups awaiting a refresh
 
 
-def insert_sql(table: Table, columns: Sequence[str], dialect: Dialect = SQLITE) -> str:
-    """The INSERT of a batch, per the table's write mode (one builder for every backend).
+def insert_sql(
+    table: Table, columns: Sequence[str], dialect: Dialect = SQLITE, rows: int = 1
+) -> str:
+    """The INSERT of `rows` rows, per the table's write mode (one builder for every
+    backend; `batch.insert_many` runs it for a whole batch).
 
     `ignore` skips rows whose key or unique columns exist (ON CONFLICT DO NOTHING: unlike
     INSERT OR IGNORE it never hides a NOT NULL or CHECK violation); `upsert` updates the
     other columns, except `keep_on_update`, and only when `version_column` does not go
-    backwards, so a retried or late update never undoes a newer one.
+    backwards, so a retried or late update never undoes a newer one. SQLite applies the
+    rows of one statement in order, so a key twice in a batch ends as the later row.
     """
     q = dialect.ident
     names = ", ".join(q(c) for c in columns)
-    marks = ", ".join(dialect.placeholder for _ in columns)
-    sql = f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks})"
+    marks = "(" + ", ".join(dialect.placeholder for _ in columns) + ")"
+    sql = f"INSERT INTO {q(table.name)} ({names}) VALUES {', '.join([marks] * rows)}"
     if table.write == "ignore":
         return sql + " ON CONFLICT DO NOTHING"
     if table.write == "upsert":
@@ -69,8 +73,8 @@ def insert_sql(table: Table, columns: Sequence[str], dialect: Dialect = SQLITE) 
     return sql
 
 
-def python_rows(data: pa.Table, table: Table) -> list[tuple[Any, ...]]:
-    """Arrow columns as row tuples of values SQLite stores (timestamps as epoch µs)."""
+def python_columns(data: pa.Table, table: Table) -> list[list[Any]]:
+    """Arrow columns as lists of values SQLite stores (timestamps as epoch µs)."""
     columns = []
     for name in data.column_names:
         arr = data.column(name)
@@ -83,7 +87,7 @@ def python_rows(data: pa.Table, table: Table) -> list[tuple[Any, ...]]:
             columns.append([None if v is None else json.dumps(v) for v in arr.to_pylist()])
             continue
         columns.append(arr.to_pylist())
-    return list(zip(*columns, strict=True))
+    return columns
 
 
 class SqlTier:
@@ -198,27 +202,28 @@ class SqlTier:
         appends the batch to its NDJSON log there: a rejected batch is never logged, and
         a crash after logging is repaired by replaying the log).
         """
-        rows = python_rows(data, table)
+        values = python_columns(data, table)
         self._check_keys(table, data)
-        sql = insert_sql(table, data.column_names)
         rollups = self._rollups.get(table.name, [])
         try:
             with self.transaction() as con:
                 if not rollups:
-                    con.executemany(sql, rows)
+                    self._insert(con, table, data.column_names, values)
                 else:
-                    new = self._insert_capturing(con, table, sql, rows, data)
+                    new = self._insert_capturing(con, table, values, data)
                     for rollup in rollups:
                         self._update_rollup(con, rollup, new)
                 if before_commit is not None:
                     before_commit()
         except sqlite3.IntegrityError as exc:
+            rows = list(zip(*values, strict=True))
+            sql = insert_sql(table, data.column_names)
             raise self._explain(table, sql, rows, data.column_names, exc) from None
         except sqlite3.OperationalError as exc:
             raise StoreError(
                 f"{self.where}, table {table.name!r}: {exc}; nothing was written"
             ) from exc
-        return len(rows)
+        return int(data.num_rows)
 
     def _check_keys(self, table: Table, data: pa.Table) -> None:
         # SQLite lets a TEXT PRIMARY KEY hold NULL, and NULLs never conflict: a retried
@@ -310,12 +315,22 @@ class SqlTier:
 
     # -- rollups ------------------------------------------------------------------------
 
+    @staticmethod
+    def _insert(
+        con: sqlite3.Connection,
+        table: Table,
+        names: Sequence[str],
+        values: Sequence[Sequence[Any]],
+    ) -> int:
+        """Insert the columns `names` (their `values`, column by column) per the table's
+        write mode; returns the rows changed."""
+        return batch.insert_many(con, lambda k: insert_sql(table, names, rows=k), values)
+
     def _insert_capturing(
         self,
         con: sqlite3.Connection,
         table: Table,
-        sql: str,
-        rows: list[tuple[Any, ...]],
+        values: list[list[Any]],
         data: pa.Table,
     ) -> pa.Table:
         """Insert a batch and return the rows really inserted, for the rollups.
@@ -326,7 +341,7 @@ class SqlTier:
         so a rollup counts every event exactly once.
         """
         con.execute("SAVEPOINT tl_batch")
-        if con.executemany(sql, rows).rowcount == len(rows):
+        if self._insert(con, table, data.column_names, values) == data.num_rows:
             con.execute("RELEASE tl_batch")
             return data
         con.execute("ROLLBACK TO tl_batch")
@@ -337,7 +352,7 @@ class SqlTier:
             f"BEGIN INSERT INTO __tl_new_{table.name} VALUES (new.rowid); END"
         )
         try:
-            con.executemany(sql, rows)
+            self._insert(con, table, data.column_names, values)
         finally:
             con.execute(f"DROP TRIGGER temp.__tl_capture_{table.name}")
         con.execute("RELEASE tl_batch")
@@ -389,12 +404,18 @@ class SqlTier:
 
     def _write_pages(self, con: sqlite3.Connection, rollup: Rollup, states: windows.States) -> None:
         """Store the states of whole pages (every window each page holds)."""
-        con.executemany(
-            f"INSERT OR REPLACE INTO {PAGE_TABLE} (rollup, grp, window, start, stop, state) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+        head = f"INSERT OR REPLACE INTO {PAGE_TABLE} (rollup, grp, window, start, stop, state) "
+        stored = pages.encode(rollup, states)
+        batch.insert_many(
+            con,
+            lambda k: head + "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * k),
             [
-                (rollup.name, p.grp, p.window, p.start, p.stop, p.state)
-                for p in pages.encode(rollup, states)
+                [rollup.name] * len(stored),
+                [p.grp for p in stored],
+                [p.window for p in stored],
+                [p.start for p in stored],
+                [p.stop for p in stored],
+                [p.state for p in stored],
             ],
         )
 
@@ -404,7 +425,7 @@ class SqlTier:
         target = self.schema.tables[rollup.name]
         finals = windows.finalize(rollup, target, states)
         names = list(finals)
-        con.executemany(insert_sql(target, names), zip(*(finals[n] for n in names), strict=True))
+        self._insert(con, target, names, [finals[n] for n in names])
 
     # Lake sources: their rows reach the lake through the WAL, not this database, so
     # their windows are marked dirty *before* the rows are written and recomputed from
