@@ -37,7 +37,7 @@ from opsdata import (
     to_ms,
     window_start,
 )
-from telelake.rollup import pages, sketch
+from telelake.rollup import pages, sketch, windows
 from telelake.rollup.windows import States
 from telelake.schema.load import load_schema
 
@@ -232,3 +232,17 @@ def test_retention_forgets_exactly_the_expired_windows_of_a_page(tmp_path: Path)
     assert got[expired] == expected_summaries(late[:1])[expired]
     in_kept = [e for e in events if window_start(e["ts_ms"], minute) == after]
     assert got[kept] == expected_summaries([*in_kept, late[1]])[kept]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    codes=st.lists(st.integers(0, 5000), max_size=300),
+    extra=st.sampled_from([0, 10, 10**6]),  # a range small or large next to the codes
+)
+def test_unique_codes_agree_with_numpy_unique(codes: list[int], extra: int) -> None:
+    arr = np.array(codes, dtype=np.int64)
+    size = (max(codes) + 1 if codes else 0) + extra
+    uniq, inverse = windows.unique_codes(arr, size)
+    expected_uniq, expected_inverse = np.unique(arr, return_inverse=True)
+    assert uniq.tolist() == expected_uniq.tolist()
+    assert inverse.tolist() == expected_inverse.tolist()
