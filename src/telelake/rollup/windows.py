@@ -11,6 +11,7 @@ a database.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ def _stack(parts: list[States]) -> States:
             np.concatenate([p.sketches[c][2] for p in parts]),
         )
     return States(
-        [k for p in parts for k in p.keys],
+        list(itertools.chain.from_iterable(p.keys for p in parts)),
         np.concatenate([p.rows for p in parts]),
         {c: np.concatenate([p.stats[c] for p in parts]) for c in parts[0].stats},
         sketches,
@@ -353,7 +354,7 @@ def select(states: States | None, keep: list[int]) -> States:
         mask = remap[window] >= 0
         sketches[c] = (remap[window[mask]], bucket[mask], count[mask])
     return States(
-        [states.keys[i] for i in keep],
+        list(map(states.keys.__getitem__, keep)),
         states.rows[chosen],
         {c: v[chosen] for c, v in states.stats.items()},
         sketches,
