@@ -601,7 +601,7 @@ def lines(bench: SearchOpsBench) -> list[Line]:
             details={"overhead": round(i.overhead, 4)},
         ),
         Line(
-            "  ceiling of a rollup: raw sqlite also writing the final summaries once",
+            "  raw sqlite also writing the final summaries once (executemany)",
             f"{i.summaries_seconds / i.raw_seconds:+.0%} time over raw events",
             f"{i.summaries_seconds:,.1f} s for {i.summaries:,} rows",
             i.raw_seconds / (i.raw_seconds + i.summaries_seconds),
