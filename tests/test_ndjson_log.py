@@ -620,3 +620,10 @@ def test_kill_9_keeps_every_acknowledged_record(tmp_path: Path) -> None:
                 assert number == last_line
             else:
                 assert problem.startswith("not valid JSON: ")
+
+
+def test_any_mapping_is_a_record() -> None:
+    from types import MappingProxyType
+
+    line = ndjson.encode(MappingProxyType({"record_type": "event", "n": 1}))
+    assert json.loads(line) == {"record_type": "event", "n": 1}

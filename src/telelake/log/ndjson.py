@@ -266,7 +266,6 @@ def encode(record: Mapping[str, Any]) -> bytes:
         raise LogFormatError(
             f"a log record must be a mapping (a JSON object), got a {type(record).__name__}"
         )
-    plain: Any = record
     if _flat(record):
         # The common shape (str keys, finite scalars, one level of nesting), in C: orjson
         # writes the same compact UTF-8 as the json module, ten times faster (floats may
@@ -274,17 +273,16 @@ def encode(record: Mapping[str, Any]) -> bytes:
         try:
             return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except orjson.JSONEncodeError:
-            # An int beyond 64 bits (json writes it) or a lone surrogate (named below).
-            text = _ENCODER.encode(record)
-    else:
-        # Anything else takes the careful pass, which converts what it can and names the
-        # key of what it cannot (json.dumps would turn a key 1 into "1", quietly).
-        try:
-            plain = _plain(record, "", set())
-            # JSON escapes control characters, so the only raw b"\n" is the terminator.
-            text = _ENCODER.encode(plain)
-        except RecursionError as exc:
-            raise LogFormatError("record is nested too deeply to store") from exc
+            pass  # an int beyond 64 bits, a lone surrogate...: the careful pass says which
+    # Anything else takes the careful pass, which converts what it can and names the key
+    # of what it cannot (json.dumps would turn a key 1 into "1", quietly).
+    plain: Any = record
+    try:
+        plain = _plain(record, "", set())
+        # JSON escapes control characters, so the only raw b"\n" is the terminator.
+        text = _ENCODER.encode(plain)
+    except RecursionError as exc:
+        raise LogFormatError("record is nested too deeply to store") from exc
     try:
         return (text + "\n").encode("utf-8")
     except UnicodeEncodeError as exc:
