@@ -121,6 +121,25 @@ def test_summaries_equal_brute_force_over_batches(ops: telelake.Store, seed: int
     assert any(k[3] < origin for k in got), "no window before the origin"
 
 
+def test_large_batches_with_retries_across_statements_equal_brute_force(
+    ops: telelake.Store,
+) -> None:
+    # Batches bigger than one INSERT statement (1,000 rows): retries and duplicates
+    # land in other statements than their first copy, and summaries span several too.
+    rng = random.Random(7)
+    first = random_events(rng, 2600, GROUPS, BASE_MS, 2 * MS_PER_DAY, "big")
+    again = [dict(e, latency_us=1) for e in first[:1200:3]]  # retries: the first write wins
+    second = random_events(rng, 1500, GROUPS, BASE_MS, 2 * MS_PER_DAY, "more")
+    batch2 = second[:700] + again + second[700:] + [dict(e) for e in second[:5]]
+    written = []
+    for batch in (first, batch2):
+        assert ops.write("search_events", batch) == len(batch)
+        written.append(batch)
+        kept = first_wins(written)
+        assert db_events(ops.root) == kept
+        assert_summaries_match(ops.root, kept.values())
+
+
 TIME_OFFSETS = st.one_of(
     st.integers(-2 * WEEK, 2 * WEEK),
     st.sampled_from([0, -1, 1, 59_999, 60_000, 3 * MS_PER_DAY - 1, 3 * MS_PER_DAY, WEEK - 1]),

@@ -123,6 +123,27 @@ def test_a_foreign_key_violation_rejects_the_whole_batch_naming_row_and_column(
     assert raw(tmp_path, "SELECT count(*) FROM search_events") == [(0,)]
 
 
+@pytest.mark.parametrize("bad", [5, 1500, 2499])  # first, second statement, remainder
+def test_a_violation_deep_in_a_large_batch_names_its_row_and_writes_nothing(
+    tmp_path: Path, bad: int
+) -> None:
+    # A batch goes to SQLite as statements of many rows: the row named must still be
+    # the batch's own row number.
+    with open_ops(tmp_path) as store:
+        seed(store)
+        batch = [event(n) for n in range(2500)]
+        batch[bad] = event(bad, instance_id="ghost")
+        with pytest.raises(telelake.ValidationError) as err:
+            store.write("search_events", batch)
+        assert (err.value.row, err.value.column) == (bad, "instance_id")
+        assert raw(tmp_path, "SELECT count(*) FROM search_events") == [(0,)]
+        batch[bad] = event(bad)
+        assert store.write("search_events", batch) == 2500
+    assert raw(tmp_path, "SELECT count(*), count(DISTINCT event_id) FROM search_events") == [
+        (2500, 2500)
+    ]
+
+
 def test_bad_values_are_refused_before_sqlite_with_the_same_guarantees(tmp_path: Path) -> None:
     with open_ops(tmp_path) as store:
         seed(store)
