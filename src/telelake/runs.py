@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from telelake.errors import StoreError, ValidationError
+from telelake import validate
+from telelake.errors import StoreError
 
 if TYPE_CHECKING:
     from telelake.store import Store
@@ -80,14 +81,8 @@ class Poster:
         return False, self.attempts
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    raise TypeError(f"a {type(value).__name__} cannot be stored as JSON")
-
-
-# json.dumps' own settings (", " and ": ", ASCII), datetimes as ISO 8601; built once.
-_JSON = json.JSONEncoder(default=_json_default, allow_nan=False)
+# json.dumps' own settings (", " and ": ", ASCII), datetimes as json columns store them.
+_JSON = json.JSONEncoder(default=validate.json_default, allow_nan=False)
 
 
 def json_field(value: Any, store: str, table: str, column: str) -> str | None:
@@ -98,14 +93,7 @@ def json_field(value: Any, store: str, table: str, column: str) -> str | None:
     try:
         return _JSON.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise ValidationError(
-            f"store {store!r}, table {table!r}, column {column!r}, row 0: {exc}; "
-            "nothing was written",
-            store=store,
-            table=table,
-            column=column,
-            row=0,
-        ) from None
+        raise validate.value_error(store, table, column, 0, str(exc)) from None
 
 
 class RunClient:

@@ -305,6 +305,11 @@ class _Context:
         )
 
 
+def value_error(store: str, table: str, column: str, row: int, reason: str) -> ValidationError:
+    """The error for one bad value, worded (and redacted) as every validation error is."""
+    return _Context(store, table).error(reason, column=column, row=row)
+
+
 # -- input shapes -------------------------------------------------------------------------
 
 
@@ -621,7 +626,7 @@ def json_text(v: Any) -> str | None:
             raise ValueError(f"not valid JSON text ({exc.msg} at position {exc.pos})") from None
         return v
     try:
-        return json.dumps(v, allow_nan=False, separators=(",", ":"), default=_json_default)
+        return json.dumps(v, allow_nan=False, separators=(",", ":"), default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot store as JSON: {exc}") from None
 
@@ -635,7 +640,9 @@ def _refuse_constant(name: str) -> Any:
 _JSON_CHECK = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-def _json_default(v: Any) -> Any:
+def json_default(v: Any) -> Any:
+    """What JSON columns store for the non-JSON values they accept: dates and datetimes
+    as ISO 8601 (a `default=` for json.dumps); anything else is a TypeError."""
     if isinstance(v, dt.datetime | dt.date):
         return v.isoformat()
     raise TypeError(f"{type(v).__name__} is not JSON serializable")

@@ -41,7 +41,11 @@ class Item(NamedTuple):
     @property
     def where(self) -> str:
         """`events_20260101.ndjson line 7`: how problems name the line."""
-        return f"{self.file} line {self.line}"
+        return _where(self.file, self.line)
+
+
+def _where(file: str, line: int) -> str:
+    return f"{file} line {line}"
 
 
 def items(
@@ -65,7 +69,7 @@ def items(
         for line in ndjson.scan(path):
             report.lines += 1
             if line.record is None:
-                report.problems.append(f"{name} line {line.number}: {line.problem}")
+                report.problems.append(f"{_where(name, line.number)}: {line.problem}")
                 continue
             kind = line.record.get("record_type")
             record = settings.records.get(str(kind))
@@ -73,11 +77,11 @@ def items(
             if record is None or record.replay_into is None:
                 if record is None:
                     report.problems.append(
-                        f"{name} line {line.number}: unknown record_type {kind!r}"
+                        f"{_where(name, line.number)}: unknown record_type {kind!r}"
                     )
                 continue
             if not isinstance(payload, dict):
-                report.problems.append(f"{name} line {line.number}: payload is not an object")
+                report.problems.append(f"{_where(name, line.number)}: payload is not an object")
                 continue
             table = record.replay_into
             row = {c: payload[c] for c in columns[table] if c in payload}

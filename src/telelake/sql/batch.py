@@ -18,6 +18,12 @@ from typing import Any
 ROWS_PER_STATEMENT = 1000  # the gain flattens past a few hundred rows (1.30x at 500)
 
 
+def values_sql(width: int, rows: int, mark: str = "?") -> str:
+    """The VALUES groups of `rows` rows of `width` values: `(?, ?), (?, ?)`."""
+    group = "(" + ", ".join([mark] * width) + ")"
+    return ", ".join([group] * rows)
+
+
 def rows_per_statement(con: sqlite3.Connection, width: int) -> int:
     """How many rows of `width` values one statement may bind on this connection."""
     limit = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # 999 before SQLite 3.32

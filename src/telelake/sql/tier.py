@@ -59,8 +59,8 @@ def insert_sql(
     """
     q = dialect.ident
     names = ", ".join(q(c) for c in columns)
-    marks = "(" + ", ".join(dialect.placeholder for _ in columns) + ")"
-    sql = f"INSERT INTO {q(table.name)} ({names}) VALUES {', '.join([marks] * rows)}"
+    marks = batch.values_sql(len(columns), rows, dialect.placeholder)
+    sql = f"INSERT INTO {q(table.name)} ({names}) VALUES {marks}"
     if table.write == "ignore":
         return sql + " ON CONFLICT DO NOTHING"
     if table.write == "upsert":
@@ -408,7 +408,7 @@ class SqlTier:
         stored = pages.encode(rollup, states)
         batch.insert_many(
             con,
-            lambda k: head + "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * k),
+            lambda k: head + "VALUES " + batch.values_sql(6, k),
             [
                 [rollup.name] * len(stored),
                 [p.grp for p in stored],
