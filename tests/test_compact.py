@@ -207,14 +207,16 @@ CRASH = textwrap.dedent(
             return real(*a, **k, before_commit=die)
         compact.compact_partition = wrapped
     elif point == "committed":
-        fold.retire = die
+        fold.roll_forward = die
     elif point == "first-source-retired":
-        real_unlink = pathlib.Path.unlink
-        def unlink(self, missing_ok=False):
-            real_unlink(self, missing_ok=missing_ok)
-            if self.suffix == ".parquet":
+        real_rename = os.rename
+        def rename(src, dst):
+            real_rename(src, dst)
+            if str(dst).endswith(fold.RETIRED_SUFFIX):
                 die()
-        pathlib.Path.unlink = unlink
+        os.rename = rename
+    elif point == "rolled-forward":
+        fold.retire = die
     store = telelake.open(
         sys.argv[1], schema="process_triage", host_id=sys.argv[2], retire_after=0
     )
@@ -231,6 +233,7 @@ CRASH = textwrap.dedent(
         ("target-published", False),
         ("committed", True),
         ("first-source-retired", True),
+        ("rolled-forward", True),
     ],
 )
 def test_kill_9_during_compaction_loses_and_doubles_nothing(

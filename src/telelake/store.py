@@ -395,18 +395,24 @@ class Store:
     # -- writing ------------------------------------------------------------------------
 
     def write(self, table: str, rows: Any) -> int:
-        """Validate and write rows to `table`; returns how many were written.
+        """Validate and write rows to `table`; returns how many rows it stored.
 
         `rows` may be a list of dicts, a dict of columns, a pyarrow Table/RecordBatch
-        or a pandas DataFrame. Nothing is written if any row is invalid.
+        or a pandas DataFrame. Nothing is written if any row is invalid. A table with a
+        key keeps one row per key: under `write = "ignore"` the first write of a key
+        wins and a repeat (in `rows`, or of a key already stored) is not stored nor
+        counted; under `write = "upsert"` the last write wins and every row counts
+        (inserted or replacing).
         """
         t = self.table(table)
         if t.tier == "log" and type(rows) is list and all(type(r) is dict for r in rows):
             return self._write_log_rows(t, rows)
         if self._plain_ok(t):
             plain = validate.exact_columns(t, rows, self._extra_columns(t), self._lake.defaults)
-            if plain is not None and self._write_plain(t, plain):
-                return plain.num_rows
+            if plain is not None:
+                stored = self._write_plain(t, plain)
+                if stored is not None:
+                    return stored
         data = self.validate(table, rows)
         return self._write_arrow(t, data)
 
@@ -436,12 +442,13 @@ class Store:
             self._plain[table.name] = ok
         return ok
 
-    def _write_plain(self, table: Table, plain: PlainColumns) -> bool:
+    def _write_plain(self, table: Table, plain: PlainColumns) -> int | None:
         """A small write of checked plain values to the lake's WAL, with no Arrow on the
-        way (see `wal.serialize_rows`); False if it must take the Arrow path instead."""
+        way (see `wal.serialize_rows`): the rows stored, or None if it must take the
+        Arrow path instead."""
         self._refuse_if_read_only()
         if plain.num_rows >= self._lake.durability.direct_rows:
-            return False
+            return None
         try:
             return self._lake.write_plain(table, plain.fields, plain.columns, plain.num_rows)
         except (OSError, ValueError) as exc:
@@ -473,17 +480,14 @@ class Store:
             self.sql_tier.mark_dirty(rollup, windows.touched(rollup, data))
         try:
             self._lake.check_partition_values(table, data)
-            if direct:
-                self._lake.commit(table, data)
-            else:
-                self._lake.write(table, data)
+            stored = self._lake.write(table, data, direct=direct)
         except (OSError, ValueError) as exc:
             mapped = self._lake_error(table, exc)
             if mapped is None:
                 raise
             raise mapped from exc
         self._refresh_rollups(rollups)
-        return int(data.num_rows)
+        return stored
 
     def _lake_error(self, table: Table, exc: OSError | ValueError) -> TelelakeError | None:
         """A lake write's failure as the error that says what happened to the rows (None:

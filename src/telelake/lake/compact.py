@@ -5,16 +5,19 @@ publishes into the table meanwhile, and key checks of folds never read a file th
 about to go) and goes:
 
   1. write the intent `compact-<token>.fold` naming the sources and the target, durably;
-  2. publish the target (temp + fsync + link + directory fsync);
+  2. write the target under its staged name (temp + fsync + link + directory fsync);
   3. rewrite the intent with committed=true, durably       <- the commit point;
-  4. after a grace period (`Durability.retire_after`), delete the sources, then the
-     intent (done by whoever next holds the lock: a fold, a compaction, an open).
+  4. rename the sources to `*.parquet.retired` and the target to its name;
+  5. after a grace period (`Durability.retire_after`), delete the retired sources, then
+     the intent (done by whoever next holds the lock: a fold, a compaction, an open).
 
 Readers ignore the target until the commit and the sources after it, so a query sees each
-row once at every step; a query that listed the sources just before the commit can still
-read them during the grace period (and one that runs longer is retried on a fresh
-snapshot). Recovery after a crash before the commit deletes the target and the intent.
-This is Delta Lake's scheme (files removed from the log stay until VACUUM), in files.
+row once at every step, and so does an outside reader of the `**/*.parquet` glob (the
+renames of step 4 take the sources out of it before the target enters it). A query that
+listed the sources before the commit finds them gone and is retried on a fresh
+snapshot. Recovery after a crash before the commit deletes the target and the intent;
+after it, recovery finishes step 4. This is Delta Lake's scheme (files removed from the
+log stay until VACUUM), in files.
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ def compact_partition(
     """Replace `sources` (files of one partition) with one file; the caller holds the lock."""
     assert table.parquet is not None
     rows, duplicates = merge(table, sources)
-    target = directory / layout.file_name(table.parquet.file_prefix, stamp, token)
+    target = fold.target_path(table, directory, rows, stamp, set())
     bytes_before = sum(s.stat().st_size for s in sources)
     swap(root, table, sources, [(target, rows)], wal_dir, metadata, token, before_commit)
     return PartitionResult(
@@ -194,25 +197,30 @@ def swap(
     metadata: dict[bytes, bytes],
     token: str,
     before_commit: Callable[[], None] = lambda: None,
+    *,
+    segment: str = "",
 ) -> None:
-    """Atomically replace `sources` by `targets` (new files and their rows), maybe none.
+    """Atomically replace `sources` by `targets` (new files and their rows), maybe none;
+    with `segment`, that WAL segment's rows are published by the same commit.
 
-    The caller holds the table's fold lock. Compaction, retention and migrations all
-    swap files this way (see the module docstring for the steps and what readers see).
+    The caller holds the table's fold lock. Compaction, retention, migrations and upsert
+    folds all swap files this way (see lake/fold.py for the steps and what readers see).
     """
+    assert sources, "a swap replaces files: without sources it is a plain fold"
     names = tuple(str(path.relative_to(root)) for path, _ in targets)
-    intent = fold.Intent("", names, tuple(str(s.relative_to(root)) for s in sources))
+    intent = fold.Intent(segment, names, tuple(str(s.relative_to(root)) for s in sources))
     intent_path = wal_dir / f"{COMPACT_PREFIX}{token}{fold.INTENT_SUFFIX}"
     durable.ensure_dir(wal_dir)
-    if targets:
-        durable.write_bytes_durably(intent_path, intent.dump())
-        try:
-            fold.publish_targets(targets, table, metadata)
-        except BaseException:
-            fold.remove_files(root, intent.targets)
-            intent_path.unlink(missing_ok=True)
-            raise
+    durable.write_bytes_durably(intent_path, intent.dump())
+    try:
+        fold.publish_targets(targets, table, metadata, stage=True)
         before_commit()
-    # The commit point: from here readers take the target and ignore the sources, which
-    # stay for a grace period; the intent goes with them (LakeTier.recover).
-    durable.write_bytes_durably(intent_path, replace(intent, committed=True).dump())
+    except BaseException:
+        fold.remove_targets(root, intent)
+        intent_path.unlink(missing_ok=True)
+        raise
+    # The commit point: from here readers take the targets and ignore the sources (and
+    # the segment); the renames that follow make outside readers of the files agree.
+    committed = replace(intent, committed=True)
+    durable.write_bytes_durably(intent_path, committed.dump())
+    fold.roll_forward(root, committed, wal_dir)

@@ -1,6 +1,7 @@
 """Folding: turning rows (from a WAL segment, or a large write) into Parquet files.
 
-A fold of segment S runs while its folder holds S's lock, and goes:
+A plain fold of segment S (no Parquet file changes) runs while its folder holds the
+table's fold lock, and goes:
 
   1. write the intent `S.fold` (JSON: the Parquet files it will publish), durably;
   2. publish each target file (temp + fsync + link + directory fsync);
@@ -11,7 +12,25 @@ Readers treat the targets of an intent whose segment still exists as not yet the
 (they read S instead), so a query sees each row once at every step. A crash before 3
 leaves S and the intent: recovery deletes the targets that were published and the
 intent, and S is folded again later. A crash after 3 leaves only the intent, which
-recovery deletes. Either way no row is lost or doubled.
+recovery deletes. Either way no row is lost or doubled. Outside readers of the files
+(a `**/*.parquet` glob) never see WAL rows, so they see each row at most once too.
+
+A *swap* replaces published files (`sources`): compaction, retention, migrations, and
+a fold into an upsert table that rewrites the files holding older versions of its keys.
+It goes:
+
+  1. write the intent (sources, targets, committed=false), durably;
+  2. write each target under its staged name `<name>.parquet.staged` (no glob matches);
+  3. rewrite the intent with committed=true, durably          <- the commit point;
+  4. roll forward: rename each source to `<name>.parquet.retired`, each staged target
+     to its name, unlink the folded segment (if any), fsync the directories;
+  5. after a grace period, delete the retired sources, then the intent.
+
+So at the commit point the replaced files leave the documented glob and the new ones
+enter it: an outside reader never counts a row twice (for the instant between the two
+renames it may count it zero times, or find a listed file gone: it should retry, as
+telelake's own queries do). A crash before 3 is undone (staged targets deleted); a
+crash after 3 is rolled forward by whoever next takes the lock.
 
 Folds of one table are serialised by the table's fold lock, so deduplication of keys
 against the Parquet files already there sees a stable set of files.
@@ -19,6 +38,7 @@ against the Parquet files already there sees a stable set of files.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import functools
 import json
@@ -40,6 +60,18 @@ from telelake.schema.model import Table
 
 INTENT_SUFFIX = ".fold"
 LOCK_NAME = "fold.lock"
+STAGED_SUFFIX = ".staged"  # a swap's target before its commit
+RETIRED_SUFFIX = ".retired"  # a swap's source after its commit, until the grace period ends
+
+
+def staged(path: Path) -> Path:
+    """Where a swap writes target `path` before it commits (outside every `*.parquet` glob)."""
+    return path.with_name(path.name + STAGED_SUFFIX)
+
+
+def retired(path: Path) -> Path:
+    """Where a swap moves source `path` at its commit (outside every `*.parquet` glob)."""
+    return path.with_name(path.name + RETIRED_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -48,12 +80,22 @@ class Intent:
 
     segment: str
     targets: tuple[str, ...]  # paths relative to the store root
-    # Files a compaction replaces (relative paths), and whether it has committed: the
-    # intent is rewritten with committed=true once its targets are durable. Before
-    # that readers ignore the targets; after it they ignore the sources, which stay on
-    # disk for a grace period (queries that listed them can still read them).
+    # Files a swap replaces (relative paths), and whether it has committed: the intent
+    # is rewritten with committed=true once its (staged) targets are durable. Before
+    # that readers ignore the targets; after it they ignore the sources (and the
+    # segment, if the swap folds one), which are retired for a grace period.
     sources: tuple[str, ...] = ()
     committed: bool = False
+
+    @property
+    def is_swap(self) -> bool:
+        """True for an intent that replaces published files (see the module docstring)."""
+        return bool(self.sources)
+
+    @property
+    def folded_segment(self) -> str | None:
+        """The segment whose rows this committed swap published (readers skip it)."""
+        return self.segment if self.is_swap and self.committed and self.segment else None
 
     def dump(self) -> bytes:
         """The intent's JSON text."""
@@ -78,9 +120,9 @@ class Intent:
         """The files a reader must not read while this intent exists.
 
         A fold's targets stay hidden while its segment exists; a direct write's while
-        the intent exists; a compaction's until it commits, and its sources after that.
+        the intent exists; a swap's until it commits, and its sources after that.
         """
-        if self.sources:
+        if self.is_swap:
             names = self.sources if self.committed else self.targets
         elif not self.segment or self.segment in live_segments:
             names = self.targets
@@ -143,13 +185,13 @@ def _first_new(table: Table, data: pa.Table, files: list[Path], bounds: parquet.
     first = incoming.group_by(key, use_threads=False).aggregate([("__tl_pos", "min")])
     if files:
         existing = pq.read_table(
-            [str(f) for f in files], columns=key, filters=_within(bounds), partitioning=None
+            [str(f) for f in files], columns=key, filters=within(bounds), partitioning=None
         )
         first = first.join(existing, keys=key, join_type="left anti")
     return pa.array(np.sort(first.column("__tl_pos_min").to_numpy()))
 
 
-def _within(bounds: parquet.Ranges) -> pc.Expression:
+def within(bounds: parquet.Ranges) -> pc.Expression:
     """`lo <= column <= hi` for every key column: row groups outside are never read."""
     out: pc.Expression | None = None
     for name, (low, high) in bounds.items():
@@ -219,22 +261,44 @@ def _unique(data: pa.Table, key: tuple[str, ...]) -> bool:
 
 
 def plan_targets(
-    root: Path, table: Table, data: pa.Table, defaults: dict[str, str], stamp: str, suffix: str
+    root: Path,
+    table: Table,
+    data: pa.Table,
+    defaults: dict[str, str],
+    now: dt.datetime,
+    taken: set[Path] | None = None,
 ) -> list[tuple[Path, pa.Table]]:
-    """The files a fold will publish: one per partition, named from the segment."""
+    """The files a fold will publish: per partition, one per session (or one for
+    them all), named as lake/layout.py says. The caller holds the table's fold lock."""
     assert table.parquet is not None
+    taken = set() if taken is None else taken
     out = []
     for values, rows in layout.split_by_partition(table, data, defaults):
         directory = root / table.name / layout.partition_path(values)
-        name = f"{table.parquet.file_prefix}_{stamp}_{suffix}.parquet"
-        out.append((directory / name, rows.select(list(table.column_names))))
+        for part in layout.by_session(table, rows):
+            path = target_path(table, directory, part, now, taken)
+            out.append((path, part.select(list(table.column_names))))
     return out
 
 
+def target_path(
+    table: Table, directory: Path, rows: pa.Table, now: dt.datetime, taken: set[Path]
+) -> Path:
+    """A free name in `directory` for a new file holding `rows` (see lake/layout.py)."""
+    assert table.parquet is not None
+    when, suffix = layout.name_for(table, rows, now)
+    return layout.free_path(directory, table.parquet.file_prefix, when, suffix, taken)
+
+
 def publish_targets(
-    targets: list[tuple[Path, pa.Table]], table: Table, metadata: dict[bytes, bytes]
+    targets: list[tuple[Path, pa.Table]],
+    table: Table,
+    metadata: dict[bytes, bytes],
+    *,
+    stage: bool = False,
 ) -> None:
-    """Write every planned target file (they must not exist yet)."""
+    """Write every planned target file (they must not exist yet); with `stage`, under
+    its staged name (a swap's targets, renamed into place at its commit)."""
     assert table.parquet is not None
     spec = table.parquet
     for path, rows in targets:
@@ -244,32 +308,70 @@ def publish_targets(
         def fill(tmp: Path, rows: pa.Table = rows) -> None:
             parquet.write_table(tmp, rows, spec)
 
-        durable.write_durably(path, fill, replace=False)
+        durable.write_durably(staged(path) if stage else path, fill, replace=False)
 
 
 def recover(root: Path, intent: Intent, wal_dir: Path) -> bool:
-    """Undo the work of an intent whose writer is gone; False if it must stay for now.
+    """Undo or finish the work of an intent whose writer is gone; False if the intent
+    must stay for now.
 
-    A fold whose segment still exists, a direct write, and an uncommitted compaction
-    are undone (their targets deleted); a committed fold needs nothing. A committed
-    compaction is kept: its sources go when their grace period ends (`retire`).
+    A fold whose segment still exists, a direct write, and an uncommitted swap are
+    undone (their targets deleted); a committed fold needs nothing. A committed swap is
+    rolled forward and kept: its sources go when their grace period ends (`retire`).
     """
-    if intent.sources and intent.committed:
+    if intent.is_swap and intent.committed:
+        roll_forward(root, intent, wal_dir)
         return False
-    if intent.sources or not intent.segment or (wal_dir / intent.segment).exists():
-        remove_files(root, intent.targets)
+    if intent.is_swap or not intent.segment or (wal_dir / intent.segment).exists():
+        remove_targets(root, intent)
     return True
 
 
+def roll_forward(root: Path, intent: Intent, wal_dir: Path) -> None:
+    """Step 4 of a committed swap (idempotent): sources out of the glob, targets in, the
+    folded segment gone. Sources go first, so no reader ever counts a row twice."""
+    assert intent.is_swap and intent.committed
+    dirs: set[Path] = set()
+    for rel in intent.sources:
+        path = root / rel
+        try:
+            os.rename(path, retired(path))
+            dirs.add(path.parent)
+        except FileNotFoundError:
+            pass
+    for rel in intent.targets:
+        path = root / rel
+        try:
+            os.rename(staged(path), path)
+            dirs.add(path.parent)
+        except FileNotFoundError:
+            pass
+    if intent.segment:
+        try:
+            (wal_dir / intent.segment).unlink()
+            dirs.add(wal_dir)
+        except FileNotFoundError:
+            pass
+    for d in dirs:
+        durable.fsync_dir(d)
+
+
+def published_path(root: Path, rel: str) -> Path:
+    """Where a committed swap's target is now: its name, or still its staged name."""
+    path = root / rel
+    return path if path.exists() else staged(path)
+
+
 def retire(root: Path, intent: Intent) -> None:
-    """Delete the sources of a committed compaction (its grace period is over)."""
+    """Delete the retired sources of a committed swap (its grace period is over)."""
     assert intent.committed
-    remove_files(root, intent.sources)
+    remove_files(root, tuple(str(retired(Path(s))) for s in intent.sources))
 
 
 def remove_targets(root: Path, intent: Intent) -> None:
-    """Delete the published targets of an unfinished fold."""
+    """Delete the published (or staged) targets of an unfinished fold or swap."""
     remove_files(root, intent.targets)
+    remove_files(root, tuple(str(staged(Path(t))) for t in intent.targets))
 
 
 def remove_files(root: Path, relative: tuple[str, ...]) -> None:

@@ -1,13 +1,26 @@
 """Where a lake table's rows go: partition directories and file names (pure functions).
 
 The layout of spec 000 §2.1: `<table>/year=YYYY/month=MM/day=DD/<key>=<value>/`, files
-named `<prefix>_<YYYYMMDDTHHMMSSZ>_<suffix>.parquet` (§2.3).
+named `<prefix>_<YYYYMMDDTHHMMSSZ>_<session_suffix>.parquet` (§2.3, §7.3).
+
+Naming rule (docs/process_triage.md): a table whose Parquet layout names a
+`session_column` writes the rows of each session of a partition to files of their own,
+named after the session: `pt-20260115-143022-a7xq` gives `..._20260115T143022Z_a7xq`.
+A session id of another shape gives the time of its earliest row and a suffix made of its
+last `-`-separated part (lowercase letters and digits; a hash when none is left). When a
+partition's rows hold more than `SESSION_SPLIT_MAX` sessions (a bulk import), they share
+one file named after the earliest session, as does a compacted file. Tables without a
+session column are named after their earliest row and a random token. A name already
+taken in the directory gets a uniqueness tail `-2`, `-3`...
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
+import secrets
+import string
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,10 +35,19 @@ _WIDTH = {"year": 4, "month": 2, "day": 2, "hour": 2}
 TIME_LEVELS = tuple(_WIDTH)  # the time levels a table may partition by, coarsest first
 
 PartitionValues = tuple[tuple[str, str], ...]
+# More sessions than this in one partition of one write share a file (see above): a file
+# per session would make hundreds of tiny files of a bulk import.
+SESSION_SPLIT_MAX = 8
+_SESSION_ID = re.compile(r"^(?:.*-)?(\d{8})-(\d{6})-([A-Za-z0-9]+)$")
+_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+# Names a swap or retirement gives a file for a while: a new file must not take the name
+# a retired or staged file stands for.
+_SHADOW_SUFFIXES = (".staged", ".retired")
 
 
 def file_name(prefix: str, when: dt.datetime, suffix: str, attempt: int = 0) -> str:
-    """`<prefix>_<YYYYMMDDTHHMMSSZ>_<suffix>.parquet`; later attempts add `-N` to the suffix."""
+    """`<prefix>_<YYYYMMDDTHHMMSSZ>_<suffix>.parquet`; `attempt` N > 0 adds `-N` to the
+    suffix (the uniqueness tail)."""
     stamp = when.astimezone(dt.UTC).strftime(_TIME_FORMAT)
     tail = suffix if attempt == 0 else f"{suffix}-{attempt}"
     return f"{prefix}_{stamp}_{tail}.parquet"
@@ -34,6 +56,79 @@ def file_name(prefix: str, when: dt.datetime, suffix: str, attempt: int = 0) -> 
 def file_name_pattern(prefix: str) -> re.Pattern[str]:
     """A regex matching the names `file_name` produces for `prefix`."""
     return re.compile(rf"^{re.escape(prefix)}_\d{{8}}T\d{{6}}Z_[a-z0-9]+(-\d+)?\.parquet$")
+
+
+def session_name(session: str) -> tuple[dt.datetime | None, str]:
+    """The time stamp and suffix a session id gives its files' names (see the module
+    docstring); the time is None when the id holds none."""
+    match = _SESSION_ID.match(session)
+    if match:
+        try:
+            when = dt.datetime.strptime(match[1] + match[2], "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
+            return when, match[3].lower()
+        except ValueError:
+            pass  # digits that are no date: named like any other id
+    suffix = re.sub(r"[^a-z0-9]", "", session.rsplit("-", 1)[-1].lower())[:16]
+    return None, suffix or hashlib.sha256(session.encode()).hexdigest()[:8]
+
+
+def name_for(table: Table, rows: pa.Table, now: dt.datetime) -> tuple[dt.datetime, str]:
+    """(time stamp, suffix) of the file holding `rows` (see the module docstring)."""
+    assert table.parquet is not None
+    when = _earliest(table, rows) or now
+    column = table.parquet.session_column
+    if column is None or rows.num_rows == 0:
+        return when, "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(8))
+    first = pc.min(rows.column(column)).as_py()  # the earliest session, when several
+    if first is None:
+        return when, "nosession"
+    stamp, suffix = session_name(str(first))
+    return stamp or when, suffix
+
+
+def _earliest(table: Table, rows: pa.Table) -> dt.datetime | None:
+    if table.time is None or rows.num_rows == 0:
+        return None
+    value = pc.min(rows.column(table.time)).as_py()
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return None
+
+
+def by_session(table: Table, rows: pa.Table) -> list[pa.Table]:
+    """The rows of one partition as the files they go to: one per session, unless
+    there are more than `SESSION_SPLIT_MAX` sessions (then one)."""
+    assert table.parquet is not None
+    column = table.parquet.session_column
+    if column is None or rows.num_rows == 0:
+        return [rows]
+    sessions = pc.unique(rows.column(column))
+    if len(sessions) == 1 or len(sessions) > SESSION_SPLIT_MAX:
+        return [rows]
+    col = rows.column(column)
+    return [
+        rows.filter(pc.is_null(col) if s.as_py() is None else pc.equal(col, s))
+        for s in sessions.sort()
+    ]
+
+
+def free_path(
+    directory: Path, prefix: str, when: dt.datetime, suffix: str, taken: set[Path]
+) -> Path:
+    """`directory/<prefix>_<stamp>_<suffix>.parquet`, with a uniqueness tail when that
+    name is in use (a file, a staged or retired one, or a path in `taken`), which is
+    added to `taken`. The caller holds the table's fold lock: no one else names files."""
+    for attempt in range(100_000):
+        path = directory / file_name(prefix, when, suffix, attempt + 1 if attempt else 0)
+        if path in taken or path.exists():
+            continue
+        if any(path.with_name(path.name + s).exists() for s in _SHADOW_SUFFIXES):
+            continue
+        taken.add(path)
+        return path
+    raise RuntimeError(f"no free file name in {directory}")  # pragma: no cover
 
 
 def partition_path(values: PartitionValues) -> Path:

@@ -119,8 +119,7 @@ def migrate_file(
     token: str,
 ) -> None:
     """Swap one old file for the new files of its migrated rows (caller holds the lock)."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    targets = fold.plan_targets(root, table, rows, defaults, stamp, token)
+    targets = fold.plan_targets(root, table, rows, defaults, dt.datetime.now(dt.UTC))
     compact.swap(root, table, [path], targets, wal_dir, metadata, token)
 
 

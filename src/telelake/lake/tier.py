@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from telelake import durable
-from telelake.lake import compact, fold, layout, parquet, prune, retention, wal
+from telelake.errors import StoreError
+from telelake.lake import compact, fold, layout, parquet, prune, retention, upsert, wal
 from telelake.schema.model import Schema, Table
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -106,6 +108,7 @@ class LakeTier:
             int, tuple[tuple[pa.Field, ...], pa.Schema, tuple[tuple[int, str], ...]]
         ] = {}
         self._checked: dict[tuple[Path, int], str | None] = {}
+        self._bounds: dict[Path, tuple[int, upsert.LexBounds | None]] = {}
         self._lacking: dict[tuple[Path, int], bool] = {}
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -146,14 +149,20 @@ class LakeTier:
                 for value in pc.unique(data.column(key)).to_pylist():
                     layout.check_key_value(key, value)
 
-    def write(self, table: Table, data: pa.Table) -> None:
-        """Write validated rows; they are acknowledged (durable per policy) on return."""
-        if data.num_rows >= self.durability.direct_rows:
-            self.commit(table, data)
-            return
+    def write(self, table: Table, data: pa.Table, *, direct: bool = False) -> int:
+        """Write validated rows; they are acknowledged (durable per policy) on return.
+        Large writes (or `direct`) go straight to Parquet, small ones to the WAL.
+
+        Returns the rows stored: all of them, but under `write = "ignore"` the repeats
+        of a key (in `data`, or already held) that the first write of it outlives.
+        """
+        if direct or data.num_rows >= self.durability.direct_rows:
+            stored = self.commit(table, data)
+            return data.num_rows if table.write == "upsert" else stored
         now = time.time_ns() // 1000
         data = data.append_column(fold.AT, pa.repeat(pa.scalar(now, pa.int64()), data.num_rows))
         with self._lock:
+            stored = self._stored(table, data)
             segment = self._segment(table, data.schema)
             end = 0
             try:
@@ -163,14 +172,70 @@ class LakeTier:
                 self._abandon(table, segment)
                 raise
         self._acknowledge(table, segment, end)
+        return stored
+
+    def _stored(self, table: Table, data: pa.Table) -> int:
+        """How many rows of a write about to be appended will be stored (see `write`).
+
+        For `ignore` tables: its distinct keys that no live segment and no published
+        file holds. Sources whose key bounds cannot meet the write's are not read (keys
+        usually grow with time: a new write's keys lie past everything held)."""
+        if table.write != "ignore":
+            return int(data.num_rows)
+        key = list(table.key)
+        keys = data.select(key)
+        bounds = upsert.lex_bounds(table, keys)
+        held: list[pa.Table] = []
+        # Segments before files: a fold publishes its files before its segment goes, so
+        # a key moving from one to the other is seen in one place at least.
+        for path in sorted(self.wal_dir(table).glob("*" + wal.SUFFIX)):
+            try:
+                contents = self._cache.read(path)
+            except FileNotFoundError:
+                continue
+            if contents.schema is None or not contents.batches:
+                continue
+            if upsert.may_share_keys(self._segment_bounds(table, path, contents), bounds):
+                held.append(contents.table().select(key))
+        box = fold.key_bounds(table, keys)
+        files = [
+            f
+            for f in self.files(table)
+            if parquet.may_overlap(parquet.column_ranges(f, table.key), box)
+        ]
+        if files:
+            held.append(
+                pq.read_table(
+                    [str(f) for f in files],
+                    columns=key,
+                    filters=fold.within(box),
+                    partitioning=None,
+                )
+            )
+        return upsert.new_key_count(table, keys, held)
+
+    def _segment_bounds(
+        self, table: Table, path: Path, contents: wal.SegmentContents
+    ) -> upsert.LexBounds | None:
+        """The key bounds of a segment's records, kept up to date batch by batch."""
+        seen, bounds = self._bounds.get(path, (0, None))
+        if seen > len(contents.batches):
+            seen, bounds = 0, None  # a new segment under an old name
+        for batch in contents.batches[seen:]:
+            part = upsert.lex_bounds(table, pa.Table.from_batches([batch]))
+            bounds = part if seen == 0 else upsert.merge_bounds(bounds, part)
+            seen += 1
+        self._bounds[path] = (seen, bounds)
+        return bounds
 
     def write_plain(
         self, table: Table, fields: tuple[pa.Field, ...], columns: list[list[Any]], rows: int
-    ) -> bool:
+    ) -> int | None:
         """`write` for a few rows given as checked plain column values (of `fields`, in
-        order), stored as one rows record; acknowledged on return like `write`.
+        order), stored as one rows record; acknowledged on return like `write`, and
+        returning the rows stored as `write` does.
 
-        Returns False, having written nothing, if a string cannot be stored (a lone
+        Returns None, having written nothing, if a string cannot be stored (a lone
         surrogate): the Arrow path then reports it. ValueError for a partition key value
         that cannot be a path, as `check_partition_values` raises.
         """
@@ -179,16 +244,22 @@ class LakeTier:
             for value in set(columns[index]):
                 layout.check_key_value(name, value)
         with self._lock:
+            stored = rows
+            if table.write == "ignore":
+                try:
+                    stored = self._stored(table, _plain_keys(table, fields, columns))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+                    return None  # the Arrow path checks these values and says why
             segment = self._segment(table, schema)
             try:
                 end = segment.append_rows(time.time_ns() // 1000, columns, rows)
             except UnicodeEncodeError:
-                return False  # raised before a byte was written
+                return None  # raised before a byte was written
             except OSError:
                 self._abandon(table, segment)
                 raise
         self._acknowledge(table, segment, end)
-        return True
+        return stored
 
     def _plain_schema(
         self, table: Table, fields: tuple[pa.Field, ...]
@@ -247,14 +318,19 @@ class LakeTier:
         """Fold rows into Parquet atomically; with `segment`, retire that segment.
 
         Runs under the table's fold lock; the caller holds the segment's lock. Returns
-        the rows published after dropping keys that already exist (first write wins).
+        the rows published: under `ignore`, keys that already exist are dropped (the
+        first write wins); under `upsert`, each key's newest version replaces the
+        older ones (see lake/upsert.py).
         """
-        wal_dir = self.wal_dir(table)
         # A segment's rows come as one chunk per acknowledged write: thousands of tiny
         # chunks make every later step (partition split, sizing, encoding) crawl.
         data = data.combine_chunks()
-        with fold.table_lock(wal_dir):
+        with fold.table_lock(self.wal_dir(table)):
             self._recover_locked(table)
+            if segment is not None and not segment.exists():
+                return 0  # a swap that committed before a crash published it: rolled forward
+            if table.write == "upsert":
+                return self._commit_upsert(table, data, segment)
             existing = []
             if table.key:
                 # Files a compaction or retention retired (in their grace period) hold
@@ -263,33 +339,149 @@ class LakeTier:
                 existing = [f for f in self.files(table) if f not in hidden]
             others = self._other_segments(table, segment) if table.key else None
             rows = fold.drop_existing_keys(table, data, existing, others)
-            if segment is not None:
-                seg_name = segment.name
-                stamp, token = seg_name.split("-")[0], seg_name.rsplit("-", 1)[1][:8]
-                intent_path = wal_dir / (seg_name + fold.INTENT_SUFFIX)
-            else:
-                seg_name = ""
-                stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-                token = random_token(8)
-                intent_path = wal_dir / f"direct-{token}{fold.INTENT_SUFFIX}"
-            targets = fold.plan_targets(self.root, table, rows, self.defaults, stamp, token)
-            intent = fold.Intent(seg_name, tuple(str(p.relative_to(self.root)) for p, _ in targets))
-            durable.write_bytes_durably(intent_path, intent.dump())
-            meta = {**self.metadata, parquet.META_TABLE: table.name.encode()}
-            try:
-                fold.publish_targets(targets, table, meta)
-            except BaseException:
-                # Fail closed: undo what was published; the rows stay where they were
-                # (the segment, or the caller's hands) and nothing half-done is visible.
-                with contextlib.suppress(OSError):
-                    fold.remove_targets(self.root, intent)
-                    intent_path.unlink()
-                raise
-            if segment is not None:
-                segment.unlink()  # the commit point of a segment fold
-            intent_path.unlink()  # the commit point of a direct write
-            durable.fsync_dir(wal_dir)
+            self._publish(table, rows, segment)
             return int(rows.num_rows)
+
+    def _publish(self, table: Table, rows: pa.Table, segment: Path | None) -> None:
+        """A plain fold (no published file changes): the rows' files appear, then the
+        segment goes (the commit point), or the intent does for a direct write."""
+        wal_dir = self.wal_dir(table)
+        if segment is not None:
+            seg_name = segment.name
+            intent_path = wal_dir / (seg_name + fold.INTENT_SUFFIX)
+        else:
+            seg_name = ""
+            intent_path = wal_dir / f"direct-{random_token(8)}{fold.INTENT_SUFFIX}"
+        now = dt.datetime.now(dt.UTC)
+        targets = fold.plan_targets(self.root, table, rows, self.defaults, now)
+        intent = fold.Intent(seg_name, tuple(str(p.relative_to(self.root)) for p, _ in targets))
+        durable.write_bytes_durably(intent_path, intent.dump())
+        try:
+            fold.publish_targets(targets, table, self._file_metadata(table))
+        except BaseException:
+            # Fail closed: undo what was published; the rows stay where they were
+            # (the segment, or the caller's hands) and nothing half-done is visible.
+            with contextlib.suppress(OSError):
+                fold.remove_targets(self.root, intent)
+                intent_path.unlink()
+            raise
+        if segment is not None:
+            segment.unlink()  # the commit point of a segment fold
+        intent_path.unlink()  # the commit point of a direct write
+        durable.fsync_dir(wal_dir)
+
+    def _file_metadata(self, table: Table) -> dict[bytes, bytes]:
+        return {**self.metadata, parquet.META_TABLE: table.name.encode()}
+
+    def _commit_upsert(self, table: Table, data: pa.Table, segment: Path | None) -> int:
+        """Fold rows into an upsert table: each key's newest version wins (the caller
+        holds the fold lock). Files holding older versions of the published keys are
+        rewritten without them in the same swap, so Parquet keeps one row per key."""
+        if fold.AT not in data.column_names:  # a direct write: acknowledged now
+            now = pa.scalar(time.time_ns() // 1000, pa.int64())
+            data = data.append_column(fold.AT, pa.repeat(now, data.num_rows))
+        me = segment.name if segment is not None else ""
+        if segment is not None:
+            data = upsert.drop_dead(table, data, self._dead_records(table, me))
+        data = upsert.last_per_key(table, data)
+        data, outdated = upsert.resolve(table, data, me, self._live_records(table, segment))
+        for name, records in outdated.items():
+            self._mark_dead(table, name, records)  # durable before the commit
+        taken: set[Path] = set()
+        sources, rewritten = self._without_keys(table, data, taken)
+        if not sources:
+            self._publish(table, data, segment)
+            return int(data.num_rows)
+        now = dt.datetime.now(dt.UTC)
+        targets = fold.plan_targets(self.root, table, data, self.defaults, now, taken)
+        compact.swap(
+            self.root,
+            table,
+            sources,
+            targets + rewritten,
+            self.wal_dir(table),
+            self._file_metadata(table),
+            random_token(8),
+            segment=me,
+        )
+        return int(data.num_rows)
+
+    def _without_keys(
+        self, table: Table, rows: pa.Table, taken: set[Path]
+    ) -> tuple[list[Path], list[tuple[Path, pa.Table]]]:
+        """The published files holding a key of `rows`, and each rewritten without those
+        keys (None of them when it held nothing else). Footer statistics of the key
+        columns rule most files out unread."""
+        assert table.parquet is not None
+        if rows.num_rows == 0:
+            return [], []
+        bounds = fold.key_bounds(table, rows)
+        keys = rows.select(list(table.key))
+        hidden = self.hidden_files(table)
+        sources: list[Path] = []
+        rewritten: list[tuple[Path, pa.Table]] = []
+        now = dt.datetime.now(dt.UTC)
+        for path in self.files(table):
+            if path in hidden or not self._usable(table, path):
+                continue
+            if not parquet.may_overlap(parquet.column_ranges(path, table.key), bounds):
+                continue
+            file_keys = pq.ParquetFile(path).read(columns=list(table.key))
+            drop = upsert.replaced(table, file_keys, keys)
+            if drop.size == 0:
+                continue
+            if not self.rewritable(table, path):
+                raise StoreError(
+                    f"table {table.name!r}: {path} holds an older version of a key being "
+                    "written, but a newer minor version of the schema wrote it: write "
+                    "with that version"
+                )
+            full = compact.read_as_table(path, table)
+            keep = np.ones(full.num_rows, dtype=bool)
+            keep[drop] = False
+            sources.append(path)
+            if keep.any():
+                rest = full.filter(pa.array(keep))
+                target = fold.target_path(table, path.parent, rest, now, taken)
+                rewritten.append((target, rest))
+        return sources, rewritten
+
+    def _live_records(self, table: Table, exclude: Path | None) -> list[tuple[str, pa.Table]]:
+        """(segment name, key columns and acknowledgement times) of every live segment
+        of `table` but `exclude`, without records marked dead."""
+        out = []
+        for path in sorted(self.wal_dir(table).glob("*" + wal.SUFFIX)):
+            if path == exclude:
+                continue
+            try:
+                contents = self._cache.read(path)
+            except FileNotFoundError:
+                continue
+            if contents.schema is not None and contents.batches:
+                records = contents.table().select([*table.key, fold.AT])
+                dead = self._dead_records(table, path.name)
+                out.append((path.name, upsert.drop_dead(table, records, dead)))
+        return out
+
+    def _dead_records(self, table: Table, segment: str) -> pa.Table | None:
+        """The records of `segment` that dead markers name (None if there are none)."""
+        markers = sorted(self.wal_dir(table).glob(f"{segment}.*{upsert.DEAD_SUFFIX}"))
+        return self._read_markers(table, markers)
+
+    def _read_markers(self, table: Table, markers: list[Path]) -> pa.Table | None:
+        parts = []
+        for path in markers:
+            try:
+                parts.append(pq.read_table(path).select([*table.key, fold.AT]))
+            except FileNotFoundError:
+                continue
+        return pa.concat_tables(parts) if parts else None
+
+    def _mark_dead(self, table: Table, segment: str, records: pa.Table) -> None:
+        """Durably mark records (key columns and acknowledgement times) of `segment` as
+        outdated: readers and its fold skip them from now on."""
+        path = self.wal_dir(table) / f"{segment}.{random_token(8)}{upsert.DEAD_SUFFIX}"
+        durable.write_durably(path, lambda tmp: pq.write_table(records, tmp), replace=False)
 
     def _other_segments(self, table: Table, exclude: Path | None) -> pa.Table | None:
         """The records of every live segment of `table` but `exclude` (for key dedup)."""
@@ -380,6 +572,11 @@ class LakeTier:
                 fold.retire(self.root, intent)
             intent_path.unlink(missing_ok=True)
             durable.fsync_dir(wal_dir)
+        names = set(os.listdir(wal_dir))
+        for name in names:
+            # A dead marker outlives its segment only until here: nothing reads it then.
+            if name.endswith(upsert.DEAD_SUFFIX) and upsert.dead_marker_segment(name) not in names:
+                (wal_dir / name).unlink(missing_ok=True)
         wal.remove_dead_temps(wal_dir)
 
     def sync(self) -> None:
@@ -536,10 +733,8 @@ class LakeTier:
                 if keep.num_rows == total:
                     return None
                 if keep.num_rows:
-                    name = layout.file_name(
-                        table.parquet.file_prefix, dt.datetime.now(dt.UTC), random_token(8)
-                    )
-                    target = (directory / name, keep)
+                    now = dt.datetime.now(dt.UTC)
+                    target = (fold.target_path(table, directory, keep, now, set()), keep)
                 else:
                     action = retention.EXPIRED
                 removed = total - keep.num_rows
@@ -561,7 +756,7 @@ class LakeTier:
     def hidden_files(self, table: Table) -> set[Path]:
         """Files on disk that readers ignore now (see `fold.Intent.hidden`)."""
         wal_dir = self.wal_dir(table)
-        names = _wal_names(wal_dir)
+        names = set(_wal_names(wal_dir))
         out: set[Path] = set()
         for name in names:
             if name.endswith(fold.INTENT_SUFFIX):
@@ -610,31 +805,33 @@ class LakeTier:
             before = _wal_names(wal_dir)
             files = list(self.files(table, bounds))
             pending: set[Path] = set()
-            published: set[Path] = set()  # targets of committed compactions
+            published: set[Path] = set()  # targets of committed swaps
+            folded: set[str] = set()  # segments whose rows a committed swap published
             segments: list[Path] = []
+            markers: dict[str, list[Path]] = {}
             for name in sorted(before):
                 if name.endswith(fold.INTENT_SUFFIX):
                     try:
                         intent = fold.Intent.load(wal_dir / name)
                     except (OSError, ValueError, KeyError):
                         continue
-                    pending.update(intent.hidden(self.root, before))
-                    if intent.sources and intent.committed:
-                        # Named explicitly: a directory listing racing the compaction
-                        # could have missed a target it published before its commit.
-                        published.update(self.root / t for t in intent.targets)
+                    pending.update(intent.hidden(self.root, set(before)))
+                    if intent.is_swap and intent.committed:
+                        # Named explicitly: a directory listing racing the swap's renames
+                        # could have missed a target (or found it still staged).
+                        published.update(fold.published_path(self.root, t) for t in intent.targets)
+                        folded.add(intent.folded_segment or "")
                 elif name.endswith(wal.SUFFIX):
                     segments.append(wal_dir / name)
+                elif name.endswith(upsert.DEAD_SUFFIX):
+                    markers.setdefault(upsert.dead_marker_segment(name), []).append(wal_dir / name)
+            segments = [p for p in segments if p.name not in folded]
             try:
-                tables, problems = self._read_segments(table, segments)
+                tables, problems = self._read_segments(table, segments, markers)
             except FileNotFoundError:
                 continue  # a segment was folded while we read: look again
             after = _wal_names(wal_dir)
-            gone = {n for n in before if n.endswith(wal.SUFFIX)} - after
-            intents_changed = {n for n in before if n.endswith(fold.INTENT_SUFFIX)} != {
-                n for n in after if n.endswith(fold.INTENT_SUFFIX)
-            }
-            if gone or intents_changed:
+            if _changed(before, after):
                 continue
             self._cache.forget_missing(set(segments))
             live = pa.concat_tables(tables, promote_options="default") if tables else None
@@ -705,7 +902,7 @@ class LakeTier:
         return self._checked[key] is None
 
     def _read_segments(
-        self, table: Table, segments: list[Path]
+        self, table: Table, segments: list[Path], markers: dict[str, list[Path]]
     ) -> tuple[list[pa.Table], list[str]]:
         tables, problems = [], []
         for path in segments:
@@ -714,7 +911,12 @@ class LakeTier:
                 problems.append(f"{path}: {contents.problem}")
                 continue
             if contents.batches:
-                tables.append(contents.table())
+                rows = contents.table()
+                if path.name in markers:
+                    rows = upsert.drop_dead(
+                        table, rows, self._read_markers(table, markers[path.name])
+                    )
+                tables.append(rows)
         return tables, problems
 
     def wal_view_rows(self, table: Table, rows: pa.Table) -> pa.Table:
@@ -733,7 +935,7 @@ class LakeTier:
                 else pa.repeat(pa.scalar(self.defaults.get(key, ""), pa.string()), rows.num_rows)
             )
         cols["__tl_seq"] = pa.array(range(rows.num_rows), pa.int64())
-        cols[fold.AT] = rows.column(fold.AT)  # first write wins, across writers
+        cols[fold.AT] = rows.column(fold.AT)  # orders versions of a key across writers
         return pa.table(cols)
 
     # -- DuckDB views -------------------------------------------------------------------
@@ -804,7 +1006,19 @@ class LakeTier:
         if wal_relation is None:
             return lake
         live = f"SELECT {select} FROM {wal_relation}"
-        if table.key:
+        if table.key and table.write == "upsert":
+            # The newest live version of each key wins, and hides the Parquet row of
+            # its key (Parquet holds at most one version per key; see lake/upsert.py).
+            keys = ", ".join(f'"{k}"' for k in table.key)
+            live = (
+                f"SELECT {select} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} "
+                f"ORDER BY __tl_at DESC, __tl_seq DESC) AS __tl_rank FROM {wal_relation}) "
+                "WHERE __tl_rank = 1"
+            )
+            if snap.files:
+                newer = f"SELECT {keys} FROM {wal_relation}"
+                lake = f"SELECT * FROM ({lake}) ANTI JOIN ({newer}) USING ({keys})"
+        elif table.key:
             keys = ", ".join(f'"{k}"' for k in table.key)
             live = (
                 f"SELECT {select} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} "
@@ -813,6 +1027,17 @@ class LakeTier:
             if snap.files:
                 live = f"SELECT * FROM ({live}) ANTI JOIN ({lake}) USING ({keys})"
         return f"{lake} UNION ALL BY NAME {live}"
+
+
+def _plain_keys(table: Table, fields: tuple[pa.Field, ...], columns: list[list[Any]]) -> pa.Table:
+    """The key columns of a plain write as an Arrow table."""
+    where = {f.name: i for i, f in enumerate(fields)}
+    if not all(k in where for k in table.key):
+        raise pa.ArrowInvalid("a key column is missing")
+    return pa.table(
+        [pa.array(columns[where[k]], type=fields[where[k]].type) for k in table.key],
+        names=list(table.key),
+    )
 
 
 def _newer_minor(file_version: bytes | None, version: str) -> bool:
@@ -840,8 +1065,20 @@ def _inode_key(path: Path) -> tuple[Path, int] | None:
         return None
 
 
-def _wal_names(wal_dir: Path) -> set[str]:
+def _wal_names(wal_dir: Path) -> dict[str, int]:
+    """The names in a WAL directory with their inodes (an intent rewritten at a swap's
+    commit keeps its name but not its inode)."""
     try:
-        return set(os.listdir(wal_dir))
+        with os.scandir(wal_dir) as entries:
+            return {e.name: e.inode() for e in entries}
     except FileNotFoundError:
-        return set()
+        return {}
+
+
+def _changed(before: dict[str, int], after: dict[str, int]) -> bool:
+    """Did a fold or swap start, commit or finish between two listings of a WAL dir?"""
+    gone = {n for n in before if n.endswith(wal.SUFFIX)} - after.keys()
+    intents = fold.INTENT_SUFFIX
+    return bool(gone) or {(n, i) for n, i in before.items() if n.endswith(intents)} != {
+        (n, i) for n, i in after.items() if n.endswith(intents)
+    }

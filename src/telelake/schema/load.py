@@ -109,6 +109,7 @@ _PARQUET_KEYS = {
     "compression_level",
     "dictionary",
     "sort",
+    "session_column",
 }
 _SQL_KEYS = {"sql", "file", "description", "engine", "params", "ranges"}
 _ROLLUP_KEYS = {"source", "time", "group", "windows", "window_column", "start_column", "aggregates"}
@@ -197,8 +198,9 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     tier = data.get("tier", "lake")
     if tier not in TIERS:
         raise SchemaError(f"{where}: unknown tier {tier!r} (one of {', '.join(TIERS)})")
+    lake_options = {"write"} if tier == "lake" else set()
     if tier != "sql":
-        for option in sorted(_SQL_TABLE_KEYS & set(data)):
+        for option in sorted((_SQL_TABLE_KEYS - lake_options) & set(data)):
             raise SchemaError(f"{where}: {option!r} applies to sql tables only")
     raw_columns = data.get("columns")
     if not isinstance(raw_columns, list) or not raw_columns:
@@ -234,6 +236,14 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     parquet = None
     if tier == "lake":
         parquet = _parse_parquet(data.get("parquet", {}), name, seen, where)
+        session = parquet.session_column
+        if (
+            session is not None
+            and next(c for c in columns if c.name == session).type.name != "string"
+        ):
+            raise SchemaError(
+                f"{where}, column {session!r}: parquet.session_column must be a string"
+            )
     elif "parquet" in data:
         raise SchemaError(f"{where}: 'parquet' applies to lake tables only")
     retention = data.get("retention_days")
@@ -244,7 +254,12 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     fsync = data.get("fsync")
     if fsync is not None and fsync not in _FSYNC:
         raise SchemaError(f"{where}: fsync must be one of {', '.join(_FSYNC)}")
-    sql_options = _parse_sql_table(data, columns, key, where) if tier == "sql" else {}
+    if tier == "sql":
+        sql_options = _parse_sql_table(data, columns, key, where)
+    elif tier == "lake":
+        sql_options = {"write": _lake_write_mode(data, key, where)}
+    else:
+        sql_options = {}
     return Table(
         **sql_options,
         fsync=fsync,
@@ -341,6 +356,22 @@ def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
         autoincrement=autoincrement,
         redact=redact,
     )
+
+
+def _lake_write_mode(data: dict[str, Any], key: tuple[str, ...], where: str) -> str:
+    """How a lake table's write meets an existing key: "ignore" (the first write of a
+    key is kept: retries never duplicate it) or "upsert" (the last write wins)."""
+    write = data.get("write", "ignore" if key else "insert")
+    if write not in WRITE_MODES:
+        raise SchemaError(f"{where}: write must be one of {', '.join(WRITE_MODES)}")
+    if key and write == "insert":
+        raise SchemaError(
+            f'{where}: a lake table with a key takes write = "ignore" or "upsert" '
+            "(its key always keeps one row per key)"
+        )
+    if write != "insert" and not key:
+        raise SchemaError(f"{where}: write = {write!r} needs a key")
+    return str(write)
 
 
 def _parse_sql_table(
@@ -486,7 +517,11 @@ def _parse_parquet(raw: Any, table: str, columns: set[str], where: str) -> Parqu
     prefix = raw.get("file_prefix", table)
     if not isinstance(prefix, str) or not _IDENT.match(prefix):
         raise SchemaError(f"{pwhere}: file_prefix must be lower_snake_case")
+    session = raw.get("session_column")
+    if session is not None and (not isinstance(session, str) or session not in columns):
+        raise SchemaError(f"{where}, column {session!r}: parquet.session_column names no column")
     return ParquetLayout(
+        session_column=session,
         file_prefix=prefix,
         row_group_bytes=size,
         compression=compression,
@@ -589,11 +624,11 @@ def _parse_rollups(raw: Any, tables: dict[str, Table], where: str) -> dict[str, 
         source = tables.get(source_name)
         if source is None:
             raise SchemaError(f"{rwhere}: source {source_name!r} is no table of this schema")
-        if source.tier == "log" or (source.tier == "sql" and source.write == "upsert"):
+        if source.tier == "log" or source.write == "upsert":
             # Upserts would change rows already counted.
             raise SchemaError(
-                f"{rwhere}: source {source_name!r} must be a lake table or a sql table "
-                'written with write = "insert" or "ignore"'
+                f"{rwhere}: source {source_name!r} must be a lake or sql table "
+                'written with write = "insert" or "ignore", not an NDJSON log or an upsert table'
             )
         time = str(body.get("time", source.time or ""))
         if not source.has_column(time) or not (

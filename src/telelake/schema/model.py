@@ -72,6 +72,9 @@ class ParquetLayout:
     compression_level: int | None = 3
     dictionary: tuple[str, ...] = ()
     sort: tuple[str, ...] = ()
+    # The string column whose value names a file (spec 000 §2.3's session suffix):
+    # each session's rows get files of their own (see lake/layout.py).
+    session_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,10 @@ class Table:
     retention_days: int | None = None
     # WAL fsync policy of this table; None uses the store's (see docs/durability.md).
     fsync: str | None = None
-    # sql tier: how a write meets an existing key (see docs/sql-tier.md), the column
-    # whose larger value wins an upsert, and columns an upsert never changes.
+    # How a write meets an existing key: "insert" (no key; sql: a clash is an error),
+    # "ignore" (the first write of a key wins) or "upsert" (the last write wins); see
+    # docs/sql-tier.md and docs/concepts.md. sql tier only: the column whose larger
+    # value wins an upsert, and columns an upsert never changes.
     write: str = "insert"
     version_column: str | None = None
     keep_on_update: tuple[str, ...] = ()
