@@ -1008,6 +1008,7 @@ def open(
     host_id: str | None = None,
     fsync: str = "always",
     fold_bytes: int = Durability.fold_bytes,
+    fold_rows: int = Durability.fold_rows,
     fold_age: float = Durability.fold_age,
     retire_after: float = Durability.retire_after,
     migrate: bool = False,
@@ -1020,8 +1021,10 @@ def open(
     Small writes go to a write-ahead log first. `fsync` says when an append reaches
     the disk: "always" (before write() returns; the default), "batch" (the same, with
     concurrent threads sharing one sync), "interval" (every second, in the
-    background) or "off". A WAL segment is folded into Parquet once it holds
-    `fold_bytes` or is `fold_age` seconds old, and when the store closes. Files that
+    background) or "off". A WAL segment is folded into Parquet (where readers of the
+    files themselves see its rows) once it holds `fold_rows` rows or is `fold_age`
+    seconds old (spec 000 §7.1: 1,000 rows or 30 s; on a background thread), at once
+    when it holds `fold_bytes`, and when the store closes. Files that
     a compaction replaced are deleted `retire_after` seconds after it (queries that
     started before it may still be reading them).
 
@@ -1034,6 +1037,10 @@ def open(
     if fsync not in FSYNC_POLICIES:
         raise StoreError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
     durability = Durability(
-        fsync=fsync, fold_bytes=fold_bytes, fold_age=fold_age, retire_after=retire_after
+        fsync=fsync,
+        fold_bytes=fold_bytes,
+        fold_rows=fold_rows,
+        fold_age=fold_age,
+        retire_after=retire_after,
     )
     return Store(path.resolve(), model, host_id=host_id, durability=durability, migrate=migrate)

@@ -69,7 +69,11 @@ class Durability:
     # and few files, for at most 64 MiB of memory per table and writer (a segment's
     # batches are kept for its fold).
     fold_bytes: int = 64 << 20
-    fold_age: float = 60.0
+    # Spec 000 §7.1: rows reach Parquet (where outside readers of the files see them)
+    # after at most 1,000 rows or 30 seconds. Such folds run on a background thread,
+    # so write() never waits for them; a segment of `fold_bytes` is folded at once.
+    fold_rows: int = 1000
+    fold_age: float = 30.0
     direct_rows: int = 50_000
     # Files replaced by a compaction stay on disk this long after it commits (hidden
     # from new queries), so a query that listed them before still finds them.
@@ -111,6 +115,9 @@ class LakeTier:
         self._bounds: dict[Path, tuple[int, upsert.LexBounds | None]] = {}
         self._lacking: dict[tuple[Path, int], bool] = {}
         self._stop = threading.Event()
+        self._fold_lock = threading.Lock()  # one fold of this writer's segments at a time
+        self._fold_wanted = threading.Event()
+        self._folder: threading.Thread | None = None
         self._syncer: threading.Thread | None = None
         if self.durability.fsync == "interval":
             self._syncer = threading.Thread(
@@ -283,13 +290,54 @@ class LakeTier:
             with self._lock:
                 self._abandon(table, segment)
             raise
-        if self._due(table, segment):
-            try:
-                self.fold_own(table)
-                self.fold_orphans(table)  # a long-lived writer tidies up after dead ones
-            except OSError as exc:
-                # The rows are acknowledged (in the WAL); the segment waits for a later fold.
-                warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=5)
+        if segment.data_bytes >= self.durability.fold_bytes:
+            self._fold_now(table, stacklevel=6)
+        elif (
+            segment.rows >= self.durability.fold_rows
+            or self._age(table) >= self.durability.fold_age
+        ):
+            self._fold_soon()
+
+    def _fold_now(self, table: Table, stacklevel: int = 2) -> None:
+        """Fold this writer's segment of `table` and any orphans; a failure is a warning
+        (the rows are acknowledged, in the WAL: the segment waits for a later fold)."""
+        try:
+            self.fold_own(table)
+            self.fold_orphans(table)  # a long-lived writer tidies up after dead ones
+        except OSError as exc:
+            warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=stacklevel)
+
+    def _fold_soon(self) -> None:
+        """Wake the background folder (started on first use)."""
+        with self._lock:
+            if self._folder is None and not self._stop.is_set():
+                self._folder = threading.Thread(
+                    target=self._fold_loop, daemon=True, name="telelake-fold"
+                )
+                self._folder.start()
+        self._fold_wanted.set()
+
+    def _fold_loop(self) -> None:
+        """Fold segments that are due by rows or age, until the tier closes. Wakes when
+        a write asks and every so often, so an idle writer's rows reach Parquet too."""
+        period = max(0.05, min(1.0, self.durability.fold_age / 4))
+        while not self._stop.is_set():
+            self._fold_wanted.wait(period)
+            self._fold_wanted.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                due = [
+                    self.schema.tables[name]
+                    for name, seg in self._segments.items()
+                    if not seg.closed
+                    and (
+                        seg.rows >= self.durability.fold_rows
+                        or self._age(self.schema.tables[name]) >= self.durability.fold_age
+                    )
+                ]
+            for table in due:
+                self._fold_now(table)
 
     def _segment(self, table: Table, schema: pa.Schema) -> wal.SegmentWriter:
         seg = self._segments.get(table.name)
@@ -310,9 +358,9 @@ class LakeTier:
         if self._segments.get(table.name) is segment:
             del self._segments[table.name]
 
-    def _due(self, table: Table, segment: wal.SegmentWriter) -> bool:
-        age = time.monotonic() - self._opened_at.get(table.name, time.monotonic())
-        return segment.data_bytes >= self.durability.fold_bytes or age >= self.durability.fold_age
+    def _age(self, table: Table) -> float:
+        """Seconds since this writer's segment of `table` was opened."""
+        return time.monotonic() - self._opened_at.get(table.name, time.monotonic())
 
     def commit(self, table: Table, data: pa.Table, segment: Path | None = None) -> int:
         """Fold rows into Parquet atomically; with `segment`, retire that segment.
@@ -498,12 +546,17 @@ class LakeTier:
         return pa.concat_tables(parts) if parts else None
 
     def fold_own(self, table: Table | None = None) -> int:
-        """Fold this writer's segments (all tables, or one); returns rows published."""
+        """Fold this writer's segments (all tables, or one); returns rows published.
+
+        The segments are taken under the writer's lock (later writes start new ones)
+        and folded outside it, so writes of other threads do not wait for the fold.
+        """
         done = 0
-        with self._lock:
-            names = [table.name] if table is not None else list(self._segments)
-            for name in names:
-                seg = self._segments.pop(name, None)
+        with self._fold_lock:
+            with self._lock:
+                names = [table.name] if table is not None else list(self._segments)
+                taken = [(n, self._segments.pop(n, None)) for n in names]
+            for i, (name, seg) in enumerate(taken):
                 if seg is None or seg.closed:
                     continue
                 folded = False
@@ -521,7 +574,20 @@ class LakeTier:
                         seg.release()  # its file is gone: nothing to truncate or sync
                     else:
                         seg.close()
+                        self._give_back(taken[i + 1 :])
         return done
+
+    def _give_back(self, untouched: list[tuple[str, wal.SegmentWriter | None]]) -> None:
+        """Segments a failed `fold_own` did not get to: their writer keeps them (or, if
+        it has started a new one meanwhile, they are closed, for a later orphan fold)."""
+        with self._lock:
+            for name, seg in untouched:
+                if seg is None or seg.closed:
+                    continue
+                if name in self._segments:
+                    seg.close()
+                else:
+                    self._segments[name] = seg
 
     def fold_orphans(self, table: Table) -> int:
         """Fold segments whose owner is gone (crashed or closed without folding)."""
@@ -594,8 +660,12 @@ class LakeTier:
                 self.sync()
 
     def close(self) -> None:
-        """Fold this writer's segments and stop the background sync."""
+        """Stop the background threads and fold this writer's segments."""
         self._stop.set()
+        self._fold_wanted.set()
+        folder = self._folder
+        if folder is not None and folder is not threading.current_thread():
+            folder.join()
         self.fold_own()
 
     # -- compaction ---------------------------------------------------------------------
