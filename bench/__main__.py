@@ -3,7 +3,7 @@
     python -m bench                 # 2,000,000 proc_samples rows, 5,000,000 query rows
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
-    python -m bench --only foundation|durability|lifecycle|search_ops|agent_runs|redaction
+    python -m bench --only foundation|durability|lifecycle|search_ops|agent_runs|redaction|upsert
 
 Four parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
 the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
@@ -51,6 +51,7 @@ from bench import (
     redaction,
     report,
     search_ops,
+    upsert,
 )
 from bench.report import INFO, MIB, PASS, Line
 from telelake.schema.load import load_schema
@@ -62,7 +63,15 @@ QUICK_QUERY_ROWS = 500_000
 RSS_LIMIT = 1024 * MIB
 OUT_DIR = Path(__file__).resolve().parent / "out"
 OUT = OUT_DIR / "results.json"
-PARTS = ("foundation", "durability", "lifecycle", "search_ops", "agent_runs", "redaction")
+PARTS = (
+    "foundation",
+    "durability",
+    "lifecycle",
+    "search_ops",
+    "agent_runs",
+    "redaction",
+    "upsert",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -263,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "search_ops": (search_ops, "sql tier ingest, rollup, latency window"),
             "agent_runs": (agent_runs, "NDJSON appends, recovery by replay"),
             "redaction": (redaction, "pattern redaction, ingest with redaction on vs off"),
+            "upsert": (upsert, "upsert ingest vs no key, merge on read, copy-on-write folds"),
         }
         for name, (module, what) in simple.items():
             if name not in parts:
