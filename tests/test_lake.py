@@ -634,3 +634,29 @@ def test_a_bad_file_is_skipped_with_a_warning_not_fatal(store_root: Path) -> Non
             (10,),
             (12,),
         ]
+
+
+def test_a_sessions_files_are_found_by_name(store: telelake.Store) -> None:
+    """Spec §2.3/§7.3: `<prefix>_<YYYYMMDDTHHMMSSZ>_<session_suffix>.parquet` names the
+    session, so its files are found with a glob, in every table, and hold its rows only."""
+    data = datagen.generate(5)
+    sessions = sorted({r["session_id"] for r in data["proc_samples"]})
+    assert len(sessions) > 1  # a few sessions a day: one file each (lake/layout.py)
+    for table in ("runs", "proc_samples", "audit"):
+        store.write(table, data[table])
+    store.fold()
+    for session in sessions:
+        _, date, clock, suffix = session.split("-")
+        for table in ("runs", "proc_samples", "audit"):
+            prefix = PREFIX[table]
+            found = sorted(
+                (store.root / table).rglob(f"{prefix}_{date}T{clock}Z_{suffix}*.parquet")
+            )
+            expected = sum(1 for r in data[table] if r["session_id"] == session)
+            got = pq.read_table(found, columns=["session_id"], partitioning=None) if found else None
+            if expected == 0:
+                assert not found
+                continue
+            assert got is not None
+            assert set(got["session_id"].to_pylist()) == {session}
+            assert got.num_rows == expected

@@ -426,3 +426,24 @@ def test_sources_of_a_compaction_leave_the_glob_at_once(tmp_path: Path) -> None:
         assert len(retired) == 3  # kept for the grace period, outside the glob
         assert len(list((root / "items").rglob("*.parquet"))) == 1
     assert os.path.exists(retired[0])
+
+
+@pytest.mark.parametrize("trigger", ["rows", "age"])
+def test_an_idle_writers_rows_reach_the_files(tmp_path: Path, trigger: str) -> None:
+    """Spec §7.1: rows reach Parquet after `fold_rows` rows or `fold_age` seconds, on a
+    background thread, while the writer stays open and idle."""
+    import time
+
+    schema = schema_file(tmp_path, "ignore")
+    root = tmp_path / "store"
+    knobs = {"fold_rows": 5, "fold_age": 3600.0} if trigger == "rows" else {"fold_age": 0.3}
+    with open_modes(root, schema, **knobs) as s:
+        s.write("items", [row(k, "x") for k in range(3)])
+        if trigger == "rows":
+            assert outside(root) == []  # 3 rows: not due yet
+            s.write("items", [row(k, "x") for k in range(3, 6)])
+        deadline = time.monotonic() + 30
+        while len(outside(root)) < 6 if trigger == "rows" else len(outside(root)) < 3:
+            assert time.monotonic() < deadline, "the rows never reached the files"
+            time.sleep(0.05)
+        assert seen(s) == {k: "x" for k in range(6 if trigger == "rows" else 3)}

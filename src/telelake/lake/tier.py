@@ -308,14 +308,18 @@ class LakeTier:
             warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=stacklevel)
 
     def _fold_soon(self) -> None:
-        """Wake the background folder (started on first use)."""
+        """Wake the background folder."""
+        self._start_folder()
+        self._fold_wanted.set()
+
+    def _start_folder(self) -> None:
+        """Start the background folder, once: when this writer opens its first segment."""
         with self._lock:
             if self._folder is None and not self._stop.is_set():
                 self._folder = threading.Thread(
                     target=self._fold_loop, daemon=True, name="telelake-fold"
                 )
                 self._folder.start()
-        self._fold_wanted.set()
 
     def _fold_loop(self) -> None:
         """Fold segments that are due by rows or age, until the tier closes. Wakes when
@@ -348,6 +352,7 @@ class LakeTier:
             seg = wal.SegmentWriter(self.wal_dir(table) / name, schema, policy)
             self._segments[table.name] = seg
             self._opened_at[table.name] = time.monotonic()
+            self._start_folder()  # folds it once it is `fold_age` old, writes or not
         elif seg.schema is not schema and not seg.schema.equals(schema):
             raise ValueError(f"table {table.name!r}: rows do not match the WAL segment schema")
         return seg
