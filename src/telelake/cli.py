@@ -30,7 +30,12 @@ err_console = Console(stderr=True)
 
 RootOpt = Annotated[
     Path | None,
-    typer.Option("--root", help="Store root folder [default: $TELELAKE_ROOT or the user data dir]"),
+    typer.Option(
+        "--root",
+        help="Store root folder [default: $TELELAKE_ROOT, else the schema's default root: "
+        "~/.local/share/process_triage/telemetry for process_triage, "
+        "~/.local/share/telelake/<schema> for others (on Linux)]",
+    ),
 ]
 SchemaOpt = Annotated[
     str, typer.Option("--schema", help="Built-in schema name or path to a schema TOML file")
@@ -490,7 +495,9 @@ def _print_run(report: upkeep.MaintenanceReport, label: str = "maintenance") -> 
 
 @app.command()
 def status(
-    fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = "process_triage"
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
 ) -> None:
     """Show the store's maintenance (last run, what it removed, next run), its settings
     and where each came from, and every table's rows, files and bytes."""

@@ -60,7 +60,7 @@ __version__ = "0.1.0"
 ROOT_ENV = "TELELAKE_ROOT"
 
 
-def default_root(schema: str | Schema) -> Path:
+def default_root(schema: str | Path | Schema) -> Path:
     """`$TELELAKE_ROOT`, else the schema's `default_root` under the platform's user data
     directory (process_triage: `~/.local/share/process_triage/telemetry` on Linux, spec
     000 §2.1), else `.../telelake/<schema name>` there. `schema` is a Schema, or a

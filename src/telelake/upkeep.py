@@ -230,17 +230,17 @@ def has_work(store: Store, settings: Retention) -> bool:
 
 def automatic(store: Store, settings: Retention) -> str:
     """How maintenance runs by itself in this store: "every 1h", or why it does not."""
+    if not has_work(store, settings):
+        return "off (nothing to do: no retention, disk budget or auto_compact)"
+    interval = settings.maintenance_interval
+    if interval is None:
+        return f"off (maintenance_interval = off, {settings.source('maintenance_interval')})"
     try:
         env = env_setting()
     except StoreError as exc:
         return f"off ({exc})"
-    interval = settings.maintenance_interval
-    if interval is None:
-        return f"off (maintenance_interval = off, {settings.source('maintenance_interval')})"
     if env is False:
         return f"off (${ENV}={os.environ.get(ENV)})"
-    if not has_work(store, settings):
-        return "off (nothing to do: no retention, disk budget or auto_compact)"
     return f"every {format_age(interval)} ({settings.source('maintenance_interval')})"
 
 
@@ -359,7 +359,7 @@ def run(
     `stop` set stops the run after the step in progress (status "interrupted");
     `on_step` is told each step ("retention audit/year=2026/...", "compaction ...").
     """
-    now = dt.datetime.now(dt.UTC)
+    now = _now()
     report = MaintenanceReport(started=now, trigger=trigger, host_id=store.host_id)
     report.pid = os.getpid()
     if store.read_only:
@@ -378,7 +378,7 @@ def run(
             _work(store, report, stop, on_step)
         except Stopped:
             report.status = INTERRUPTED
-        report.finished = dt.datetime.now(dt.UTC)
+        report.finished = _now()
         if report.errors and report.status == OK:
             report.status = FAILED
         _record(store, report)
@@ -459,10 +459,13 @@ def _work(
 class Background:
     """The daemon thread of a store opened for writing: maintenance whenever it is due."""
 
-    def __init__(self, store: Store, interval: dt.timedelta) -> None:
+    def __init__(self, store: Store, interval: dt.timedelta, *, forced: bool = False) -> None:
         self.store = store
         self.interval = interval
+        self.forced = forced  # maintenance=True: runs even if maintenance_interval is "off"
         self.stopping = threading.Event()
+        self.looked = threading.Event()  # set after each look (a run, or a skip)
+        self.last: MaintenanceReport | None = None  # what the latest look did
         self.thread = threading.Thread(
             target=self._loop, name=f"telelake-maintenance {store.root}", daemon=True
         )
@@ -481,6 +484,8 @@ class Background:
         wait = 0.0
         while not self.stopping.wait(wait):
             wait = self._once()
+            self.looked.set()
+        self.looked.set()
 
     def _once(self) -> float:
         """Run if due; seconds until it should look again."""
@@ -489,7 +494,9 @@ class Background:
             self.stopping.set()  # config.json turned automatic maintenance off
             return 0.0
         try:
-            report = run(self.store, trigger=BACKGROUND, if_older_than=interval, stop=self.stopping)
+            report = self.last = run(
+                self.store, trigger=BACKGROUND, if_older_than=interval, stop=self.stopping
+            )
         except Exception as exc:  # a daemon thread has nobody to raise to
             warnings.warn(
                 f"store {self.store.root}: automatic maintenance failed: {exc!r}", stacklevel=1
@@ -507,10 +514,12 @@ class Background:
         return max(1.0, (due - dt.datetime.now(dt.UTC)).total_seconds())
 
     def _interval(self) -> dt.timedelta | None:
+        """The interval now (config.json may have changed since the store opened)."""
         try:
-            return self.store.retention().maintenance_interval
+            interval = self.store.retention().maintenance_interval
         except StoreError:
             return self.interval  # a broken config.json: the run records the error
+        return self.interval if interval is None and self.forced else interval
 
 
 def start(store: Store, requested: bool | None) -> Background | None:
@@ -534,7 +543,7 @@ def start(store: Store, requested: bool | None) -> Background | None:
         interval = DEFAULT_INTERVAL
     if not has_work(store, settings):
         return None
-    background = Background(store, interval)
+    background = Background(store, interval, forced=bool(requested))
     background.start()
     return background
 
@@ -599,6 +608,12 @@ def describe(report: MaintenanceReport) -> list[str]:
         )
     lines.extend(f"error: {e}" for e in report.errors)
     return lines
+
+
+def _now() -> dt.datetime:
+    """Now, to the millisecond (as the record keeps it, so a report reads back equal)."""
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def iso(when: dt.datetime) -> str:
