@@ -552,3 +552,24 @@ def test_background_thread_does_not_outlive_close(store_root: Path) -> None:
         assert background.thread.is_alive()  # waits for the next due time
     assert not background.thread.is_alive()
     assert not [t for t in threading.enumerate() if t.name.startswith("telelake-maintenance")]
+
+
+def test_a_failed_run_is_recorded_and_reported(store_root: Path) -> None:
+    rows = seed(store_root, per_day=1)
+    bad = {"telemetry_retention": {"audit_dayz": 30}}
+    (store_root / "config.json").write_text(json.dumps(bad))
+    with open_store(store_root, maintenance=False) as store:
+        report = store.maintain()
+        assert report.status == "failed"
+        assert len(report.errors) == 1 and "audit_dayz: unknown key" in report.errors[0]
+        assert messages(store) == Counter(r["message"] for r in rows)  # nothing removed
+    assert recorded(store_root)[-1]["status"] == "failed"
+    out = cli("maintain", root=store_root)
+    assert out.returncode == 1
+    assert "maintenance: failed (manual)" in out.stdout
+    assert "error: " in out.stdout and "audit_dayz: unknown key" in out.stdout
+    st = cli("status", root=store_root)
+    assert st.returncode == 1
+    assert "last run: failed (manual)" in st.stdout
+    assert "audit_dayz: unknown key" in st.stderr  # the settings cannot be read either
+    assert table_rows(st.stdout)["audit"][1] == str(len(rows))  # the tables are shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
 from pathlib import Path
@@ -528,8 +529,11 @@ def status(
             console.print(f"next run due: {when or upkeep.iso(st.next_due)}")
         for problem in st.problems:
             _say_error(problem)
-        _print_settings(store)
+        with contextlib.suppress(TelelakeError):  # a broken config.json: said just above
+            _print_settings(store)
         _print_result(_stats_result(store, st.tables), "table")
+    if st.problems:
+        raise typer.Exit(1)
 
 
 redact_app = typer.Typer(help="Redaction: check that no secret reached disk.", no_args_is_help=True)

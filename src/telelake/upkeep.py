@@ -425,8 +425,10 @@ def _work(
 
         try:
             done = store.enforce_retention(on_step=removed)
-        except (TelelakeError, OSError) as exc:
-            report.errors.append(f"retention: {exc}")
+        except Stopped:
+            raise
+        except Exception as exc:  # recorded: the next interval tries again
+            report.errors.append(f"retention: {_error(exc)}")
         else:
             report.disk_bytes_before = done.disk_bytes_before
             report.disk_bytes_after = done.disk_bytes_after
@@ -449,8 +451,17 @@ def _work(
             store.compact(
                 older_than=dt.timedelta(0), min_files=AUTO_COMPACT_MIN_FILES, on_partition=merged
             )
-        except (TelelakeError, OSError) as exc:
-            report.errors.append(f"compaction: {exc}")
+        except Stopped:
+            raise
+        except Exception as exc:  # recorded: the next interval tries again
+            report.errors.append(f"compaction: {_error(exc)}")
+
+
+def _error(exc: Exception) -> str:
+    """An error as a line of the record: telelake's own as they are, others typed."""
+    if isinstance(exc, TelelakeError | OSError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 # -- in the background --------------------------------------------------------------------
