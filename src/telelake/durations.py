@@ -42,4 +42,4 @@ def format_age(value: dt.timedelta) -> str:
         count = seconds / _UNIT[unit]
         if count >= 1 and count == int(count):
             return f"{int(count)}{unit}"
-    return f"{seconds:g}s"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"  # never 1e+06s

@@ -634,15 +634,16 @@ class Store:
         """Every SQL migration of the schema and whether it is applied."""
         return self.sql_tier.migration_status()
 
-    def fold(self) -> int:
-        """Fold WAL rows into Parquet: this store's segments and any orphaned ones.
+    def fold(self, *, own: bool = True) -> int:
+        """Fold WAL rows into Parquet: this store's segments and any orphaned ones
+        (`own=False`: orphaned ones only, leaving this store's writers undisturbed).
 
         Returns the rows published. Queries see WAL rows before and after; folding only
         changes where they live.
         """
         if self.read_only:
             return 0
-        done = self._lake.fold_own()
+        done = self._lake.fold_own() if own else 0
         for t in self._lake_tables():
             self._lake.recover(t)
             done += self._lake.fold_orphans(t)
@@ -728,6 +729,7 @@ class Store:
         dry_run: bool = False,
         now: dt.datetime | None = None,
         on_step: Callable[[Step], None] | None = None,
+        fold_own: bool = True,
     ) -> RetentionReport:
         """Remove rows older than each table's retention, then keep under `max_disk_gb`.
 
@@ -737,13 +739,17 @@ class Store:
         never one whose time range has not ended yet; a warning names them. Removed
         files are hidden from new queries at once and deleted after `retire_after`
         seconds. With `dry_run`, nothing changes and the report says what would go.
+        WAL rows are folded first (with `fold_own=False`, orphaned segments only).
         """
         if not dry_run:
             self._refuse_if_read_only()
         settings = self.retention()
         now = now or dt.datetime.now(dt.UTC)
         if not dry_run:
-            self.fold()  # rows still in WAL segments are expired like any others
+            # Rows still in WAL segments are expired like any others. (Background
+            # maintenance leaves this store's own segments to their writers: folding
+            # them takes the lock `write()` needs.)
+            self.fold(own=fold_own)
         report = RetentionReport()
         # Children before parents: a child's own expired rows are counted as its own,
         # not removed unseen by a parent's ON DELETE CASCADE.

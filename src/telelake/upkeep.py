@@ -424,7 +424,9 @@ def _work(
             check()
 
         try:
-            done = store.enforce_retention(on_step=removed)
+            # Orphaned WAL segments are folded first; this store's own are left to its
+            # writers (folding them takes the lock write() needs).
+            done = store.enforce_retention(on_step=removed, fold_own=False)
         except Stopped:
             raise
         except Exception as exc:  # recorded: the next interval tries again
