@@ -386,7 +386,7 @@ def test_one_process_at_a_time(store_root: Path) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with open_store(store_root, maintenance=True) as store:
             look = wait_for_look(store)  # due (never run), but another process holds it
-            assert look.status == "skipped"
+            assert look.status == "skipped" and look.busy
             assert look.skipped == f"another process is maintaining this store (pid {holder.pid})"
             assert store.status().running == holder.pid
             assert store.maintain().status == "skipped"

@@ -467,7 +467,7 @@ def maintain(
                     break
                 runs, _ = upkeep.read_runs(store)
                 due = upkeep.next_due(runs, interval)
-                if report.skipped and "another process" in report.skipped:
+                if report.busy:
                     due = min(due, report.started + dt.timedelta(seconds=upkeep.BUSY_RETRY))
                 if not quiet:
                     console.print(f"next run due {upkeep.iso(due)}")

@@ -96,6 +96,7 @@ class MaintenanceReport:
     disk_bytes_after: int | None = None
     errors: list[str] = field(default_factory=list)
     skipped: str | None = None  # why a skipped run did nothing
+    busy: bool = False  # skipped because someone holds the maintenance lock
     host_id: str = ""
     pid: int = 0
 
@@ -367,6 +368,9 @@ def run(
     with _locked(store) as mine:
         if not mine:
             holder = lock_holder(store)
+            report.busy = True
+            if holder == os.getpid():
+                return _skip(report, "this process is maintaining this store already")
             who = f" (pid {holder})" if holder and holder > 0 else ""
             return _skip(report, f"another process is maintaining this store{who}")
         if if_older_than is not None:
@@ -515,7 +519,7 @@ class Background:
                 f"store {self.store.root}: automatic maintenance failed: {exc!r}", stacklevel=1
             )
             return interval.total_seconds()
-        if report.status == SKIPPED and report.skipped and "another process" in report.skipped:
+        if report.busy:
             return min(interval.total_seconds(), BUSY_RETRY)
         if report.status == FAILED:
             warnings.warn(
