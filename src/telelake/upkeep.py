@@ -1,19 +1,20 @@
 """Maintenance that runs by itself: retention, then compaction (spec 000 §5).
 
-A run folds leftover WAL rows, enforces retention (each table's days, then the disk
-budget `max_disk_gb`) and, with `auto_compact`, merges finished partitions holding many
-small files. It uses `Store.enforce_retention` and `Store.compact`, whose every step is
-crash-safe, so a run stopped anywhere (close(), Ctrl-C, kill -9) loses and doubles
-nothing; the next run carries on.
+A run folds the WAL segments of writers that are gone, enforces retention (each
+table's days, then the disk budget `max_disk_gb`) and, with `auto_compact`, merges
+finished partitions holding many small files. It uses `Store.enforce_retention` and
+`Store.compact`, whose every step is crash-safe, so a run stopped anywhere (close(),
+Ctrl-C, kill -9) loses and doubles nothing; the next run carries on.
 
 - **When**: a store opened for writing starts a daemon thread that runs maintenance
   when the last run is older than `maintenance_interval` (config.json; default 1h), and
   again each interval while the store stays open. `write()` never waits for it: it
-  takes the table's fold lock one partition (retention: one table) at a time, as any
-  compaction does. `close()` stops it after the step in progress.
+  takes a table's fold lock one partition at a time, as any compaction does, and leaves
+  the store's own WAL segments to its writers. `close()` stops it after the step in
+  progress (one table's retention, one partition's compaction).
 - **One process at a time**: a run holds `_metadata/maintenance.lock` (a non-blocking
   flock); another opener finding it held skips, and looks again later.
-- **Recorded**: every run that did something (or failed) is appended durably to
+- **Recorded**: every run (not a skipped one) is appended durably to
   `_metadata/maintenance.json`: when, what retention removed and compaction merged per
   table, the bytes freed, errors. `telelake status` and `Store.status()` show it.
 - **Off**: `telelake.open(..., maintenance=False)`, `$TELELAKE_MAINTENANCE=off` (every
@@ -174,14 +175,13 @@ class StoreStatus:
 
     def to_json(self) -> dict[str, Any]:
         """The status as plain JSON values."""
-        s = self.settings
         return {
             "root": str(self.root),
             "schema": self.schema,
             "version": self.version,
             "settings": {
                 name: {"value": value, "from": source}
-                for name, value, source in settings_rows(s, self.schema_tables)
+                for name, value, source in settings_rows(self.settings, self.schema_tables)
             },
             "maintenance": {
                 "automatic": self.automatic,
