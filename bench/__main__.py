@@ -235,6 +235,9 @@ def foundation(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Each benchmark times one operation: no background maintenance run (retention of
+    # the generated, dated rows; compaction) may interfere with it or change its data.
+    os.environ.setdefault("TELELAKE_MAINTENANCE", "off")
     # Piped output would wrap the table at 80 columns; a report is read in a log.
     console = Console(width=None if sys.stdout.isatty() else 132)
     clock = Clock(console)

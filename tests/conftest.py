@@ -1,5 +1,7 @@
 """Shared fixtures. Every test runs with TELELAKE_ROOT inside its own temp dir, so no
-test can touch a real user store."""
+test can touch a real user store, and with automatic (background) maintenance off, so
+no test races a maintenance thread it did not ask for; tests of maintenance turn it on
+(tests/test_maintenance.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ TEST_HOST_ID = "feedfacecafebeef"
 @pytest.fixture(autouse=True)
 def _isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELELAKE_ROOT", str(tmp_path / "default-root"))
+    monkeypatch.setenv("TELELAKE_MAINTENANCE", "off")  # inherited by CLI subprocesses too
 
 
 @pytest.fixture

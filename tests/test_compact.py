@@ -7,6 +7,7 @@ files with pyarrow, never from telelake's own answers alone.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 import textwrap
@@ -331,6 +332,7 @@ def test_compaction_racing_a_writer_and_a_reader(store_root: Path) -> None:
 
 
 def test_auto_compact_merges_finished_partitions_with_many_small_files(store_root: Path) -> None:
+    """auto_compact is done by maintenance (on by default for process_triage, spec §5.2)."""
     rows = generate(4, n_sessions=20, days=2)["audit"]  # ~25 rows on each of two days
     with open_store(store_root, fold_bytes=1) as store:
         for r in rows:  # one file per row
@@ -341,13 +343,19 @@ def test_auto_compact_merges_finished_partitions_with_many_small_files(store_roo
         if len(fs) >= compact.AUTO_COMPACT_MIN_FILES
     }
     assert crowded  # the test needs at least one partition over the threshold
-    (store_root / "config.json").write_text('{"telemetry_retention": {"auto_compact": false}}')
-    with open_store(store_root):
-        pass
+    forever = {f"{t}_days": None for t in TABLES}  # retention must not get in the way
+    config = store_root / "config.json"
+    config.write_text(json.dumps({"telemetry_retention": {**forever, "auto_compact": False}}))
+    with open_store(store_root) as store:
+        assert store.maintain().merged == {}
     assert {d: len(compact.data_files(d)) for d in crowded} == crowded  # off: untouched
-    (store_root / "config.json").write_text('{"telemetry_retention": {"auto_compact": true}}')
+    config.write_text(json.dumps({"telemetry_retention": forever}))  # the schema's default
     with open_store(store_root, retire_after=0) as store:
+        assert store.retention().auto_compact
         before = store.sql("SELECT * FROM audit ORDER BY ALL").to_arrow()
+        report = store.maintain()
+    assert report.merged["audit"].partitions == len(crowded)
+    assert report.merged["audit"].files_before == sum(crowded.values())
     for d, fs in compact.partitions(store_root / "audit"):
         expected = 1 if d in crowded else len(fs)
         assert len(fs) == expected, d

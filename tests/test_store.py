@@ -97,20 +97,30 @@ def test_open_expands_user_in_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_default_root_without_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """process_triage: spec 000 §2.1's ~/.local/share/process_triage/telemetry; other
+    schemas: <user data dir>/telelake/<schema>."""
     monkeypatch.delenv("TELELAKE_ROOT")
-    want = Path(platformdirs.user_data_dir("telelake")) / "process_triage"
-    assert telelake.store.default_root("process_triage") == want
-    # On Linux with no XDG override that is ~/.local/share/telelake/process_triage; check
-    # it and that open() really uses it, with HOME pointed at a temp dir.
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    if platformdirs.user_data_dir("telelake") != str(tmp_path / "home/.local/share/telelake"):
+    data = Path(platformdirs.user_data_dir())
+    assert telelake.store.default_root("process_triage") == data / "process_triage/telemetry"
+    assert telelake.store.default_root("search_ops") == Path(
+        platformdirs.user_data_dir("telelake"), "search_ops"
+    )
+    # On Linux with no XDG override that is the spec's path; check it and that open()
+    # really uses it, with HOME pointed at a temp dir.
+    if data != tmp_path / "home/.local/share":
         pytest.skip("platformdirs does not follow XDG here")
-    expected = tmp_path / "home" / ".local" / "share" / "telelake" / "process_triage"
-    assert telelake.store.default_root("process_triage") == expected
+    expected = tmp_path / "home" / ".local" / "share" / "process_triage" / "telemetry"
     with telelake.open(host_id=TEST_HOST_ID) as store:
         assert store.root == expected.resolve()
     assert (expected / "_metadata" / "schema_version.json").is_file()
+    with telelake.open(schema="search_ops") as store:
+        assert store.root == tmp_path / "home/.local/share/telelake/search_ops"
+    # $TELELAKE_ROOT still wins.
+    monkeypatch.setenv("TELELAKE_ROOT", str(tmp_path / "mine"))
+    with telelake.open(host_id=TEST_HOST_ID) as store:
+        assert store.root == (tmp_path / "mine").resolve()
 
 
 # -- user schemas -----------------------------------------------------------------------------

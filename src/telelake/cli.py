@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -13,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table as RichTable
 
 import telelake
-from telelake import formats
+from telelake import formats, upkeep
 from telelake.errors import TelelakeError
 from telelake.query import Result
 
@@ -29,12 +31,20 @@ err_console = Console(stderr=True)
 
 RootOpt = Annotated[
     Path | None,
-    typer.Option("--root", help="Store root folder [default: $TELELAKE_ROOT or the user data dir]"),
+    typer.Option(
+        "--root",
+        help="Store root folder [default: $TELELAKE_ROOT, else the schema's default root: "
+        "~/.local/share/process_triage/telemetry for process_triage, "
+        "~/.local/share/telelake/<schema> for others (on Linux)]",
+    ),
 ]
 SchemaOpt = Annotated[
     str, typer.Option("--schema", help="Built-in schema name or path to a schema TOML file")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")]
+QuietStepsOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the summary of each run, no steps")
+]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Result format: table, csv or json")]
 
 
@@ -60,8 +70,11 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _open(root: Path | None, schema: str) -> telelake.Store:
-    return telelake.open(root, schema=schema)
+def _open(root: Path | None, schema: str, *, maintenance: bool = False) -> telelake.Store:
+    """Open a store. Background maintenance only for commands that write (`write`,
+    `collect`): the others are quick looks that should not start (and then wait for)
+    a maintenance run."""
+    return telelake.open(root, schema=schema, maintenance=None if maintenance else False)
 
 
 def _open_as_is(root: Path | None, schema: str, *, migrate: bool = False) -> telelake.Store:
@@ -71,7 +84,7 @@ def _open_as_is(root: Path | None, schema: str, *, migrate: bool = False) -> tel
     from telelake.store import Store, default_root
 
     model = load_schema(schema)
-    path = (root or default_root(model.name)).expanduser().resolve()
+    path = (root or default_root(model)).expanduser().resolve()
     return Store(path, model, migrate=migrate, plan_only=True)
 
 
@@ -118,7 +131,7 @@ def write(
         data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as exc:
         _fail(f"cannot read {source}: {exc.strerror}")
-    with _open(root, schema) as store:
+    with _open(root, schema, maintenance=True) as store:
         rows = formats.read_rows(data, input_format, store.table(table), source)
         n = store.write(table, rows)
     console.print(f"wrote {n} row{'s' if n != 1 else ''} to {table}")
@@ -192,10 +205,10 @@ def tables(
         _print_result(_stats_result(store), fmt)
 
 
-def _stats_result(store: telelake.Store) -> Result:
+def _stats_result(store: telelake.Store, stats: list[Any] | None = None) -> Result:
     import pyarrow as pa
 
-    stats = store.stats()
+    stats = store.stats() if stats is None else stats
     return Result(
         pa.table(
             {
@@ -351,6 +364,7 @@ def retention(
     import pyarrow as pa
 
     with _open(root, schema) as store:
+        _print_settings(store)
         plan = store.enforce_retention(dry_run=True)
         steps = plan.steps
         if steps:  # what goes, printed before it goes
@@ -376,6 +390,150 @@ def retention(
     parts, rows, size = report.totals()
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {rows} rows in {parts} partition(s), {size:,} bytes")
+
+
+def _print_settings(store: telelake.Store) -> None:
+    """The retention settings in force, and where each came from."""
+    settings = store.retention()
+    table = RichTable(title="settings in force", title_justify="left", show_lines=False)
+    for name in ("setting", "value", "from"):
+        table.add_column(name)
+    for name, value, source in upkeep.settings_rows(settings, list(store.schema.tables)):
+        table.add_row(name, _setting_text(name, value), source)
+    console.print(table)
+
+
+def _setting_text(name: str, value: Any) -> str:
+    if value is None:
+        return {"max_disk_gb": "no budget", "backups_keep": "all"}.get(name, "forever")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def maintain(
+    every: Annotated[
+        str | None,
+        typer.Option(
+            "--every",
+            help="Keep running: maintain whenever the last run is this old (1h, 30m); "
+            "stop with Ctrl-C or SIGTERM",
+        ),
+    ] = None,
+    quiet: QuietStepsOpt = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Run maintenance now: retention, disk budget, auto_compact (what opening a store
+    for writing does by itself once per maintenance_interval).
+
+    One process at a time: if another one is maintaining the store, this one says so
+    and does nothing. Each run is recorded; `telelake status` shows the last one.
+    """
+    import signal
+    import threading
+
+    from telelake.durations import parse_age
+
+    interval = None
+    if every is not None:
+        try:
+            interval = parse_age(every)
+        except ValueError as exc:
+            _fail(f"--every: {exc}")
+        if interval.total_seconds() <= 0:
+            _fail("--every must be a positive duration")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()  # the run stops after its step in progress; a second signal kills
+        signal.signal(signum, signal.SIG_DFL)
+
+    def tell(step: str) -> None:
+        if not quiet:
+            err_console.print(escape(step), highlight=False, soft_wrap=True)
+
+    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed = False
+    try:
+        with _open(root, schema) as store:
+            while True:
+                report = store.maintain(if_older_than=interval, stop=stop, on_step=tell)
+                if report.status != upkeep.SKIPPED or interval is None:
+                    _print_run(report)
+                failed = report.status == upkeep.FAILED
+                if interval is None or stop.is_set():
+                    break
+                runs, _ = upkeep.read_runs(store)
+                due = upkeep.next_due(runs, interval)
+                if report.busy:
+                    due = min(due, report.started + dt.timedelta(seconds=upkeep.BUSY_RETRY))
+                if not quiet:
+                    console.print(f"next run due {upkeep.iso(due)}")
+                if upkeep.sleep_until(stop, due):
+                    break
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if stop.is_set():
+        console.print("stopped")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_run(report: upkeep.MaintenanceReport, label: str = "maintenance") -> None:
+    if report.status == upkeep.SKIPPED:
+        console.print(f"skipped: {escape(report.skipped or '')}")
+        return
+    console.print(
+        f"{label}: {report.status} ({report.trigger}), started {upkeep.iso(report.started)}, "
+        f"took {report.seconds:.1f} s"
+    )
+    for line in upkeep.describe(report):
+        console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def status(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Show the store's maintenance (last run, what it removed, next run), its settings
+    and where each came from, and every table's rows, files and bytes."""
+    import json
+
+    with _open(root, schema) as store:
+        st = store.status()
+        if fmt == "json":
+            sys.stdout.write(json.dumps(st.to_json(), indent=2) + "\n")
+            return
+        if fmt != "table":
+            _fail(f"unknown format {fmt!r} for status (table or json)")
+        console.print(f"store [bold]{st.schema}[/] {st.version} at {escape(str(st.root))}")
+        console.print(f"automatic maintenance: {escape(st.automatic)}")
+        if st.running is not None:
+            who = f"pid {st.running}" if st.running > 0 else "another process"
+            console.print(f"running now: {who}")
+        if st.last_run is None:
+            console.print("last run: never")
+        else:
+            _print_run(st.last_run, "last run")
+            last = st.last_completed
+            if last is not None and last is not st.last_run and last.finished is not None:
+                console.print(f"last completed run: {upkeep.iso(last.finished)}")
+        if st.next_due is not None:
+            now = dt.datetime.now(dt.UTC)
+            when = "now (at the next open for writing)" if st.next_due <= now else ""
+            console.print(f"next run due: {when or upkeep.iso(st.next_due)}")
+        for problem in st.problems:
+            _say_error(problem)
+        with contextlib.suppress(TelelakeError):  # a broken config.json: said just above
+            _print_settings(store)
+        _print_result(_stats_result(store, st.tables), "table")
+    if st.problems:
+        raise typer.Exit(1)
 
 
 redact_app = typer.Typer(help="Redaction: check that no secret reached disk.", no_args_is_help=True)
@@ -404,7 +562,7 @@ def redact_scan(
     from telelake.schema.load import load_schema
     from telelake.store import default_root
 
-    target = path or root or default_root(load_schema(schema).name)
+    target = path or root or default_root(load_schema(schema))
     target = target.expanduser().resolve()
     if not target.is_dir():
         _fail(f"{target} is not a folder")
@@ -721,7 +879,7 @@ def collect(
     """Sample this host's real processes into proc_samples, proc_features, runs and audit."""
     from telelake.collect import collect as run_collect
 
-    with _open(root, "process_triage") as store:
+    with _open(root, "process_triage", maintenance=True) as store:
         with _progress(quiet) as progress:
             task = progress.add_task("sampling processes", total=samples)
             result = run_collect(

@@ -3,8 +3,11 @@
     {"telemetry_retention": {"runs_days": 90, "proc_samples_days": 30,
                              "max_disk_gb": 10, "auto_compact": true, "backups_keep": 14}}
 
-Every key is optional; `<table>_days` overrides the table's `retention_days` from the
-schema. Unknown keys are refused (a typo must not silently keep data forever).
+Every key is optional and overrides the schema's default: `<table>_days` the table's
+`retention_days`, the others the schema's `[retention]` section (process_triage: spec
+000 §5.2, so a store without this file has a 10 GB budget and auto_compact on).
+`maintenance_interval` ("1h", "30m", or "off") says how often maintenance runs by itself.
+Unknown keys are refused (a typo must not silently keep data forever).
 
 A second section sets redaction for this store (see `telelake.redact.policy`):
 
@@ -18,13 +21,16 @@ of a column with another policy or `off`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telelake.durations import parse_interval
 from telelake.errors import StoreError
+from telelake.schema.model import Schema
 
 CONFIG_NAME = "config.json"
 SECTION = "telemetry_retention"
@@ -32,51 +38,119 @@ REDACTION = "telemetry_redaction"
 SECTIONS = (SECTION, REDACTION)
 
 
+DEFAULT_INTERVAL = dt.timedelta(hours=1)  # automatic maintenance, unless a setting says
+CONFIG = CONFIG_NAME  # the source of a setting config.json gives
+DEFAULT = "telelake default"  # the source of a setting nobody gives
+
+
 @dataclass(frozen=True)
 class Retention:
-    """Retention settings of a store."""
+    """Retention settings of a store, and where each came from (`sources`)."""
 
-    days: dict[str, int] = field(default_factory=dict)  # per-table overrides
+    days: dict[str, int] = field(default_factory=dict)  # per table (absent: kept forever)
     max_disk_gb: float | None = None
     auto_compact: bool = False
     backups_keep: int | None = None  # `telelake backup` keeps this many (None: all)
+    # How often maintenance runs by itself (None: never; `telelake maintain` still runs).
+    maintenance_interval: dt.timedelta | None = DEFAULT_INTERVAL
+    # Setting name (`max_disk_gb`, `<table>_days`, ...) -> "config.json", "schema <name>"
+    # or "telelake default".
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source(self, setting: str) -> str:
+        """Where `setting` came from."""
+        return self.sources.get(setting, DEFAULT)
 
 
-def parse_retention(data: Any, tables: Iterable[str], where: str) -> Retention:
-    """Validate the parsed JSON of a config file (pure; `where` names it in errors)."""
+def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, Any]:
+    """Validate the parsed JSON of a config file (pure; `where` names it in errors).
+
+    Returns the settings it gives, by name (`max_disk_gb`, `<table>_days`, ...); null
+    for `max_disk_gb`, `backups_keep` or `<table>_days` means none (no budget, every
+    backup, kept forever).
+    """
     _check_sections(data, where)
     section = data.get(SECTION, {})
     if not isinstance(section, dict):
         raise StoreError(f"{where}: {SECTION} must be an object")
     names = set(tables)
-    days: dict[str, int] = {}
-    max_disk_gb: float | None = None
-    auto_compact = False
-    backups_keep: int | None = None
+    out: dict[str, Any] = {}
     for key, value in section.items():
         at = f"{where}: {SECTION}.{key}"
         if key == "max_disk_gb":
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise StoreError(f"{at} must be a positive number of GB")
-            max_disk_gb = float(value)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise StoreError(f"{at} must be a positive number of GB (or null: no budget)")
+            out[key] = None if value is None else float(value)
         elif key == "auto_compact":
             if not isinstance(value, bool):
                 raise StoreError(f"{at} must be true or false")
-            auto_compact = value
+            out[key] = value
         elif key == "backups_keep":
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
                 raise StoreError(f"{at} must be a positive whole number of backups")
-            backups_keep = value
+            out[key] = value
+        elif key == "maintenance_interval":
+            try:
+                interval = parse_interval(value)
+            except ValueError as exc:
+                raise StoreError(f"{at}: {exc}") from None
+            out[key] = interval or None  # "off": no automatic runs
         elif key.endswith("_days") and key[: -len("_days")] in names:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise StoreError(f"{at} must be a positive whole number of days")
-            days[key[: -len("_days")]] = value
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise StoreError(f"{at} must be a positive whole number of days (or null)")
+            out[key] = value
         else:
             known = ", ".join(sorted(f"{t}_days" for t in names))
             raise StoreError(
-                f"{at}: unknown key (known: {known}, max_disk_gb, auto_compact, backups_keep)"
+                f"{at}: unknown key (known: {known}, max_disk_gb, auto_compact, "
+                "maintenance_interval, backups_keep)"
             )
-    return Retention(days, max_disk_gb, auto_compact, backups_keep)
+    return out
+
+
+def resolve_retention(schema: Schema, given: dict[str, Any]) -> Retention:
+    """The settings in force: telelake's defaults, then the schema's (each table's
+    `retention_days` and its `[retention]`), then `given` (config.json's)."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    by_schema = f"schema {schema.name}"
+    for t in schema.tables.values():
+        if t.retention_days is not None:
+            values[f"{t.name}_days"] = t.retention_days
+            sources[f"{t.name}_days"] = by_schema
+    d = schema.retention
+    declared: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("max_disk_gb", d.max_disk_gb),
+            ("auto_compact", d.auto_compact),
+            ("backups_keep", d.backups_keep),
+        )
+        if v is not None
+    }
+    if d.maintenance_interval is not None:
+        declared["maintenance_interval"] = d.maintenance_interval or None  # 0: "off"
+    for key, value in declared.items():
+        values[key] = value
+        sources[key] = by_schema
+    for key, value in given.items():
+        values[key] = value
+        sources[key] = CONFIG
+    days = {t: values[f"{t}_days"] for t in schema.tables if values.get(f"{t}_days") is not None}
+    return Retention(
+        days=days,
+        max_disk_gb=values.get("max_disk_gb"),
+        auto_compact=bool(values.get("auto_compact", False)),
+        backups_keep=values.get("backups_keep"),
+        maintenance_interval=values.get("maintenance_interval", DEFAULT_INTERVAL),
+        sources=sources,
+    )
 
 
 def _check_sections(data: Any, where: str) -> None:
@@ -134,10 +208,12 @@ def _read(root: Path) -> tuple[Any, str] | None:
         raise StoreError(f"{path}: not valid JSON: {exc}") from exc
 
 
-def load_retention(root: Path, tables: Iterable[str]) -> Retention:
-    """The retention settings of the store at `root` (defaults when there is no file)."""
+def load_retention(root: Path, schema: Schema) -> Retention:
+    """The retention settings of the store at `root` holding `schema`: the schema's
+    defaults, overridden by its config file if there is one."""
     found = _read(root)
-    return Retention() if found is None else parse_retention(found[0], tables, found[1])
+    given = {} if found is None else parse_retention(found[0], schema.tables, found[1])
+    return resolve_retention(schema, given)
 
 
 def load_redaction(root: Path) -> Redaction:

@@ -21,3 +21,25 @@ def parse_age(value: str | dt.timedelta) -> dt.timedelta:
             f"not an age: {value!r} (use a number and a unit: 90s, 30m, 12h, 7d or 2w)"
         )
     return dt.timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+
+
+def parse_interval(value: object) -> dt.timedelta:
+    """A maintenance interval: `"1h"`-style text, or `"off"` (timedelta(0)); ValueError."""
+    if value == "off":
+        return dt.timedelta(0)
+    if not isinstance(value, str):
+        raise ValueError(f'use a duration like "1h" or "30m", or "off", not {value!r}')
+    age = parse_age(value)
+    if age <= dt.timedelta(0):
+        raise ValueError(f'{value!r} is no interval: use a positive duration, or "off"')
+    return age
+
+
+def format_age(value: dt.timedelta) -> str:
+    """`7d`-style text for a timedelta: the largest unit that divides it (`90m`, `1h`)."""
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        count = seconds / _UNIT[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"  # never 1e+06s

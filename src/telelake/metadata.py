@@ -5,6 +5,8 @@ Files (spec 000 §4.1 and §10.2):
 - `host_info.json`: host_id, hostname_hash, first_seen, last_seen, os_family, arch
 - `store.json`: the schema name and the telelake version that created the store
 - `schema.toml`: a copy of the schema the store was last opened with
+- `maintenance.json`: the latest maintenance runs (see `telelake.upkeep`), and
+  `maintenance.lock`, held by the process running one
 """
 
 from __future__ import annotations
@@ -167,6 +169,18 @@ class MetadataDir:
     def migrations(self) -> list[dict[str, Any]]:
         """The migrations recorded so far."""
         return list((self._read("migrations.json") or {"migrations": []})["migrations"])
+
+    def maintenance_runs(self) -> list[dict[str, Any]]:
+        """The maintenance runs recorded in maintenance.json, oldest first."""
+        data = self._read("maintenance.json")
+        runs = (data or {}).get("runs", [])
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            raise StoreError(f"{self.path / 'maintenance.json'}: 'runs' must be a list of objects")
+        return runs
+
+    def write_maintenance_runs(self, runs: list[dict[str, Any]]) -> None:
+        """Replace maintenance.json's runs (atomically, durably)."""
+        self._write("maintenance.json", {"runs": runs})
 
     def schema_copy(self) -> str | None:
         """The text of the schema the store was last opened with, if kept."""

@@ -18,14 +18,14 @@ from typing import Any
 import platformdirs
 import pyarrow as pa
 
-from telelake import durable, validate
+from telelake import durable, upkeep, validate
 from telelake.check import CheckReport, check_store
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
 from telelake.lake import fold, layout, parquet, retention, wal
 from telelake.lake import migrate as lake_migrate
-from telelake.lake.compact import AUTO_COMPACT_MIN_FILES, CompactReport, PartitionResult
+from telelake.lake.compact import CompactReport, PartitionResult
 from telelake.lake.migrate import MigrationReport, report_json
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier, random_token
@@ -60,12 +60,18 @@ __version__ = "0.1.0"
 ROOT_ENV = "TELELAKE_ROOT"
 
 
-def default_root(schema_name: str) -> Path:
-    """`$TELELAKE_ROOT`, else the platform's user data directory `.../telelake/<schema>`."""
+def default_root(schema: str | Path | Schema) -> Path:
+    """`$TELELAKE_ROOT`, else the schema's `default_root` under the platform's user data
+    directory (process_triage: `~/.local/share/process_triage/telemetry` on Linux, spec
+    000 §2.1), else `.../telelake/<schema name>` there. `schema` is a Schema, or a
+    built-in schema name or TOML path."""
     env = os.environ.get(ROOT_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir("telelake")) / schema_name
+    model = schema if isinstance(schema, Schema) else load_schema(schema)
+    if model.default_root is not None:
+        return Path(platformdirs.user_data_dir()) / model.default_root
+    return Path(platformdirs.user_data_dir("telelake")) / model.name
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ class Store:
         self._log_writer: ndjson.LogWriter | None = None  # kept open: one fsync per append
         self._log_day = -1
         self._log_lock = threading.Lock()
+        self._upkeep: upkeep.Background | None = None  # started by open()
         if self._sql is not None and not self.read_only and not plan_only:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
@@ -631,15 +638,16 @@ class Store:
         """Every SQL migration of the schema and whether it is applied."""
         return self.sql_tier.migration_status()
 
-    def fold(self) -> int:
-        """Fold WAL rows into Parquet: this store's segments and any orphaned ones.
+    def fold(self, *, own: bool = True) -> int:
+        """Fold WAL rows into Parquet: this store's segments and any orphaned ones
+        (`own=False`: orphaned ones only, leaving this store's writers undisturbed).
 
         Returns the rows published. Queries see WAL rows before and after; folding only
         changes where they live.
         """
         if self.read_only:
             return 0
-        done = self._lake.fold_own()
+        done = self._lake.fold_own() if own else 0
         for t in self._lake_tables():
             self._lake.recover(t)
             done += self._lake.fold_orphans(t)
@@ -653,6 +661,7 @@ class Store:
         dry_run: bool = False,
         on_partition: Callable[[str, PartitionResult], None] | None = None,
         now: dt.datetime | None = None,
+        min_files: int = 2,
     ) -> CompactReport:
         """Merge the small files of each partition into one file (spec 000 §5.3).
 
@@ -661,7 +670,8 @@ class Store:
         current time) are touched, so the partitions being written are left alone.
         Repeated keys are removed (the oldest write wins). Each partition is swapped
         atomically: a query running meanwhile sees every row exactly once. With
-        `dry_run`, nothing changes and the report says what would be merged.
+        `dry_run`, nothing changes and the report says what would be merged. Only
+        partitions holding `min_files` or more files are touched.
         """
         if not dry_run:
             self._refuse_if_read_only()
@@ -681,17 +691,41 @@ class Store:
                     on_partition(name, result)
 
             report.tables[t.name] = self._lake.compact(
-                t, cutoff, dry_run=dry_run, on_partition=tell
+                t, cutoff, dry_run=dry_run, on_partition=tell, min_files=min_files
             )
         return report
 
     def retention(self) -> Retention:
-        """This store's retention settings: the schema's, overridden by `config.json`."""
-        loaded = load_retention(self.root, self.schema.tables)
-        days = {t.name: t.retention_days for t in self.schema.tables.values() if t.retention_days}
-        return Retention(
-            {**days, **loaded.days}, loaded.max_disk_gb, loaded.auto_compact, loaded.backups_keep
-        )
+        """This store's retention settings: the schema's (each table's `retention_days`,
+        its `[retention]`), overridden by `config.json`; `.sources` says which is which."""
+        return load_retention(self.root, self.schema)
+
+    def maintain(
+        self,
+        *,
+        if_older_than: str | dt.timedelta | None = None,
+        stop: threading.Event | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> upkeep.MaintenanceReport:
+        """Run maintenance now: retention (days, then `max_disk_gb`), then with
+        `auto_compact` the compaction of finished partitions with many small files.
+
+        One process at a time: if another holds the maintenance lock, nothing is done
+        and the report says so (`status` "skipped"). With `if_older_than` ("1h"), only
+        if the last run finished longer ago. The run is recorded in
+        `_metadata/maintenance.json`; errors are reported, not raised.
+        """
+        self._refuse_if_read_only()
+        try:
+            age = None if if_older_than is None else parse_age(if_older_than)
+        except ValueError as exc:
+            raise StoreError(f"maintain: {exc}") from None
+        return upkeep.run(self, if_older_than=age, stop=stop, on_step=on_step)
+
+    def status(self) -> upkeep.StoreStatus:
+        """Settings (and where each came from), the last maintenance run and the next,
+        and every table's rows, files and bytes."""
+        return upkeep.status(self)
 
     def enforce_retention(
         self,
@@ -699,6 +733,7 @@ class Store:
         dry_run: bool = False,
         now: dt.datetime | None = None,
         on_step: Callable[[Step], None] | None = None,
+        fold_own: bool = True,
     ) -> RetentionReport:
         """Remove rows older than each table's retention, then keep under `max_disk_gb`.
 
@@ -708,13 +743,17 @@ class Store:
         never one whose time range has not ended yet; a warning names them. Removed
         files are hidden from new queries at once and deleted after `retire_after`
         seconds. With `dry_run`, nothing changes and the report says what would go.
+        WAL rows are folded first (with `fold_own=False`, orphaned segments only).
         """
         if not dry_run:
             self._refuse_if_read_only()
         settings = self.retention()
         now = now or dt.datetime.now(dt.UTC)
         if not dry_run:
-            self.fold()  # rows still in WAL segments are expired like any others
+            # Rows still in WAL segments are expired like any others. (Background
+            # maintenance leaves this store's own segments to their writers: folding
+            # them takes the lock `write()` needs.)
+            self.fold(own=fold_own)
         report = RetentionReport()
         # Children before parents: a child's own expired rows are counted as its own,
         # not removed unseen by a parent's ON DELETE CASCADE.
@@ -806,18 +845,6 @@ class Store:
                 "written now are left",
                 stacklevel=3,
             )
-
-    def _auto_compact(self) -> None:
-        try:
-            if not self.retention().auto_compact:
-                return
-        except StoreError as exc:
-            warnings.warn(f"auto_compact skipped: {exc}", stacklevel=3)
-            return
-        now = dt.datetime.now(dt.UTC)
-        for t in self._lake_tables():
-            # Partition by partition under the fold lock: a writer waits for one at most.
-            self._lake.compact(t, now, min_files=AUTO_COMPACT_MIN_FILES)
 
     def _lake_bytes(self, table: Table) -> int:
         """Bytes of the data files queries read now (retired files excluded)."""
@@ -952,14 +979,13 @@ class Store:
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Fold this store's WAL rows into Parquet and release the query engine.
-
-        With `auto_compact` in config.json, finished partitions (their time range has
-        ended) holding 16 or more small files are then compacted.
-        """
+        """Stop background maintenance (after its step in progress), fold this store's
+        WAL rows into Parquet and release the query engine."""
+        if self._upkeep is not None:
+            self._upkeep.stop()
+            self._upkeep = None
         if not self.read_only:
             self._lake.close()
-            self._auto_compact()
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -1012,11 +1038,13 @@ def open(
     fold_age: float = Durability.fold_age,
     retire_after: float = Durability.retire_after,
     migrate: bool = False,
+    maintenance: bool | None = None,
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 
     `schema` is a built-in schema name or a path to a schema TOML file. `root` defaults
-    to `$TELELAKE_ROOT` or the platform's user data directory.
+    to `$TELELAKE_ROOT`, else the schema's default (see `default_root`: process_triage's
+    is `~/.local/share/process_triage/telemetry` on Linux).
 
     Small writes go to a write-ahead log first. `fsync` says when an append reaches
     the disk: "always" (before write() returns; the default), "batch" (the same, with
@@ -1031,9 +1059,14 @@ def open(
     A store of an older major version opens only with `migrate=True`, which rewrites
     its files with the schema's `[migrations.from_N]` first (see docs/lifecycle.md);
     `store.migration` then says what was done.
+
+    Maintenance (retention, disk budget, auto_compact) runs by itself in a background
+    thread when it is due (`maintenance_interval`, default 1h; one process at a time;
+    see `telelake.upkeep`). `maintenance=False` turns that off for this store, `True`
+    turns it on whatever `$TELELAKE_MAINTENANCE` or `maintenance_interval` say.
     """
     model = load_schema(schema)
-    path = Path(root).expanduser() if root is not None else default_root(model.name)
+    path = Path(root).expanduser() if root is not None else default_root(model)
     if fsync not in FSYNC_POLICIES:
         raise StoreError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
     durability = Durability(
@@ -1043,4 +1076,10 @@ def open(
         fold_age=fold_age,
         retire_after=retire_after,
     )
-    return Store(path.resolve(), model, host_id=host_id, durability=durability, migrate=migrate)
+    store = Store(path.resolve(), model, host_id=host_id, durability=durability, migrate=migrate)
+    try:
+        store._upkeep = upkeep.start(store, maintenance)
+    except BaseException:
+        store.close()
+        raise
+    return store

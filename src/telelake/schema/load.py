@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from telelake.durations import parse_age
+from telelake.durations import parse_age, parse_interval
 from telelake.errors import SchemaError
 from telelake.redact.policy import JSON_KINDS, parse_policy
 from telelake.schema import types
@@ -33,6 +33,7 @@ from telelake.schema.model import (
     Param,
     ParquetLayout,
     Partitioning,
+    RetentionDefaults,
     Rollup,
     Schema,
     SqlObject,
@@ -66,7 +67,10 @@ _SCHEMA_KEYS = {
     "sql",
     "directories",
     "log",
+    "retention",
+    "default_root",
 }
+_RETENTION_KEYS = {"max_disk_gb", "auto_compact", "maintenance_interval", "backups_keep"}
 _FSYNC = ("always", "batch", "interval", "off")
 _TABLE_KEYS = {
     "fsync",
@@ -183,6 +187,8 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
             for d in _str_list(data.get("directories", []), f"{where}: directories")
         ),
         sql_settings=_parse_sql_settings(data.get("sql"), base, tables, where),
+        retention=_parse_retention(data.get("retention"), where),
+        default_root=_parse_default_root(data.get("default_root"), where),
         source=path,
         text=text,
     )
@@ -777,6 +783,46 @@ def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: s
         if not folder.is_dir():
             raise SchemaError(f"{swhere}: migrations folder {folder} does not exist")
     return SqlSettings(database, table, folder, busy, export)
+
+
+def _parse_retention(raw: Any, where: str) -> RetentionDefaults:
+    """`[retention]`: the schema's defaults for the store-wide settings of config.json."""
+    if raw is None:
+        return RetentionDefaults()
+    rwhere = f"{where}: [retention]"
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{rwhere} must be a table")
+    _no_unknown(raw, _RETENTION_KEYS, rwhere)
+    gb = raw.get("max_disk_gb")
+    if gb is not None and (isinstance(gb, bool) or not isinstance(gb, int | float) or gb <= 0):
+        raise SchemaError(f"{rwhere}: max_disk_gb must be a positive number of GB, not {gb!r}")
+    auto = raw.get("auto_compact")
+    if auto is not None and not isinstance(auto, bool):
+        raise SchemaError(f"{rwhere}: auto_compact must be true or false, not {auto!r}")
+    keep = raw.get("backups_keep")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep <= 0):
+        raise SchemaError(f"{rwhere}: backups_keep must be a positive whole number, not {keep!r}")
+    interval = None
+    if "maintenance_interval" in raw:
+        try:
+            interval = parse_interval(raw["maintenance_interval"])
+        except ValueError as exc:
+            raise SchemaError(f"{rwhere}: maintenance_interval: {exc}") from None
+    return RetentionDefaults(
+        max_disk_gb=None if gb is None else float(gb),
+        auto_compact=auto,
+        maintenance_interval=interval,
+        backups_keep=keep,
+    )
+
+
+def _parse_default_root(raw: Any, where: str) -> str | None:
+    """`default_root`: the store's folder under the user data directory."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise SchemaError(f"{where}: default_root must be a string")
+    return _relative(raw, f"{where}: default_root")
 
 
 def _parse_migrations(

@@ -7,6 +7,7 @@ for the sql and log tiers.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -254,6 +255,18 @@ class Migration:
 
 
 @dataclass(frozen=True)
+class RetentionDefaults:
+    """`[retention]`: a schema's own defaults for the store-wide settings of
+    `config.json` (spec 000 §5.2); None means the schema says nothing (telelake's
+    default applies). `config.json` overrides each of them."""
+
+    max_disk_gb: float | None = None
+    auto_compact: bool | None = None
+    maintenance_interval: dt.timedelta | None = None  # timedelta(0): "off"
+    backups_keep: int | None = None
+
+
+@dataclass(frozen=True)
 class Schema:
     """A whole schema: versioned tables plus views, macros and named queries."""
 
@@ -270,6 +283,9 @@ class Schema:
     # Folders the store creates under its root (a layout some tools expect).
     directories: tuple[str, ...] = ()
     sql_settings: SqlSettings = field(default_factory=SqlSettings)
+    retention: RetentionDefaults = field(default_factory=RetentionDefaults)
+    # The store's default root under the user data directory (None: `telelake/<name>`).
+    default_root: str | None = None
     source: Path | None = None
     text: str = ""
 
