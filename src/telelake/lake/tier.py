@@ -195,13 +195,7 @@ class LakeTier:
         held: list[pa.Table] = []
         # Segments before files: a fold publishes its files before its segment goes, so
         # a key moving from one to the other is seen in one place at least.
-        for path in sorted(self.wal_dir(table).glob("*" + wal.SUFFIX)):
-            try:
-                contents = self._cache.read(path)
-            except FileNotFoundError:
-                continue
-            if contents.schema is None or not contents.batches:
-                continue
+        for path, contents in self._live_segments(table):
             if upsert.may_share_keys(self._segment_bounds(table, path, contents), bounds):
                 held.append(contents.table().select(key))
         box = fold.key_bounds(table, keys)
@@ -499,10 +493,10 @@ class LakeTier:
                 rewritten.append((target, rest))
         return sources, rewritten
 
-    def _live_records(self, table: Table, exclude: Path | None) -> list[tuple[str, pa.Table]]:
-        """(segment name, key columns and acknowledgement times) of every live segment
-        of `table` but `exclude`, without records marked dead."""
-        out = []
+    def _live_segments(
+        self, table: Table, exclude: Path | None = None
+    ) -> Iterator[tuple[Path, wal.SegmentContents]]:
+        """Every live segment of `table` (but `exclude`) holding records, read so far."""
         for path in sorted(self.wal_dir(table).glob("*" + wal.SUFFIX)):
             if path == exclude:
                 continue
@@ -511,9 +505,17 @@ class LakeTier:
             except FileNotFoundError:
                 continue
             if contents.schema is not None and contents.batches:
-                records = contents.table().select([*table.key, fold.AT])
-                dead = self._dead_records(table, path.name)
-                out.append((path.name, upsert.drop_dead(table, records, dead)))
+                yield path, contents
+
+    def _live_records(self, table: Table, exclude: Path | None) -> list[tuple[str, pa.Table]]:
+        """(segment name, key columns and acknowledgement times) of every live segment
+        of `table` but `exclude`, without records marked dead."""
+        out = []
+        for path, contents in self._live_segments(table, exclude):
+            records = contents.table().select([*table.key, fold.AT])
+            if table.write == "upsert":
+                records = upsert.drop_dead(table, records, self._dead_records(table, path.name))
+            out.append((path.name, records))
         return out
 
     def _dead_records(self, table: Table, segment: str) -> pa.Table | None:
@@ -538,16 +540,7 @@ class LakeTier:
 
     def _other_segments(self, table: Table, exclude: Path | None) -> pa.Table | None:
         """The records of every live segment of `table` but `exclude` (for key dedup)."""
-        parts = []
-        for path in sorted(self.wal_dir(table).glob("*" + wal.SUFFIX)):
-            if path == exclude:
-                continue
-            try:
-                contents = self._cache.read(path)
-            except FileNotFoundError:
-                continue
-            if contents.schema is not None and contents.batches:
-                parts.append(contents.table().select([*table.key, fold.AT]))
+        parts = [records for _, records in self._live_records(table, exclude)]
         return pa.concat_tables(parts) if parts else None
 
     def fold_own(self, table: Table | None = None) -> int:
