@@ -576,7 +576,8 @@ class LakeTier:
     def files(self, table: Table, bounds: prune.Bounds | None = None) -> Iterator[Path]:
         """Every published data file of `table` (hidden and temp files excluded).
 
-        With `bounds`, only the partition directories they admit are walked.
+        With `bounds`, only the partition directories they admit are walked, and only
+        the files whose lookup column statistics they admit are listed.
         """
         base = self.table_dir(table)
         if not base.is_dir():
@@ -587,7 +588,9 @@ class LakeTier:
                 here = Path(dirpath).relative_to(base)
                 dirnames[:] = [d for d in dirnames if bounds.admits(_partition(here / d))]
             for name in sorted(filenames):
-                if name.endswith(".parquet") and not name.startswith((".", "_")):
+                if not name.endswith(".parquet") or name.startswith((".", "_")):
+                    continue
+                if bounds is None or bounds.admits_file(Path(dirpath) / name):
                     yield Path(dirpath) / name
 
     def has_files(self, table: Table) -> bool:
@@ -640,7 +643,11 @@ class LakeTier:
             live = pa.concat_tables(tables, promote_options="default") if tables else None
             published = {p for p in published - set(files) if p.exists()}
             if bounds is not None and bounds.restricts:
-                published = {p for p in published if bounds.admits(_partition(p.parent, base))}
+                published = {
+                    p
+                    for p in published
+                    if bounds.admits(_partition(p.parent, base)) and bounds.admits_file(p)
+                }
             files += sorted(published)
             good = [f for f in files if f not in pending and self._usable(table, f)]
             return Snapshot(good, live, problems)

@@ -80,6 +80,7 @@ _TABLE_KEYS = {
     "partition",
     "parquet",
     "retention_days",
+    "lookup",
 }
 _SQL_TABLE_KEYS = {
     "write",
@@ -249,8 +250,10 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     if fsync is not None and fsync not in _FSYNC:
         raise SchemaError(f"{where}: fsync must be one of {', '.join(_FSYNC)}")
     sql_options = _parse_sql_table(data, columns, key, where) if tier == "sql" else {}
+    lookup = _parse_lookup(data, tier, columns, partition, where)
     return Table(
         **sql_options,
+        lookup=lookup,
         fsync=fsync,
         name=name,
         columns=tuple(columns),
@@ -262,6 +265,30 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
         parquet=parquet,
         retention_days=retention,
     )
+
+
+def _parse_lookup(
+    data: dict[str, Any], tier: str, columns: list[Column], partition: Partitioning, where: str
+) -> tuple[str, ...]:
+    """`lookup = ["session_id"]`: string columns a query may name values of."""
+    if "lookup" not in data:
+        return ()
+    if tier != "lake":
+        raise SchemaError(f"{where}: 'lookup' applies to lake tables only")
+    names = _str_list(data["lookup"], f"{where}: lookup")
+    by_name = {c.name: c for c in columns}
+    for name in names:
+        col = by_name.get(name)
+        at = f"{where}, column {name!r}: lookup"
+        if col is None:
+            raise SchemaError(f"{at} names no column")
+        if col.type.name != "string":
+            raise SchemaError(f"{at} columns must be strings, not {col.type.name}")
+        if name in partition.names:
+            raise SchemaError(f"{at}: a partition column prunes by its directories already")
+    if len(set(names)) != len(names):
+        raise SchemaError(f"{where}: lookup lists a column twice")
+    return tuple(names)
 
 
 def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
