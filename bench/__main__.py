@@ -3,16 +3,18 @@
     python -m bench                 # 2,000,000 proc_samples rows, 5,000,000 query rows
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
-    python -m bench --only foundation|durability|lifecycle|search_ops|agent_runs|redaction
+    python -m bench --only foundation|durability|lifecycle|lookup|search_ops|agent_runs|redaction
 
-Four parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
+The parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
 the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
 dedup; issue 3, bench/durability.py) and the lifecycle benchmarks (compaction of small
-files, partition pruning, retention; issue 4, bench/lifecycle.py), then search_ops (the
-sql tier: ingest with and without the rollup vs raw SQLite, the latency-window query vs
-raw SQL on the fly; bench/search_ops.py), then agent_runs (event() vs raw append+fsync,
-recovery replay vs executemany; bench/agent_runs.py), then redaction (pattern redaction
-of command lines, ingest with redaction on vs off; bench/redaction.py). `--only` runs one.
+files, partition pruning, retention; issue 4, bench/lifecycle.py), then lookup (one
+session out of 7, 30 and 90 days: `session_id = ?` and session_summary; issue 17,
+bench/lookup.py), then search_ops (the sql tier: ingest with and without the rollup vs
+raw SQLite, the latency-window query vs raw SQL on the fly; bench/search_ops.py), then
+agent_runs (event() vs raw append+fsync, recovery replay vs executemany;
+bench/agent_runs.py), then redaction (pattern redaction of command lines, ingest with
+redaction on vs off; bench/redaction.py). `--only` runs one.
 
 Prints a table (benchmark | telelake | peer | ratio | target | pass/fail) and writes
 bench/out/results.json (bench/out/results-<part>.json with --only, so a partial run
@@ -47,6 +49,7 @@ from bench import (
     durability,
     ingest,
     lifecycle,
+    lookup,
     queries,
     redaction,
     report,
@@ -62,7 +65,15 @@ QUICK_QUERY_ROWS = 500_000
 RSS_LIMIT = 1024 * MIB
 OUT_DIR = Path(__file__).resolve().parent / "out"
 OUT = OUT_DIR / "results.json"
-PARTS = ("foundation", "durability", "lifecycle", "search_ops", "agent_runs", "redaction")
+PARTS = (
+    "foundation",
+    "durability",
+    "lifecycle",
+    "lookup",
+    "search_ops",
+    "agent_runs",
+    "redaction",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -260,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Parts with the same shape: run(work, quick, progress) -> result with lines/as_dict.
         simple = {
             "lifecycle": (lifecycle, "compaction, partition pruning, retention"),
+            "lookup": (lookup, "one session out of 7, 30 and 90 days of data"),
             "search_ops": (search_ops, "sql tier ingest, rollup, latency window"),
             "agent_runs": (agent_runs, "NDJSON appends, recovery by replay"),
             "redaction": (redaction, "pattern redaction, ingest with redaction on vs off"),

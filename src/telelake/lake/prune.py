@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telelake.lake import layout, parquet
+from telelake.lake import layout, listing, parquet
 from telelake.lake.layout import PartitionValues
 
 Node = dict[str, Any]
@@ -110,6 +110,12 @@ class Bounds:
             or bool(self.keys or self.levels or self.lookups)
         )
 
+    @property
+    def restricts_partitions(self) -> bool:
+        """True when some partition directory may fall outside these bounds (lookups
+        rule out files, never directories)."""
+        return self.lower is not None or self.upper is not None or bool(self.keys or self.levels)
+
     def columns(self, time: str | None) -> set[str]:
         """The table columns these bounds restrict (time levels count as the time column)."""
         out = set(self.keys) | set(self.lookups)
@@ -154,6 +160,28 @@ class Bounds:
                 return True  # statistics of another type (should not happen): keep it
         return True
 
+    def admitted(self, directory: str, names: list[str]) -> list[str]:
+        """The data files `names` of `directory` that `admits_file` admits.
+
+        The union of their statistics is kept with the directory's listing (see
+        lake/listing.py), so while a partition's files stay the same one comparison
+        rules all of them out and none is looked at.
+        """
+        if not self.lookups or not names:
+            return names
+        columns = tuple(sorted(self.lookups))
+        memo = listing.memo(directory)
+        key = ("ranges", columns, tuple(names))
+        if memo is not None and key in memo:
+            summary = memo[key]
+        else:
+            summary = _union(directory, names, columns)
+            if memo is not None:
+                memo[key] = summary
+        if not self.admits_ranges(summary):
+            return []
+        return [n for n in names if self.admits_file(Path(directory) / n)]
+
     def admits_file(self, path: Path) -> bool:
         """`admits_ranges` of a Parquet file, from its footer (cached per inode).
 
@@ -167,6 +195,29 @@ class Bounds:
         except (OSError, ValueError):  # gone, or damaged (pyarrow's errors are ValueErrors)
             return True
         return self.admits_ranges(ranges)
+
+
+def _union(directory: str, names: list[str], columns: tuple[str, ...]) -> parquet.Ranges | None:
+    """The (min, max) of `columns` over the files `names` of `directory` (None if one
+    file's are unknown: no statistics, not readable)."""
+    out: parquet.Ranges = {}
+    for name in names:
+        try:
+            ranges = parquet.column_ranges(Path(directory) / name, columns)
+        except (OSError, ValueError):
+            return None
+        if ranges is None:
+            return None
+        for column, (low, high) in ranges.items():
+            if column in out:
+                old_low, old_high = out[column]
+                try:
+                    out[column] = (min(old_low, low), max(old_high, high))  # type: ignore[call-overload]
+                except TypeError:
+                    return None
+            else:
+                out[column] = (low, high)
+    return out
 
 
 def _int(text: str) -> int | None:

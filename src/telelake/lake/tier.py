@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from telelake import durable
-from telelake.lake import compact, fold, layout, parquet, prune, retention, wal
+from telelake.lake import compact, fold, layout, listing, parquet, prune, retention, wal
 from telelake.schema.model import Schema, Table
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -582,16 +582,16 @@ class LakeTier:
         base = self.table_dir(table)
         if not base.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in listing.walk(str(base)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
-            if bounds is not None and bounds.restricts:
+            if bounds is not None and bounds.restricts_partitions:
                 here = Path(dirpath).relative_to(base)
                 dirnames[:] = [d for d in dirnames if bounds.admits(_partition(here / d))]
-            for name in sorted(filenames):
-                if not name.endswith(".parquet") or name.startswith((".", "_")):
-                    continue
-                if bounds is None or bounds.admits_file(Path(dirpath) / name):
-                    yield Path(dirpath) / name
+            names = [n for n in filenames if n.endswith(".parquet") and n[0] not in "._"]
+            if bounds is not None:
+                names = bounds.admitted(dirpath, names)
+            for name in sorted(names):
+                yield Path(dirpath) / name
 
     def has_files(self, table: Table) -> bool:
         """True as soon as one data file exists."""
