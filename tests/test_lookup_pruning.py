@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ import datagen
 import telelake
 from conftest import TEST_HOST_ID
 from telelake.lake import layout, parquet, prune
+from telelake.lake.tier import Durability
 from telelake.planner import Planner
 from telelake.schema.load import load_schema, parse_schema
 from telelake.store import Store
@@ -292,9 +294,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     extra = datagen.generate(23, n_sessions=10, days=12)
     with telelake.open(root, schema="process_triage", host_id=TEST_HOST_ID) as store:
         for table in KEYS:  # one day of other sessions, in a file without statistics
-            time = TIMES[table]
-            first = utc(extra[table][0][time]).date()
-            rows = [r for r in extra[table] if utc(r[time]).date() == first]
+            column = TIMES[table]
+            first = utc(extra[table][0][column]).date()
+            rows = [r for r in extra[table] if utc(r[column]).date() == first]
             bare_file(store, table, rows)
             visible[table] += [{**r, "host_id": TEST_HOST_ID} for r in rows]
     writer = telelake.open(
@@ -505,3 +507,39 @@ def test_files_of_an_older_version_without_the_column_are_read_right(tmp_path: P
         for tag, want in (("a", 3), ("b", 3), ("c", 0)):
             assert store.sql("SELECT count(*) FROM events WHERE tag = ?", [tag]).scalar() == want
         assert store.sql("SELECT count(*) FROM events WHERE tag IS NULL").scalar() == 3
+
+
+def test_quiet_partitions_still_show_new_and_compacted_files(tmp_path: Path) -> None:
+    """Old partitions' listings (and the statistics kept with them) are reused; a file
+    published into one later, or a compaction of it, is seen by the next query."""
+    root = tmp_path / "store"
+    rows = datagen.without(datagen.generate(5, n_sessions=12)["proc_samples"], "host_id")
+    half = len(rows) // 2
+    with telelake.open(root, schema="process_triage", host_id=TEST_HOST_ID) as store:
+        store.write("proc_samples", rows[:half])
+    when = time.time() - 3600
+    for dirpath, _, _ in os.walk(root / "proc_samples"):
+        os.utime(dirpath, (when, when))
+
+    def count(store: Store, sid: str) -> int:
+        sql = "SELECT count(*) FROM proc_samples WHERE session_id = ?"
+        return int(store.sql(sql, [sid]).scalar())
+
+    sids = sorted({r["session_id"] for r in rows})
+    with telelake.open(root, schema="process_triage", host_id=TEST_HOST_ID) as store:
+        for sid in sids:  # listings and statistics remembered now
+            assert count(store, sid) == sum(r["session_id"] == sid for r in rows[:half])
+        durability = Durability(fsync="off", direct_rows=1)
+        writer = Store(
+            root, load_schema("process_triage"), host_id=TEST_HOST_ID, durability=durability
+        )
+        try:
+            for row in rows[half:]:  # each a file of its own, in the old partitions too
+                writer.write("proc_samples", [row])
+        finally:
+            writer.close()
+        for sid in sids:
+            assert count(store, sid) == sum(r["session_id"] == sid for r in rows)
+        store.compact("proc_samples")
+        for sid in sids:
+            assert count(store, sid) == sum(r["session_id"] == sid for r in rows)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -150,15 +151,23 @@ class Bounds:
         if not self.lookups or ranges is None:
             return True
         for name, values in self.lookups.items():
-            if name not in ranges:
+            span = ranges.get(name)
+            if span is None:
                 return False  # the file has no non-empty row group: no row at all
-            low, high = ranges[name]
+            low, high = span
             try:
-                if not any(low <= v <= high for v in values):  # type: ignore[operator]
+                for v in values:
+                    if low <= v <= high:  # type: ignore[operator]
+                        break
+                else:
                     return False
             except TypeError:
                 return True  # statistics of another type (should not happen): keep it
         return True
+
+    @cached_property
+    def _lookup_columns(self) -> tuple[str, ...]:
+        return tuple(sorted(self.lookups))
 
     def admitted(self, directory: str, names: list[str]) -> list[str]:
         """The data files `names` of `directory` that `admits_file` admits.
@@ -167,9 +176,9 @@ class Bounds:
         lake/listing.py), so while a partition's files stay the same one comparison
         rules all of them out and none is looked at.
         """
-        if not self.lookups or not names:
+        if not names or not self.lookups:
             return names
-        columns = tuple(sorted(self.lookups))
+        columns = self._lookup_columns
         memo = listing.memo(directory)
         key = ("ranges", columns, tuple(names))
         if memo is not None and key in memo:
@@ -191,7 +200,7 @@ class Bounds:
         if not self.lookups:
             return True
         try:
-            ranges = parquet.column_ranges(path, tuple(sorted(self.lookups)))
+            ranges = parquet.column_ranges(path, self._lookup_columns)
         except (OSError, ValueError):  # gone, or damaged (pyarrow's errors are ValueErrors)
             return True
         return self.admits_ranges(ranges)

@@ -582,9 +582,12 @@ class LakeTier:
         base = self.table_dir(table)
         if not base.is_dir():
             return
-        for dirpath, dirnames, filenames in listing.walk(str(base)):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
-            if bounds is not None and bounds.restricts_partitions:
+        pruned = bounds is not None and bounds.restricts_partitions
+        # Every directory: one walk, reused while none of them changes (lake/listing.py).
+        walked = listing.walk(str(base)) if pruned else listing.tree(str(base))
+        for dirpath, dirnames, filenames in walked:
+            if bounds is not None and pruned:  # (a tree leaves hidden directories out itself)
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
                 here = Path(dirpath).relative_to(base)
                 dirnames[:] = [d for d in dirnames if bounds.admits(_partition(here / d))]
             names = [n for n in filenames if n.endswith(".parquet") and n[0] not in "._"]
