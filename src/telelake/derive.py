@@ -75,9 +75,12 @@ def arrow(table: Table, data: pa.Table) -> pa.Table:
         need = pc.and_(pc.is_null(have), pc.is_valid(src))
         if not pc.any(need).as_py():
             continue
-        values = _computed(column, pc.filter(src, need).to_pylist())
+        # Telemetry repeats itself (a process sampled every second): each distinct source
+        # value is computed once.
+        values = pc.filter(src, need).combine_chunks().dictionary_encode()
+        computed = pa.array(_computed(column, values.dictionary.to_pylist()), have.type)
         filled = pc.replace_with_mask(
-            have.combine_chunks(), need.combine_chunks(), pa.array(values, have.type)
+            have.combine_chunks(), need.combine_chunks(), computed.take(values.indices)
         )
         data = data.set_column(target, data.schema.field(target), filled)
     return data
