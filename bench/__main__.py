@@ -3,16 +3,19 @@
     python -m bench                 # 2,000,000 proc_samples rows, 5,000,000 query rows
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
-    python -m bench --only foundation|durability|lifecycle|search_ops|agent_runs|redaction|upsert
+    python -m bench --only foundation|durability|lifecycle|lookup|search_ops|agent_runs|
+                           redaction|upsert
 
-Four parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
+The parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
 the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
 dedup; issue 3, bench/durability.py) and the lifecycle benchmarks (compaction of small
-files, partition pruning, retention; issue 4, bench/lifecycle.py), then search_ops (the
-sql tier: ingest with and without the rollup vs raw SQLite, the latency-window query vs
-raw SQL on the fly; bench/search_ops.py), then agent_runs (event() vs raw append+fsync,
-recovery replay vs executemany; bench/agent_runs.py), then redaction (pattern redaction
-of command lines, ingest with redaction on vs off; bench/redaction.py). `--only` runs one.
+files, partition pruning, retention; issue 4, bench/lifecycle.py), then lookup (one
+session out of 7, 30 and 90 days: `session_id = ?` and session_summary; issue 17,
+bench/lookup.py), then search_ops (the sql tier: ingest with and without the rollup vs
+raw SQLite, the latency-window query vs raw SQL on the fly; bench/search_ops.py), then
+agent_runs (event() vs raw append+fsync, recovery replay vs executemany;
+bench/agent_runs.py), then redaction (pattern redaction of command lines, ingest with
+redaction on vs off; bench/redaction.py). `--only` runs one.
 
 Prints a table (benchmark | telelake | peer | ratio | target | pass/fail) and writes
 bench/out/results.json (bench/out/results-<part>.json with --only, so a partial run
@@ -47,6 +50,7 @@ from bench import (
     durability,
     ingest,
     lifecycle,
+    lookup,
     queries,
     redaction,
     report,
@@ -67,6 +71,7 @@ PARTS = (
     "foundation",
     "durability",
     "lifecycle",
+    "lookup",
     "search_ops",
     "agent_runs",
     "redaction",
@@ -272,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Parts with the same shape: run(work, quick, progress) -> result with lines/as_dict.
         simple = {
             "lifecycle": (lifecycle, "compaction, partition pruning, retention"),
+            "lookup": (lookup, "one session out of 7, 30 and 90 days of data"),
             "search_ops": (search_ops, "sql tier ingest, rollup, latency window"),
             "agent_runs": (agent_runs, "NDJSON appends, recovery by replay"),
             "redaction": (redaction, "pattern redaction, ingest with redaction on vs off"),

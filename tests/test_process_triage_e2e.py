@@ -9,6 +9,7 @@ ISO Monday weeks and days in UTC, float32 storage of FLOAT columns).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
@@ -121,7 +122,17 @@ def stored(
             {**r, **{c: redaction_oracle.expected(p, r[c], key) for c, p in policies.items()}}
             for r in data[table]
         ]
+    # §3.2: cmdline_hash is the SHA-256 of the original cmdline; a row that leaves it out
+    # gets it from the store (computed before redaction).
+    out["proc_samples"] = [
+        {**r, "cmdline_hash": original["cmdline_hash"] or sha256_or_none(original["cmdline"])}
+        for r, original in zip(out["proc_samples"], data["proc_samples"], strict=True)
+    ]
     return out
+
+
+def sha256_or_none(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_the_schema_redacts_the_columns_of_spec_section_9_1(lake: telelake.Store) -> None:

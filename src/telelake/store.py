@@ -18,7 +18,7 @@ from typing import Any
 import platformdirs
 import pyarrow as pa
 
-from telelake import durable, upkeep, validate
+from telelake import derive, durable, upkeep, validate
 from telelake.check import CheckReport, check_store
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
 from telelake.durations import parse_age
@@ -374,10 +374,16 @@ class Store:
             self._extras[table.name] = extra
         return extra
 
-    def validate(self, table: str, rows: Any) -> pa.Table:
-        """Check rows against `table` and return them as Arrow, writing nothing."""
+    def validate(self, table: str, rows: Any, *, derived: bool = True) -> pa.Table:
+        """Check rows against `table` and return them as Arrow, writing nothing.
+
+        Derived columns (`derive` in the schema) the rows leave empty are computed from
+        the original values, before redaction; `derived=False` leaves them as given.
+        """
         t = self.table(table)
         data = validate.to_arrow(t, rows, store=self.schema.name, extra=self._extra_columns(t))
+        if derived:
+            data = derive.arrow(t, data)
         # Partition keys that are not columns default to this store's value (its host_id),
         # so every validated batch of a table has the same columns.
         for key in t.virtual_keys:
@@ -393,11 +399,13 @@ class Store:
         return {c: str(p) for c, p in self._redactor.columns(self.table(table).name).items()}
 
     def redacted(self, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Dict rows as this store would keep them: the table's redaction policies applied.
+        """Dict rows as this store would keep them: derived columns filled in, then the
+        table's redaction policies applied.
 
         For data that leaves by another way than the store (an HTTP post, a log line).
         """
-        return self._redactor.rows(self.table(table).name, rows)
+        t = self.table(table)
+        return self._redactor.rows(t.name, derive.rows(t, rows))
 
     # -- writing ------------------------------------------------------------------------
 
@@ -417,7 +425,7 @@ class Store:
         if self._plain_ok(t):
             plain = validate.exact_columns(t, rows, self._extra_columns(t), self._lake.defaults)
             if plain is not None:
-                stored = self._write_plain(t, plain)
+                stored = self._write_plain(t, derive.plain(t, plain))
                 if stored is not None:
                     return stored
         data = self.validate(table, rows)
@@ -426,9 +434,8 @@ class Store:
     def _write_log_rows(self, table: Table, rows: list[dict[str, Any]]) -> int:
         """Dict rows straight to the NDJSON log: checked, redacted and encoded one by one,
         with no trip through Arrow (a log's writes are one-row and latency-bound)."""
-        clean = self._redactor.rows(
-            table.name, validate.plain_rows(table, rows, store=self.schema.name)
-        )
+        checked = validate.plain_rows(table, rows, store=self.schema.name)
+        clean = self._redactor.rows(table.name, derive.rows(table, checked))
         self._refuse_if_read_only()
         if clean:
             self._log(self._record(table), clean)
@@ -904,7 +911,8 @@ class Store:
 
         def write(table: str, rows: list[dict[str, Any]]) -> None:
             t = self.table(table)
-            tier.write(t, self.validate(table, rows))
+            # Logged rows are stored rows (redacted): nothing is derived from them again.
+            tier.write(t, self.validate(table, rows, derived=False))
 
         return replay.replay(
             self.schema, settings, self.root / settings.directory, write, report, on_file

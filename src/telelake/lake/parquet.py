@@ -70,17 +70,18 @@ def publish_file(
 
 
 Ranges = dict[str, tuple[object, object]]
-_RANGES: dict[tuple[str, int, int, int], Ranges | None] = {}
+_RANGES: dict[tuple[str, int, int, int, tuple[str, ...]], Ranges | None] = {}
 
 
 def column_ranges(path: Path, columns: tuple[str, ...]) -> Ranges | None:
     """(min, max) of each of `columns` over the whole file, from its footer statistics.
 
     None when some row group has no statistics for one of them (nothing can be ruled
-    out then). Cached by path, inode, size and mtime: published files never change.
+    out then). Cached by path, inode, size and mtime (published files never change)
+    and by the columns asked for.
     """
     st = path.stat()
-    ident = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    ident = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, tuple(columns))
     if ident in _RANGES:
         return _RANGES[ident]
     meta = pq.ParquetFile(path).metadata

@@ -3,7 +3,10 @@
 A query that names a time range (`sample_ts >= ... AND sample_ts < ...`) or a partition
 key (`host_id = '...'`) cannot see a row of the partitions outside it, so the view it
 reads lists only the others: the snapshot walks fewer directories and DuckDB opens fewer
-footers, and a 1-day query costs about the same over 7 or 90 days of data.
+footers, and a 1-day query costs about the same over 7 or 90 days of data. A query that
+names values of a lookup column (`session_id = '...'`) cannot see a row of a file whose
+footer statistics put every value of that column outside them, so only the files that
+may hold one are listed.
 
 DuckDB parses the query (`json_serialize_sql`); `scan` reads that tree and is careful:
 
@@ -12,9 +15,12 @@ DuckDB parses the query (`json_serialize_sql`); `scan` reads that tree and is ca
   compare the time column or a partition column with an expression free of columns,
   subqueries and volatile functions (`now()` and friends bound from below only: the
   query runs a moment after the bound is computed);
-- anything it cannot see through (a view or macro, which may read any table; a table
-  function; an unknown name; a statement DuckDB cannot serialise) makes the whole query
-  opaque: every table is refreshed and none is pruned.
+- a call of a table macro whose definition the caller knows is replaced by the macro's
+  body (`expand_macros`), so `session_summary('pt-...')` is planned like the SELECTs
+  it runs;
+- anything it cannot see through (a view or another macro, which may read any table; a
+  table function; an unknown name; a statement DuckDB cannot serialise) makes the whole
+  query opaque: every table is refreshed and none is pruned.
 
 The bound expressions themselves are evaluated by DuckDB (the caller's job), so casts,
 parameters and interval arithmetic mean exactly what they mean in the query.
@@ -25,9 +31,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
-from telelake.lake import layout
+from telelake.lake import layout, listing, parquet
 from telelake.lake.layout import PartitionValues
 
 Node = dict[str, Any]
@@ -83,22 +91,35 @@ class Bounds:
 
     Times are epoch microseconds (UTC): the rows the query sees have
     `lower <= time <= upper` (either may be None). `keys` and `levels` limit partition
-    key values (`host_id`) and time levels (`year`) to the sets given.
+    key values (`host_id`) and time levels (`year`) to the sets given; `lookups` limit
+    the values of lookup columns (`session_id`), which files' footer statistics can
+    rule out (see `admits_file`).
     """
 
     lower: int | None = None
     upper: int | None = None
     keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
     levels: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    lookups: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def restricts(self) -> bool:
-        """True when some partition may fall outside these bounds."""
+        """True when some partition or file may fall outside these bounds."""
+        return (
+            self.lower is not None
+            or self.upper is not None
+            or bool(self.keys or self.levels or self.lookups)
+        )
+
+    @property
+    def restricts_partitions(self) -> bool:
+        """True when some partition directory may fall outside these bounds (lookups
+        rule out files, never directories)."""
         return self.lower is not None or self.upper is not None or bool(self.keys or self.levels)
 
     def columns(self, time: str | None) -> set[str]:
         """The table columns these bounds restrict (time levels count as the time column)."""
-        out = set(self.keys)
+        out = set(self.keys) | set(self.lookups)
         if time is not None and (self.lower is not None or self.upper is not None or self.levels):
             out.add(time)
         return out
@@ -124,6 +145,89 @@ class Bounds:
             return False
         return self.upper is None or _micros(start) <= self.upper
 
+    def admits_ranges(self, ranges: parquet.Ranges | None) -> bool:
+        """Could a file whose lookup columns span `ranges` (its footer statistics, None
+        when unknown) hold a row we need? Some value of each lookup must lie in range."""
+        if not self.lookups or ranges is None:
+            return True
+        for name, values in self.lookups.items():
+            span = ranges.get(name)
+            if span is None:
+                return False  # the file has no non-empty row group: no row at all
+            low, high = span
+            try:
+                for v in values:
+                    if low <= v <= high:  # type: ignore[operator]
+                        break
+                else:
+                    return False
+            except TypeError:
+                return True  # statistics of another type (should not happen): keep it
+        return True
+
+    @cached_property
+    def _lookup_columns(self) -> tuple[str, ...]:
+        return tuple(sorted(self.lookups))
+
+    def admitted(self, directory: str, names: list[str]) -> list[str]:
+        """The data files `names` of `directory` that `admits_file` admits.
+
+        The union of their statistics is kept with the directory's listing (see
+        lake/listing.py), so while a partition's files stay the same one comparison
+        rules all of them out and none is looked at.
+        """
+        if not names or not self.lookups:
+            return names
+        columns = self._lookup_columns
+        memo = listing.memo(directory)
+        key = ("ranges", columns, tuple(names))
+        if memo is not None and key in memo:
+            summary = memo[key]
+        else:
+            summary = _union(directory, names, columns)
+            if memo is not None:
+                memo[key] = summary
+        if not self.admits_ranges(summary):
+            return []
+        return [n for n in names if self.admits_file(Path(directory) / n)]
+
+    def admits_file(self, path: Path) -> bool:
+        """`admits_ranges` of a Parquet file, from its footer (cached per inode).
+
+        A file whose footer cannot be read, or lacks statistics or the column (an
+        older version's file), is admitted: whoever reads it next decides.
+        """
+        if not self.lookups:
+            return True
+        try:
+            ranges = parquet.column_ranges(path, self._lookup_columns)
+        except (OSError, ValueError):  # gone, or damaged (pyarrow's errors are ValueErrors)
+            return True
+        return self.admits_ranges(ranges)
+
+
+def _union(directory: str, names: list[str], columns: tuple[str, ...]) -> parquet.Ranges | None:
+    """The (min, max) of `columns` over the files `names` of `directory` (None if one
+    file's are unknown: no statistics, not readable)."""
+    out: parquet.Ranges = {}
+    for name in names:
+        try:
+            ranges = parquet.column_ranges(Path(directory) / name, columns)
+        except (OSError, ValueError):
+            return None
+        if ranges is None:
+            return None
+        for column, (low, high) in ranges.items():
+            if column in out:
+                old_low, old_high = out[column]
+                try:
+                    out[column] = (min(old_low, low), max(old_high, high))  # type: ignore[call-overload]
+                except TypeError:
+                    return None
+            else:
+                out[column] = (low, high)
+    return out
+
 
 def _int(text: str) -> int | None:
     try:
@@ -148,11 +252,12 @@ def scan(
 ) -> Scan:
     """The lake tables a parsed query reads and the WHERE terms that bound them.
 
-    `times` maps each lake table to its time column, `partitions` to its partition
-    columns (levels and keys); `functions` maps DuckDB's built-in function names to
-    their stability (`duckdb_functions()`); `clocks` are the bare names DuckDB reads as
-    the clock (`current_date`): the caller leaves out any a table has as a column,
-    since a column of that name would win. Returns OPAQUE when unsure.
+    `times` maps each lake table to its time column, `partitions` to the other columns
+    that may bound it (partition levels and keys, lookup columns); `functions` maps
+    DuckDB's built-in function names to their stability (`duckdb_functions()`);
+    `clocks` are the bare names DuckDB reads as the clock (`current_date`): the caller
+    leaves out any a table has as a column, since a column of that name would win.
+    Returns OPAQUE when unsure.
     """
     statements = ast.get("statements") if not ast.get("error") else None
     if not isinstance(statements, list) or len(statements) != 1:
@@ -347,17 +452,20 @@ def bounds(
     evaluated: Mapping[int, Any],
     time: str | None,
     keys: tuple[str, ...],
+    lookups: tuple[str, ...] = (),
 ) -> Bounds:
     """Combine one table's terms into Bounds.
 
     `evaluated` maps `id(value node)` to its value: epoch microseconds for the time
-    column, the Python value for partition columns; a missing or None value drops
-    the term (it bounds nothing we can use).
+    column, the Python value for partition and lookup columns; a missing or None value
+    drops the term (it bounds nothing we can use), and so does a lookup value that is
+    not text (DuckDB would compare it after a cast: `session_id = 1`).
     """
     lower: int | None = None
     upper: int | None = None
     key_sets: dict[str, frozenset[str]] = {}
     level_sets: dict[str, frozenset[int]] = {}
+    lookup_sets: dict[str, frozenset[str]] = {}
     for term in terms:
         values: list[Any] = [evaluated.get(id(v)) for v in term.values]
         if term.column == time:
@@ -373,11 +481,117 @@ def bounds(
         elif term.column in keys and all(isinstance(v, str) for v in values):
             allowed = frozenset(str(v) for v in values)
             key_sets[term.column] = key_sets.get(term.column, allowed) & allowed
+        elif term.column in lookups:
+            if all(isinstance(v, str) for v in values):
+                allowed = frozenset(values)
+                lookup_sets[term.column] = lookup_sets.get(term.column, allowed) & allowed
         elif term.column in layout.TIME_LEVELS and all(_is_int(v) for v in values):
             levels = frozenset(int(v) for v in values)
             level_sets[term.column] = level_sets.get(term.column, levels) & levels
-    return Bounds(lower, upper, key_sets, level_sets)
+    return Bounds(lower, upper, key_sets, level_sets, lookup_sets)
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- table macros ---------------------------------------------------------------------------
+
+# Macros calling macros: deeper than this, a call stays a table function (opaque).
+MAX_MACRO_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Macro:
+    """A table macro the planner sees through: its parameters (lower case) and the
+    parse tree of its body (a query node: SELECT_NODE, SET_OPERATION_NODE...)."""
+
+    params: tuple[str, ...]
+    body: Node
+
+
+def macro_calls(ast: Node) -> set[str]:
+    """The names (lower case) of the table functions a parsed query calls, but those
+    that cannot read a table (`range`...)."""
+    out = set()
+    for node, _ in _walk(ast, None):
+        if node.get("type") == "TABLE_FUNCTION":
+            name = str((node.get("function") or {}).get("function_name", "")).lower()
+            if name not in _HARMLESS_TABLE_FUNCTIONS:
+                out.add(name)
+    return out
+
+
+def macro(params: list[str], body_ast: Node, columns: Mapping[str, frozenset[str]]) -> Macro | None:
+    """A table macro from its parameter names and its parsed body (`json_serialize_sql`
+    of the body's SELECT), or None when the planner should not see through it.
+
+    `columns` maps each lake table (lower case) to its column names (lower case). A call
+    is replaced by the body with each bare reference to a parameter replaced by the
+    call's argument, which is what DuckDB does; a parameter named like a column of a
+    table the body reads, or like any alias or CTE in it, could be read otherwise by
+    some DuckDB version, so such a macro is not seen through.
+    """
+    statements = body_ast.get("statements") if not body_ast.get("error") else None
+    if not isinstance(statements, list) or len(statements) != 1:
+        return None
+    body = statements[0].get("node")
+    names = [str(p).lower() for p in params]
+    if not isinstance(body, dict) or len(set(names)) != len(names):
+        return None
+    taken = {name.lower() for name in _cte_names(statements[0])}
+    for node, _ in _walk(body, None):
+        if node.get("alias"):
+            taken.add(str(node["alias"]).lower())
+        taken.update(str(a).lower() for a in node.get("column_name_alias") or [])
+        if node.get("type") == "BASE_TABLE":
+            taken |= columns.get(str(node.get("table_name", "")).lower(), frozenset())
+    if taken & set(names):
+        return None
+    return Macro(tuple(names), body)
+
+
+def expand_macros(node: Any, macros: Mapping[str, Macro], depth: int = 0) -> Any:
+    """A copy of the parse tree `node` with each call of one of `macros` in a FROM clause
+    replaced by a subquery: the macro's body with its parameters replaced by the call's
+    arguments. A call with named arguments, or as many arguments as the macro has no
+    parameters, stays as it is (a table function: the scan finds the query opaque)."""
+    if isinstance(node, list):
+        return [expand_macros(item, macros, depth) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "TABLE_FUNCTION" and depth < MAX_MACRO_DEPTH:
+        function = node.get("function") or {}
+        found = macros.get(str(function.get("function_name", "")).lower())
+        arguments = function.get("arguments") or []
+        if (
+            found is not None
+            and not function.get("schema")
+            and not function.get("catalog")
+            and len(arguments) == len(found.params)
+            and all(not (a or {}).get("name") for a in arguments)
+        ):
+            values = [expand_macros((a or {}).get("expression"), macros, depth) for a in arguments]
+            body = _substitute(found.body, dict(zip(found.params, values, strict=True)))
+            return {
+                "type": "SUBQUERY",
+                "alias": node.get("alias") or "",
+                "sample": node.get("sample"),
+                "column_name_alias": node.get("column_name_alias") or [],
+                "subquery": {"node": expand_macros(body, macros, depth + 1)},
+            }
+    return {key: expand_macros(value, macros, depth) for key, value in node.items()}
+
+
+def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
+    """A copy of `node` with each one-part COLUMN_REF named in `values` replaced by a copy
+    of its value (each occurrence its own copy: terms are told apart by `id()`)."""
+    if isinstance(node, list):
+        return [_substitute(item, values) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("class") == "COLUMN_REF":
+        parts = node.get("column_names") or []
+        if len(parts) == 1 and str(parts[0]).lower() in values:
+            return copy.deepcopy(values[str(parts[0]).lower()])
+    return {key: _substitute(value, values) for key, value in node.items()}

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from telelake import durable
 from telelake.errors import StoreError
-from telelake.lake import compact, fold, layout, parquet, prune, retention, upsert, wal
+from telelake.lake import compact, fold, layout, listing, parquet, prune, retention, upsert, wal
 from telelake.schema.model import Schema, Table
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -839,19 +839,25 @@ class LakeTier:
     def files(self, table: Table, bounds: prune.Bounds | None = None) -> Iterator[Path]:
         """Every published data file of `table` (hidden and temp files excluded).
 
-        With `bounds`, only the partition directories they admit are walked.
+        With `bounds`, only the partition directories they admit are walked, and only
+        the files whose lookup column statistics they admit are listed.
         """
         base = self.table_dir(table)
         if not base.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
-            if bounds is not None and bounds.restricts:
+        pruned = bounds is not None and bounds.restricts_partitions
+        # Every directory: one walk, reused while none of them changes (lake/listing.py).
+        walked = listing.walk(str(base)) if pruned else listing.tree(str(base))
+        for dirpath, dirnames, filenames in walked:
+            if bounds is not None and pruned:  # (a tree leaves hidden directories out itself)
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
                 here = Path(dirpath).relative_to(base)
                 dirnames[:] = [d for d in dirnames if bounds.admits(_partition(here / d))]
-            for name in sorted(filenames):
-                if name.endswith(".parquet") and not name.startswith((".", "_")):
-                    yield Path(dirpath) / name
+            names = [n for n in filenames if n.endswith(".parquet") and n[0] not in "._"]
+            if bounds is not None:
+                names = bounds.admitted(dirpath, names)
+            for name in sorted(names):
+                yield Path(dirpath) / name
 
     def has_files(self, table: Table) -> bool:
         """True as soon as one data file exists."""
@@ -905,7 +911,11 @@ class LakeTier:
             live = pa.concat_tables(tables, promote_options="default") if tables else None
             published = {p for p in published - set(files) if p.exists()}
             if bounds is not None and bounds.restricts:
-                published = {p for p in published if bounds.admits(_partition(p.parent, base))}
+                published = {
+                    p
+                    for p in published
+                    if bounds.admits(_partition(p.parent, base)) and bounds.admits_file(p)
+                }
             files += sorted(published)
             good = [f for f in files if f not in pending and self._usable(table, f)]
             return Snapshot(good, live, problems)

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from telelake.derive import FUNCTIONS as DERIVE_FUNCTIONS
 from telelake.durations import parse_age, parse_interval
 from telelake.errors import SchemaError
 from telelake.redact.policy import JSON_KINDS, parse_policy
@@ -26,6 +27,7 @@ from telelake.schema.model import (
     WRITE_MODES,
     Aggregate,
     Column,
+    Derivation,
     Index,
     LogRecord,
     LogSettings,
@@ -82,6 +84,7 @@ _TABLE_KEYS = {
     "partition",
     "parquet",
     "retention_days",
+    "lookup",
 }
 _SQL_TABLE_KEYS = {
     "write",
@@ -103,6 +106,7 @@ _COLUMN_KEYS = {
     "on_delete",
     "autoincrement",
     "redact",
+    "derive",
 }
 _SQL_COLUMN_KEYS = {"references", "on_delete", "autoincrement"}
 _PARTITION_KEYS = {"time", "keys"}
@@ -219,6 +223,7 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
             raise SchemaError(f"{where}, column {col.name!r}: duplicate column")
         seen.add(col.name)
         columns.append(col)
+    _check_derived(columns, where)
 
     key = tuple(_str_list(data.get("key", []), f"{where}: key"))
     for k in key:
@@ -266,8 +271,10 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
         sql_options = {"write": _lake_write_mode(data, key, where)}
     else:
         sql_options = {}
+    lookup = _parse_lookup(data, tier, columns, partition, where)
     return Table(
         **sql_options,
+        lookup=lookup,
         fsync=fsync,
         name=name,
         columns=tuple(columns),
@@ -279,6 +286,30 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
         parquet=parquet,
         retention_days=retention,
     )
+
+
+def _parse_lookup(
+    data: dict[str, Any], tier: str, columns: list[Column], partition: Partitioning, where: str
+) -> tuple[str, ...]:
+    """`lookup = ["session_id"]`: string columns a query may name values of."""
+    if "lookup" not in data:
+        return ()
+    if tier != "lake":
+        raise SchemaError(f"{where}: 'lookup' applies to lake tables only")
+    names = _str_list(data["lookup"], f"{where}: lookup")
+    by_name = {c.name: c for c in columns}
+    for name in names:
+        col = by_name.get(name)
+        at = f"{where}, column {name!r}: lookup"
+        if col is None:
+            raise SchemaError(f"{at} names no column")
+        if col.type.name != "string":
+            raise SchemaError(f"{at} columns must be strings, not {col.type.name}")
+        if name in partition.names:
+            raise SchemaError(f"{at}: a partition column prunes by its directories already")
+    if len(set(names)) != len(names):
+        raise SchemaError(f"{where}: lookup lists a column twice")
+    return tuple(names)
 
 
 def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
@@ -361,6 +392,7 @@ def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
         on_delete=on_delete,
         autoincrement=autoincrement,
         redact=redact,
+        derive=_parse_derive(raw["derive"], where) if "derive" in raw else None,
     )
 
 
@@ -378,6 +410,45 @@ def _lake_write_mode(data: dict[str, Any], key: tuple[str, ...], where: str) -> 
     if write != "insert" and not key:
         raise SchemaError(f"{where}: write = {write!r} needs a key")
     return str(write)
+
+
+def _parse_derive(raw: Any, where: str) -> Derivation:
+    """`derive = "<function>:<source column>"` (the source is checked by the table)."""
+    known = ", ".join(sorted(DERIVE_FUNCTIONS))
+    shape = f'derive must look like "<function>:<column>" (functions: {known})'
+    if not isinstance(raw, str) or raw.count(":") != 1:
+        raise SchemaError(f"{where}: {shape}, not {raw!r}")
+    function, source = (part.strip() for part in raw.split(":"))
+    if function not in DERIVE_FUNCTIONS:
+        raise SchemaError(f"{where}: derive: unknown function {function!r} (known: {known})")
+    if not _IDENT.match(source):
+        raise SchemaError(f"{where}: {shape}, not {raw!r}")
+    return Derivation(function, source)
+
+
+def _check_derived(columns: list[Column], where: str) -> None:
+    """A derived column is a nullable string computed from another string column."""
+    by_name = {c.name: c for c in columns}
+    for col in columns:
+        if col.derive is None:
+            continue
+        at = f"{where}, column {col.name!r}: derive = {str(col.derive)!r}"
+        source = by_name.get(col.derive.source)
+        if source is None:
+            raise SchemaError(f"{at}: the table has no column {col.derive.source!r}")
+        if source is col:
+            raise SchemaError(f"{at}: a column cannot be derived from itself")
+        if source.derive is not None:
+            raise SchemaError(f"{at}: {source.name!r} is derived itself; derive from its source")
+        if col.type.name != "string":
+            raise SchemaError(f"{at}: a derived column must be a string, not {col.type.name}")
+        if source.type.name != "string":
+            raise SchemaError(
+                f"{at}: {col.derive.function} takes a string column, "
+                f"{source.name!r} is {source.type.name}"
+            )
+        if not col.nullable:
+            raise SchemaError(f"{at}: a derived column must be nullable (a null source gives null)")
 
 
 def _parse_sql_table(

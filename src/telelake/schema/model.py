@@ -25,6 +25,18 @@ EPOCH_UNITS = ("s", "ms", "us", "ns")
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """How a column's value is computed from another column of the same row when a
+    writer leaves it out (`derive = "sha256:cmdline"`); see `telelake/derive.py`."""
+
+    function: str
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.function}:{self.source}"
+
+
+@dataclass(frozen=True)
 class Column:
     """One column: a name, a logical type, nullability and an optional enum."""
 
@@ -43,6 +55,9 @@ class Column:
     autoincrement: bool = False
     # How the value is redacted before it is stored (string and json columns only).
     redact: Policy | None = None
+    # Computed from another column of the row, before redaction, when the writer gives
+    # no value (None or left out); a given value is kept.
+    derive: Derivation | None = None
 
     @cached_property
     def arrow_field(self) -> pa.Field:
@@ -114,6 +129,9 @@ class Table:
     indexes: tuple[Index, ...] = ()
     # sql tier: retention only removes rows that also match this SQL condition.
     retention_where: str | None = None
+    # lake tier: string columns looked up by value (`session_id = ?`); a query naming
+    # values of one reads only the files whose footer statistics can hold them.
+    lookup: tuple[str, ...] = ()
 
     def column(self, name: str) -> Column:
         """The column called `name` (KeyError if there is none)."""
@@ -134,6 +152,11 @@ class Table:
     @cached_property
     def _names(self) -> frozenset[str]:
         return frozenset(c.name for c in self.columns)
+
+    @cached_property
+    def derived(self) -> tuple[Column, ...]:
+        """The columns whose value the store derives from another column (`derive`)."""
+        return tuple(c for c in self.columns if c.derive is not None)
 
     @cached_property
     def virtual_keys(self) -> tuple[str, ...]:
