@@ -893,7 +893,7 @@ class LakeTier:
                     if intent.is_swap and intent.committed:
                         # Named explicitly: a directory listing racing the swap's renames
                         # could have missed a target (or found it still staged).
-                        published.update(fold.published_path(self.root, t) for t in intent.targets)
+                        published.update(self.root / t for t in intent.targets)
                         folded.add(intent.folded_segment or "")
                 elif name.endswith(wal.SUFFIX):
                     segments.append(wal_dir / name)
@@ -909,7 +909,8 @@ class LakeTier:
                 continue
             self._cache.forget_missing(set(segments))
             live = pa.concat_tables(tables, promote_options="default") if tables else None
-            published = {p for p in published - set(files) if p.exists()}
+            listed = set(files)
+            published = {q for p in published - listed if (q := _current(p)) is not None}
             if bounds is not None and bounds.restricts:
                 published = {
                     p
@@ -1133,6 +1134,16 @@ def _partition(directory: Path, base: Path | None = None) -> layout.PartitionVal
         return layout.parse_partition(directory.relative_to(base) if base else directory)
     except ValueError:
         return ()  # not below the table dir, or not `key=value`: admitted by every bound
+
+
+def _current(target: Path) -> Path | None:
+    """Where a committed swap's target is: its name, or its staged name until the swap's
+    rename (atomic: one of the two exists at every instant, so three looks, name, staged
+    name, name, find it even when the rename falls between them). None once retired."""
+    for path in (target, fold.staged(target), target):
+        if path.exists():
+            return path
+    return None
 
 
 def _inode_key(path: Path) -> tuple[Path, int] | None:
