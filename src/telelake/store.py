@@ -1058,8 +1058,8 @@ def open(
     the disk: "always" (before write() returns; the default), "batch" (the same, with
     concurrent threads sharing one sync), "interval" (every second, in the
     background) or "off". A WAL segment is folded into Parquet (where readers of the
-    files themselves see its rows) once it holds `fold_rows` rows or is `fold_age`
-    seconds old (spec 000 §7.1: 1,000 rows or 30 s; on a background thread), at once
+    files themselves see its rows) once it is `fold_age` seconds old (spec 000 §7.1's
+    30 s) or holds `fold_rows` rows (100,000; on a background thread), at once
     when it holds `fold_bytes`, and when the store closes. Files that
     a compaction replaced are deleted `retire_after` seconds after it (queries that
     started before it may still be reading them).
