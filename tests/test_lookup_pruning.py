@@ -4,7 +4,7 @@ always returns exactly what a brute-force reading of every row says.
 
 The store mixes everything pruning must not get wrong: files of several writes per
 partition, rows still in a live writer's WAL (one of them repeating a key a Parquet file
-holds: first write wins), a file written without statistics, and (in a store of its own)
+holds: the first write wins, or the last in an upsert table), a file written without statistics, and (in a store of its own)
 files of an older schema version that lack the lookup column. The oracle is plain
 Python over the rows written.
 """
@@ -304,10 +304,14 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     )
     for table in KEYS:
         live = parts[table][2]
-        # A retry of a row a Parquet file holds, with other values: the first write wins.
+        # A retry of a row a Parquet file holds, with other values: under write = "ignore"
+        # the first write wins, under "upsert" (runs, outcomes) the retry replaces it.
         twin = {**parts[table][0][0], CHANGED[table]: parts[table][0][1][CHANGED[table]]}
         writer.write(table, [*live, twin])
         visible[table] += live
+        if writer.table(table).write == "upsert":
+            same = key_of(table, twin)
+            visible[table] = [twin if key_of(table, r) == same else r for r in visible[table]]
     filed = {r["session_id"] for table in KEYS for part in parts[table][:2] for r in part}
     yield Lake(root, visible, writer, filed)
     writer.close()
