@@ -81,8 +81,9 @@ def reader() -> Reader:
 
 def test_both_shapes_of_a_line_give_the_same_row() -> None:
     fields = {"run_id": "r", "agent_name": "a", "start_time": "t0", "status": "ok"}
-    envelope, _, p1 = reader().row({"record_type": "run", "payload": dict(fields)})
-    top, ignored, p2 = reader().row({"record_type": "run", **fields})
+    ignored: list[str] = []
+    envelope, p1 = reader().row({"record_type": "run", "payload": dict(fields)}, ignored)
+    top, p2 = reader().row({"record_type": "run", **fields}, ignored)
     assert p1 is None and p2 is None and ignored == []
     assert envelope == top
     # The spec's defaults, and the times taken from the record itself.
@@ -102,13 +103,32 @@ def test_values_are_converted_only_when_nothing_is_lost() -> None:
         "start_time": "t0",
         "host_extra": "x",
     }
-    row, ignored, problem = reader().row(line)
+    ignored: list[str] = []
+    row, problem = reader().row(line, ignored)
     assert problem is None
     assert row["schema_version"] == 3 and row["items_failed"] == 12
     assert row["api_posted"] == 1 and type(row["api_posted"]) is int
     assert row["updated_at"] == "t1"  # the end of the run, so the end record wins
     assert ignored == ["host_extra"]
-    _, _, problem = reader().row({**line, "items_failed": "12.0"})
+    _, problem = reader().row({**line, "items_failed": "12.0"}, [])
     assert problem is not None and "'items_failed'" in problem and "'12.0'" in problem
-    row, _, problem = reader().row({**line, "items_failed": True})
+    row, problem = reader().row({**line, "items_failed": True}, [])
     assert problem is None and row["items_failed"] is True  # not a 0/1 column: validation says
+
+
+def test_an_event_payload_that_is_no_envelope_is_an_ignored_field() -> None:
+    schema = load_schema("agent_runs")
+    assert schema.log is not None
+    events = Reader.of(schema.tables["run_events"], schema.log.records["event"])
+    assert events.plain  # run_events' lines need no conversion: the fast path
+    line = {
+        "record_type": "event",
+        "run_id": "r",
+        "event_type": "x",
+        "timestamp": "t",
+        "payload": {"items": 3},  # the event's data, not telelake's envelope
+    }
+    ignored: list[str] = []
+    row, problem = events.row(line, ignored)
+    assert problem is None and ignored == ["payload"]
+    assert row == {"run_id": "r", "event_type": "x", "timestamp": "t"}

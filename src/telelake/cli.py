@@ -752,8 +752,6 @@ def recover(
     _print_replay(report)
     for lost in report.not_saved:
         _say_error(f"not saved: {lost}")
-    for problem in report.integrity:
-        _say_error(f"integrity check of the new database: {problem}")
 
 
 @app.command()

@@ -47,7 +47,6 @@ class ReplayReport:
     carried: dict[str, int] = field(default_factory=dict)
     not_saved: list[str] = field(default_factory=list)  # what of it could not be kept, why
     added: dict[str, int] = field(default_factory=dict)  # rows a table gained in a replay
-    integrity: list[str] = field(default_factory=list)  # problems of the result ([]: ok)
 
 
 class Item(NamedTuple):
@@ -117,7 +116,8 @@ def items(
     on_file: Callable[[Path], None] | None = None,
 ) -> Iterator[Item]:
     """Rows to replay, in log order; unusable lines are reported, never fatal."""
-    by_kind = readers(schema, settings)
+    by_kind = {k: (r.table, r.row_function()) for k, r in readers(schema, settings).items()}
+    ignored: list[str] = []
     for path in paths:
         if on_file is not None:
             on_file(path)
@@ -133,21 +133,24 @@ def items(
                     report.problems.append(f"{_where(name, number)}: {line.problem}")
                     continue
                 kind = line.record.get("record_type")
-                reader = by_kind.get(kind) if isinstance(kind, str) else None
+                reader = by_kind.get(kind) if type(kind) is str else None
                 if reader is None:
                     if not isinstance(kind, str) or kind not in settings.records:
                         report.problems.append(
                             f"{_where(name, number)}: unknown record_type {kind!r}"
                         )
                     continue  # a record type the log keeps but replays nowhere
-                row, ignored, problem = reader.row(line.record)
-                for key in ignored:
-                    label = f"{kind}.{key}"
-                    report.ignored_fields[label] = report.ignored_fields.get(label, 0) + 1
+                table, row_of = reader
+                row, problem = row_of(line.record, ignored)
+                if ignored:
+                    for key in ignored:
+                        label = f"{kind}.{key}"
+                        report.ignored_fields[label] = report.ignored_fields.get(label, 0) + 1
+                    ignored.clear()
                 if problem is not None:
                     report.problems.append(f"{_where(name, number)}: {problem}")
                     continue
-                yield Item(reader.table, row, name, number)
+                yield Item(table, row, name, number)
         except StoreError as exc:  # unreadable file (permissions, I/O error)
             at = f" after line {number}" if number else ""
             report.problems.append(f"{name}{at}: {exc}")

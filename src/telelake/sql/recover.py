@@ -71,7 +71,6 @@ def rebuild(
         carry_over(report.moved_aside, schema, sink, report, fed=fed, busy_timeout_ms=timeout)
     replay.replay(schema, settings, root / settings.directory, write, report, on_file, sink)
     sink.finish([t.name for t in ddl.sql_tables(schema)])
-    report.integrity = tier.integrity_problems()
     return report
 
 
