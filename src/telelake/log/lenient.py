@@ -13,8 +13,9 @@ Values are then made what the table wants, when that loses nothing:
 
 - a number written as a string (`"schema_version": "3"`) becomes the number, only if the
   text is the number as JSON would write it: `"3"` and `"-12"` for integers (never
-  `"03"`, `"3.0"`, `" 3"`, `"1e3"`); for floats, any JSON number whose value a double
-  holds exactly as written (`"1.5"`, `"1e3"`, `"0.1"`, not `"0.1000000000000000055511"`);
+  `"03"`, `"3.0"`, `" 3"`, `"1e3"`); for floats, any JSON number that reads back with
+  the value written: the float's shortest form is the same number (`"1.5"`, `"1e3"`,
+  `"0.1"`; not `"0.1000000000000000055511"`, more digits than a double keeps);
 - `true`/`false` become 1/0 in an integer column whose values are 0 and 1 (`api_posted`);
 - a column the line leaves out (or sets to null) takes the record type's `defaults`,
   or the first non-null of its `defaults_from` columns.
@@ -51,8 +52,8 @@ def int_from_text(text: str) -> int | None:
 
 
 def float_from_text(text: str) -> float | None:
-    """The float `text` spells, if it is a JSON number whose value the float holds
-    exactly as written (the float's shortest repr has the same value); None otherwise."""
+    """The float `text` spells, if it is a JSON number and the float's shortest repr is
+    the same number (no digit lost: `"1.50"` yes, 30 significant digits no); else None."""
     if len(text) > _MAX_TEXT or not _NUMBER_TEXT.fullmatch(text):
         return None
     value = float(text)
@@ -109,13 +110,6 @@ class Reader:
         """True when rows need no conversion and no default (run_events' lines)."""
         return not (self.ints or self.floats or self.defaults or self.defaults_from)
 
-    def fields(self, line: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """The record's fields, and True when they are the line itself (top level)."""
-        payload = line.get("payload")
-        if type(payload) is dict and not self.columns.isdisjoint(payload):
-            return payload, False
-        return line, True
-
     def row(self, line: dict[str, Any], ignored: list[str]) -> tuple[dict[str, Any], str | None]:
         """(row, problem): the row to write, or why the line cannot be one. Fields that
         are no column of the table are appended to `ignored`."""
@@ -130,6 +124,7 @@ class Reader:
 
         def row(line: dict[str, Any], ignored: list[str]) -> tuple[dict[str, Any], str | None]:
             payload = line.get("payload")
+            # telelake's envelope: an object holding columns; else the line itself.
             if type(payload) is dict and not columns.isdisjoint(payload):
                 fields, top = payload, False
             else:
