@@ -6,6 +6,9 @@
 2. `store.recover()` replaying 1,000,000 events (and their runs) from NDJSON against
    `executemany` of the same event rows (ready tuples) into run_events of a fresh
    database with the same DDL and pragmas. Report the ratio.
+3. `store.replay()` (`telelake replay`) of the same log into the current database of
+   another store: once into an empty run_events (the fill), once more with every row
+   there already (the idempotent re-run), against the same executemany.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class AgentRunsBench:
     replay_seconds: float
     executemany_seconds: float
     replay_problems: int
+    fill_seconds: float = 0.0
+    rerun_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,8 +102,9 @@ def appends(work: Path, n: int, progress: Progress) -> tuple[float, float, int]:
     return raw, event, int(sorted(sizes)[len(sizes) // 2]) + 1
 
 
-def replay(work: Path, n: int, progress: Progress) -> tuple[float, float, int]:
-    """Seconds to recover() n events from NDJSON, and to executemany the same rows."""
+def replay(work: Path, n: int, progress: Progress) -> tuple[float, float, int, float, float]:
+    """Seconds to recover() n events from NDJSON, to executemany the same rows, and to
+    replay() them into a current database (filling it, then again); problems seen."""
     root = work / "replay"
     with telelake.open(root, schema="agent_runs"):
         pass
@@ -149,6 +155,17 @@ def replay(work: Path, n: int, progress: Progress) -> tuple[float, float, int]:
         start = time.perf_counter()
         report = store.recover()
         replay_seconds = time.perf_counter() - start
+    # Another store reading the same log file (linked, not copied) with an empty database.
+    other = work / "replay_current"
+    with telelake.open(other, schema="agent_runs") as store:
+        os.link(log, other / "raw" / log.name)
+        start = time.perf_counter()
+        filled = store.replay()
+        fill_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        again = store.replay()
+        rerun_seconds = time.perf_counter() - start
+    assert filled.added["run_events"] == len(events) and again.added["run_events"] == 0
     peer = sqlite3.connect(work / "peer.sqlite", isolation_level=None)
     for pragma in ("journal_mode = WAL", "foreign_keys = ON", "synchronous = NORMAL"):
         peer.execute(f"PRAGMA {pragma}")
@@ -171,8 +188,9 @@ def replay(work: Path, n: int, progress: Progress) -> tuple[float, float, int]:
         peer.execute("COMMIT")
     peer_seconds = time.perf_counter() - start
     peer.close()
-    progress("agent_runs: replay", replay_seconds, f"{len(events):,} events")
-    return replay_seconds, peer_seconds, len(report.problems)
+    progress("agent_runs: replay", replay_seconds + fill_seconds, f"{len(events):,} events")
+    problems = len(report.problems) + len(filled.problems) + len(again.problems)
+    return replay_seconds, peer_seconds, problems, fill_seconds, rerun_seconds
 
 
 def run(work: Path, quick: bool = False, progress: Progress = quiet) -> AgentRunsBench:
@@ -181,9 +199,11 @@ def run(work: Path, quick: bool = False, progress: Progress = quiet) -> AgentRun
     n_rep = QUICK_REPLAY if quick else REPLAY
     (work / "appends").mkdir()
     raw, event, size = appends(work / "appends", n_app, progress)
-    replay_s, peer_s, problems = replay(work, n_rep, progress)
+    replay_s, peer_s, problems, fill_s, rerun_s = replay(work, n_rep, progress)
     per_round = max(1, n_app // ROUNDS) * ROUNDS
-    return AgentRunsBench(per_round, raw, event, size, n_rep, replay_s, peer_s, problems)
+    return AgentRunsBench(
+        per_round, raw, event, size, n_rep, replay_s, peer_s, problems, fill_s, rerun_s
+    )
 
 
 def lines(b: AgentRunsBench) -> list[Line]:
@@ -203,6 +223,15 @@ def lines(b: AgentRunsBench) -> list[Line]:
             rate(b.replay_rows / b.replay_seconds),
             f"executemany: {rate(b.replay_rows / b.executemany_seconds)}",
             b.executemany_seconds / b.replay_seconds,
+            status=INFO,
+            details=details,
+        ),
+        Line(
+            f"replay into the current database: {b.replay_rows:,} events, then again",
+            f"{rate(b.replay_rows / b.fill_seconds)}; "
+            f"again (all there): {rate(b.replay_rows / b.rerun_seconds)}",
+            f"executemany: {rate(b.replay_rows / b.executemany_seconds)}",
+            b.executemany_seconds / b.fill_seconds,
             status=INFO,
             details=details,
         ),

@@ -689,6 +689,8 @@ def migrate_status(
                     "state": pa.array([s.state for s in rows], pa.string()),
                     "applied_at_ms": pa.array([s.applied_at_ms for s in rows], pa.int64()),
                     "reversible": pa.array([s.reversible for s in rows], pa.bool_()),
+                    # The version the schema's spec names (agent_runs: 3), if it names one.
+                    "schema_version": pa.array([s.schema_version for s in rows], pa.int64()),
                 }
             )
         ),
@@ -732,23 +734,70 @@ def recover(
     root: RootOpt = None,
     schema: SchemaOpt = "process_triage",
 ) -> None:
-    """Rebuild the SQL database by replaying the NDJSON raw log.
+    """Rebuild the SQL database from the NDJSON raw log, keeping what the log lacks.
 
     The current database is moved aside as <stem>.corrupted.<timestamp>.sqlite first;
-    unusable lines (a truncated last line after a crash) are skipped and reported.
+    every table is filled from it as far as it can be read (commits are not in the log),
+    then the log is replayed over it. Unusable lines (a truncated last line after a
+    crash) are skipped and reported, as is whatever could not be saved.
     """
-    from telelake.log import ndjson
-
     # Its database may be unreadable: nothing is applied until recover() rebuilds it.
-    with _open_as_is(root, schema) as store, _progress(quiet) as progress:
-        settings = store.schema.log
-        paths = ndjson.files(store.root / settings.directory, settings.prefix) if settings else []
-        task = progress.add_task("replaying log files", total=len(paths))
-        report = store.recover(on_file=lambda _p: progress.advance(task))
+    with _open_as_is(root, schema) as store:
+        report = _replaying(store, quiet, store.recover)
     if report.moved_aside is not None:
         console.print(f"moved the old database aside to {report.moved_aside}")
+    carried = ", ".join(f"{n:,} {t}" for t, n in report.carried.items())
+    if report.moved_aside is not None:
+        console.print(f"carried over from it: {carried or 'no rows'}")
+    _print_replay(report)
+    for lost in report.not_saved:
+        _say_error(f"not saved: {lost}")
+
+
+@app.command()
+def replay(
+    quiet: QuietOpt = False,
+    root: RootOpt = None,
+    schema: SchemaOpt = "process_triage",
+) -> None:
+    """Replay the NDJSON raw log into the current database (fills run_events).
+
+    Nothing is moved aside or removed: rows the log holds and the database misses are
+    added, an update replaces a row only if it is at least as new. Running it twice
+    adds nothing the second time.
+    """
+    with _open(root, schema) as store:
+        report = _replaying(store, quiet, store.replay)
+    _print_replay(report)
+    added = ", ".join(f"{n:,} {t}" for t, n in report.added.items()) or "nothing"
+    console.print(f"new rows: {added}")
+
+
+def _replaying(store: telelake.Store, quiet: bool, run: Any) -> Any:
+    """Run `store.recover` or `store.replay` with a progress bar over the log files."""
+    from telelake.log import replay as log_replay
+
+    settings = store.schema.log
+    paths = (
+        log_replay.log_files(store.root / settings.directory, settings.prefix)[0]
+        if settings
+        else []
+    )
+    with _progress(quiet) as progress:
+        task = progress.add_task("replaying log files", total=len(paths))
+        return run(on_file=lambda _p: progress.advance(task))
+
+
+def _print_replay(report: Any) -> None:
+    """What a replay read and wrote, and every line it could not use."""
     rows = ", ".join(f"{n:,} {t}" for t, n in report.rows.items()) or "no rows"
     console.print(f"replayed {report.files} file(s), {report.lines:,} lines: {rows}")
+    if report.other_files:  # the daily files go without saying
+        console.print(f"also replayed: {', '.join(report.other_files)}")
+    for skipped in report.skipped_files:
+        _say_error(f"skipped file {skipped}")
+    for label, n in report.ignored_fields.items():
+        console.print(f"ignored field {label} (not a column) in {n:,} line(s)")
     for problem in report.problems[:20]:
         _say_error(f"skipped {problem}")
     if len(report.problems) > 20:

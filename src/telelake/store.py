@@ -30,7 +30,7 @@ from telelake.lake.migrate import MigrationReport, report_json
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier, random_token
 from telelake.lake.wal import FSYNC_POLICIES
-from telelake.log import ndjson, replay
+from telelake.log import ndjson
 from telelake.log.replay import ReplayReport
 from telelake.metadata import (
     METADATA_DIR,
@@ -51,6 +51,7 @@ from telelake.schema.model import Column, LogRecord, Rollup, Schema, Table
 from telelake.schema.types import TYPES
 from telelake.sql import ddl
 from telelake.sql import migrations as sql_migrations
+from telelake.sql import recover as sql_recover
 from telelake.sql.backup import BackupReport, backup_database
 from telelake.sql.tier import SqlTier
 from telelake.validate import PlainColumns
@@ -882,41 +883,35 @@ class Store:
         return backup_database(path, folder, stem=path.stem, keep=keep, on_progress=on_progress)
 
     def recover(self, on_file: Callable[[Path], None] | None = None) -> ReplayReport:
-        """Rebuild the SQL database by replaying every NDJSON log file.
+        """Rebuild the SQL database from the NDJSON log, keeping what the log lacks.
 
         The current database (and its -wal/-shm files) is first moved aside as
-        `<stem>.corrupted.<UTC timestamp><suffix>`; the schema's current version is then
-        created and the log replayed in batches. Lines that cannot be used (a truncated
-        last line after a crash, a record its table refuses) are skipped and reported.
+        `<stem>.corrupted.<UTC timestamp><suffix>` and the schema's current version is
+        created. Every table is filled from the database moved aside as far as it can be
+        read (`report.carried`, `report.not_saved`), then the log is replayed over it
+        (`report.rows`). Unusable lines or rows are skipped and listed in
+        `report.problems`; see `telelake.sql.recover`.
         """
         self._refuse_if_read_only()
-        settings = self.schema.log
-        if settings is None:
-            raise StoreError(f"schema {self.schema.name!r} keeps no NDJSON log to recover from")
-        tier = self.sql_tier
-        tier.close()
-        report = ReplayReport()
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        if tier.path.exists():
-            aside = tier.path.with_name(f"{tier.path.stem}.corrupted.{stamp}{tier.path.suffix}")
-            for extra in ("-wal", "-shm"):
-                side = Path(str(tier.path) + extra)
-                if side.exists():
-                    side.rename(Path(str(aside) + extra))
-            tier.path.rename(aside)
-            durable.fsync_dir(tier.path.parent)
-            report.moved_aside = aside
-        tier.migrate_up()
-        self._export_ddl()
-
-        def write(table: str, rows: list[dict[str, Any]]) -> None:
-            t = self.table(table)
-            # Logged rows are stored rows (redacted): nothing is derived from them again.
-            tier.write(t, self.validate(table, rows, derived=False))
-
-        return replay.replay(
-            self.schema, settings, self.root / settings.directory, write, report, on_file
+        return sql_recover.rebuild(
+            self.sql_tier, self.schema, self.root, self._replay_write, self._export_ddl, on_file
         )
+
+    def replay(self, on_file: Callable[[Path], None] | None = None) -> ReplayReport:
+        """Replay the NDJSON log into the current database, moving nothing aside.
+
+        Fills the tables the log feeds (agent_runs' `run_events`) and restores the rows
+        they miss; a logged update replaces a row only if it is at least as new.
+        Idempotent; `report.added` says how many rows each table gained.
+        """
+        self._refuse_if_read_only()
+        return sql_recover.replay_into(
+            self.sql_tier, self.schema, self.root, self._replay_write, on_file
+        )
+
+    def _replay_write(self, table: str, rows: list[dict[str, Any]]) -> None:
+        # Logged (or carried) rows are stored rows, redacted: nothing is derived again.
+        self.sql_tier.write(self.table(table), self.validate(table, rows, derived=False))
 
     def check(self, repair: bool = False) -> CheckReport:
         """Read every data file, WAL segment and metadata file; report what is wrong.

@@ -801,11 +801,13 @@ def _parse_log(raw: Any, tables: dict[str, Table], where: str) -> LogSettings | 
         rwhere = f"{lwhere} record {record_type!r}"
         if not isinstance(body, dict):
             raise SchemaError(f"{rwhere}: must be {{ table = ..., replay_into = ... }}")
-        _no_unknown(body, {"table", "replay_into"}, rwhere)
+        _no_unknown(body, {"table", "replay_into", "defaults", "defaults_from"}, rwhere)
         table = tables.get(str(body.get("table")))
         if table is None or table.tier not in ("log", "sql"):
             raise SchemaError(f"{rwhere}: table must name a log or sql table of this schema")
         replay = body.get("replay_into", table.name if table.tier == "sql" else None)
+        defaults: dict[str, Any] = {}
+        defaults_from: dict[str, tuple[str, ...]] = {}
         if replay is not None:
             target = tables.get(str(replay))
             if target is None or target.tier != "sql":
@@ -817,11 +819,58 @@ def _parse_log(raw: Any, tables: dict[str, Table], where: str) -> LogSettings | 
             ]
             if missing:
                 raise SchemaError(f"{rwhere}: {table.name!r} lacks {missing[0]!r} of {replay!r}")
-        records[record_type] = LogRecord(record_type, table.name, replay)
+            defaults, defaults_from = _parse_replay_defaults(body, target, rwhere)
+        elif "defaults" in body or "defaults_from" in body:
+            raise SchemaError(f"{rwhere}: defaults apply to replayed records; add replay_into")
+        records[record_type] = LogRecord(record_type, table.name, replay, defaults, defaults_from)
     unlogged = [t for t in logged if not any(r.table == t for r in records.values())]
     if unlogged:
         raise SchemaError(f"{lwhere}: log table {unlogged[0]!r} has no record type")
     return LogSettings(directory, prefix, fsync, records)
+
+
+def _parse_replay_defaults(
+    body: dict[str, Any], target: Table, where: str
+) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
+    """`defaults = { col = value }` and `defaults_from = { col = ["other", ...] }` of a
+    record type: how a replayed line that leaves a column out (or null) fills it."""
+    from telelake.validate import value_problem  # validate imports the model, not load
+
+    raw = body.get("defaults", {})
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where}: defaults must be a table {{ column = value }}")
+    defaults: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not target.has_column(name):
+            raise SchemaError(f"{where}: defaults: {target.name!r} has no column {name!r}")
+        problem = value_problem(target.column(name), value)
+        if problem is not None or value is None:
+            raise SchemaError(f"{where}: defaults: column {name!r}: {problem or 'null'}")
+        defaults[name] = value
+    raw_from = body.get("defaults_from", {})
+    if not isinstance(raw_from, dict):
+        raise SchemaError(f"{where}: defaults_from must be a table {{ column = [columns] }}")
+    defaults_from: dict[str, tuple[str, ...]] = {}
+    for name, sources in raw_from.items():
+        sources = [sources] if isinstance(sources, str) else sources
+        if not target.has_column(name) or name in defaults:
+            raise SchemaError(
+                f"{where}: defaults_from: {name!r} must be a column of {target.name!r} "
+                "without a value in defaults"
+            )
+        if not isinstance(sources, list) or not sources:
+            raise SchemaError(f"{where}: defaults_from: {name!r} needs a list of columns")
+        for source in sources:
+            if not isinstance(source, str) or not target.has_column(source):
+                raise SchemaError(
+                    f"{where}: defaults_from: {name!r}: {target.name!r} has no column {source!r}"
+                )
+            if target.column(source).type.name != target.column(name).type.name:
+                raise SchemaError(
+                    f"{where}: defaults_from: {name!r} and {source!r} have different types"
+                )
+        defaults_from[name] = tuple(sources)
+    return defaults, defaults_from
 
 
 def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: str) -> SqlSettings:
@@ -833,7 +882,14 @@ def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: s
     swhere = f"{where}: [sql]"
     _no_unknown(
         raw,
-        {"database", "migrations_table", "migrations", "busy_timeout_ms", "export_ddl"},
+        {
+            "database",
+            "migrations_table",
+            "migrations",
+            "busy_timeout_ms",
+            "export_ddl",
+            "schema_versions",
+        },
         swhere,
     )
     database = _relative(str(raw.get("database", SqlSettings.database)), f"{swhere}: database")
@@ -853,7 +909,20 @@ def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: s
         folder = base / str(raw["migrations"])
         if not folder.is_dir():
             raise SchemaError(f"{swhere}: migrations folder {folder} does not exist")
-    return SqlSettings(database, table, folder, busy, export)
+    versions: dict[int, int] = {}
+    raw_versions = raw.get("schema_versions", {})
+    if not isinstance(raw_versions, dict):
+        raise SchemaError(f"{swhere}: schema_versions must be a table {{ migration = version }}")
+    for key, value in raw_versions.items():
+        if not str(key).isdigit() or int(key) < 1:
+            raise SchemaError(f"{swhere}: schema_versions: {key!r} is not a migration version")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SchemaError(
+                f"{swhere}: schema_versions: migration {key} needs a whole version >= 1, "
+                f"not {value!r}"
+            )
+        versions[int(key)] = value
+    return SqlSettings(database, table, folder, busy, export, dict(sorted(versions.items())))
 
 
 def _parse_retention(raw: Any, where: str) -> RetentionDefaults:

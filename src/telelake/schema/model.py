@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -227,6 +228,10 @@ class LogRecord:
     record_type: str
     table: str
     replay_into: str | None = None
+    # For lines other clients of the spec wrote: values of columns a line leaves out (or
+    # null), and columns taken from other columns of the same line (first non-null).
+    defaults: dict[str, Any] = field(default_factory=dict, hash=False)
+    defaults_from: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,10 @@ class SqlSettings:
     busy_timeout_ms: int = 30_000
     # Where to keep a copy of the schema's DDL inside the store (e.g. config/schema.sql).
     export_ddl: str | None = None
+    # The version a spec gives its schema after each migration (agent_runs: {1: 3}, "v3");
+    # a migration not listed keeps the version of the one before. Recorded in the
+    # migrations table next to the migration's own version.
+    schema_versions: dict[int, int] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

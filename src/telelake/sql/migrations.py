@@ -6,6 +6,12 @@ A migration is a pair of files shipped with the schema, `NNNN_name.up.sql` and
 anything new is applied, every recorded checksum is compared with the files: an
 edited migration stops everything with a clear error, as in Flyway or sqlx.
 A schema without a migrations folder has one implicit migration: its tables, generated.
+Built-in schemas ship theirs as files, frozen: a schema change is a new migration.
+
+A schema may also say which version its spec gives the schema after each migration
+(`[sql] schema_versions`, agent_runs: migration 1 makes spec 003's "v3"): the tracking
+table then has a `schema_version` column next to the migration's version, added (and
+filled in) on the next open of a database made before it existed.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class Applied:
     applied_at_ms: int
     checksum: str
     reversible: bool
+    schema_version: int | None = None  # only in tables of schemas with schema_versions
 
 
 @dataclass(frozen=True)
@@ -65,19 +72,72 @@ class Status:
     state: str  # applied | pending | changed | missing
     applied_at_ms: int | None
     reversible: bool
+    schema_version: int | None = None  # the spec's schema version after this migration
 
 
-def tracking_ddl(table: str) -> str:
-    """The tracking table, exactly as spec 001 writes it."""
+SCHEMA_VERSION = "schema_version"  # the tracking table's column for the spec's version
+
+
+def tracking_ddl(table: str, schema_versions: bool = False) -> str:
+    """The tracking table, exactly as spec 001 writes it (plus `schema_version` for a
+    schema that declares the versions of its spec)."""
+    extra = f",\n    {SCHEMA_VERSION} INTEGER" if schema_versions else ""
     return (
         f"CREATE TABLE IF NOT EXISTS {table} (\n"
         "    version INTEGER PRIMARY KEY,\n"
         "    name TEXT NOT NULL,\n"
         "    applied_at_ms INTEGER NOT NULL,\n"
         "    checksum TEXT NOT NULL,\n"
-        "    reversible INTEGER NOT NULL CHECK (reversible IN (0,1))\n"
+        f"    reversible INTEGER NOT NULL CHECK (reversible IN (0,1)){extra}\n"
         ");"
     )
+
+
+def schema_version(schema: Schema, version: int) -> int | None:
+    """The spec's schema version once migration `version` is applied: the one declared
+    for it, else that of the nearest earlier migration declaring one (None: none does)."""
+    found = None
+    for migration, spec_version in schema.sql_settings.schema_versions.items():
+        if migration <= version:
+            found = spec_version
+    return found
+
+
+def _has_column(con: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in con.execute(f"PRAGMA table_info({table})"))
+
+
+def ensure_tracking(con: sqlite3.Connection, schema: Schema) -> None:
+    """Create the tracking table; for a schema with schema_versions, add the column to a
+    table made without it and fill it in for the migrations applied (inside the caller's
+    transaction)."""
+    table = schema.sql_settings.migrations_table
+    versions = bool(schema.sql_settings.schema_versions)
+    con.execute(tracking_ddl(table, versions))
+    if not versions:
+        return
+    if not _has_column(con, table, SCHEMA_VERSION):
+        con.execute(f"ALTER TABLE {table} ADD COLUMN {SCHEMA_VERSION} INTEGER")
+    missing = con.execute(f"SELECT version FROM {table} WHERE {SCHEMA_VERSION} IS NULL")
+    for (version,) in missing.fetchall():
+        value = schema_version(schema, int(version))
+        if value is not None:
+            con.execute(
+                f"UPDATE {table} SET {SCHEMA_VERSION} = ? WHERE version = ?", (value, version)
+            )
+
+
+def _tracking_current(con: sqlite3.Connection, schema: Schema) -> bool:
+    """True when ensure_tracking() has nothing to do (checked without writing)."""
+    table = schema.sql_settings.migrations_table
+    if not applied_exists(con, table):
+        return False
+    if not schema.sql_settings.schema_versions:
+        return True
+    if not _has_column(con, table, SCHEMA_VERSION):
+        return False
+    nulls = con.execute(f"SELECT version FROM {table} WHERE {SCHEMA_VERSION} IS NULL")
+    return all(schema_version(schema, int(v)) is None for (v,) in nulls)
 
 
 def discover(schema: Schema) -> list[Migration]:
@@ -128,17 +188,27 @@ def _strip_comments(text: str) -> str:
     return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
 
 
-def applied(con: sqlite3.Connection, table: str) -> list[Applied]:
-    """The tracking table's rows, oldest version first (none if it does not exist)."""
-    exists = con.execute(
+def applied_exists(con: sqlite3.Connection, table: str) -> bool:
+    """True if the tracking table exists."""
+    found = con.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
     ).fetchone()
-    if exists is None:
+    return found is not None
+
+
+def applied(con: sqlite3.Connection, table: str) -> list[Applied]:
+    """The tracking table's rows, oldest version first (none if it does not exist)."""
+    if not applied_exists(con, table):
         return []
+    spec = SCHEMA_VERSION if _has_column(con, table, SCHEMA_VERSION) else "NULL"
     rows = con.execute(
-        f"SELECT version, name, applied_at_ms, checksum, reversible FROM {table} ORDER BY version"
+        f"SELECT version, name, applied_at_ms, checksum, reversible, {spec} FROM {table} "
+        "ORDER BY version"
     ).fetchall()
-    return [Applied(int(v), str(n), int(a), str(c), bool(r)) for v, n, a, c, r in rows]
+    return [
+        Applied(int(v), str(n), int(a), str(c), bool(r), None if sv is None else int(sv))
+        for v, n, a, c, r, sv in rows
+    ]
 
 
 def verify(done: list[Applied], files: list[Migration], where: str) -> None:
@@ -167,13 +237,16 @@ def status(con: sqlite3.Connection, schema: Schema) -> list[Status]:
     out = []
     for version in sorted(set(files) | set(done)):
         m, a = files.get(version), done.get(version)
+        declared = schema_version(schema, version)
         if a is None and m is not None:
-            out.append(Status(version, m.name, "pending", None, m.reversible))
+            out.append(Status(version, m.name, "pending", None, m.reversible, declared))
         elif a is not None and m is None:
-            out.append(Status(version, a.name, "missing", a.applied_at_ms, a.reversible))
+            recorded = a.schema_version
+            out.append(Status(version, a.name, "missing", a.applied_at_ms, a.reversible, recorded))
         elif a is not None and m is not None:
             state = "applied" if a.checksum == m.checksum else "changed"
-            out.append(Status(version, a.name, state, a.applied_at_ms, a.reversible))
+            recorded = a.schema_version if a.schema_version is not None else declared
+            out.append(Status(version, a.name, state, a.applied_at_ms, a.reversible, recorded))
     return out
 
 
@@ -184,11 +257,15 @@ def up(
     table = schema.sql_settings.migrations_table
     files = discover(schema)
     done_now: list[Migration] = []
+    if not _tracking_current(con, schema):
+        with immediate(con):
+            ensure_tracking(con, schema)
+    spec_versions = bool(schema.sql_settings.schema_versions)
     for m in files:
         if target is not None and m.version > target:
             break
         with immediate(con):  # one migrator at a time; others wait, then skip
-            con.execute(tracking_ddl(table))
+            ensure_tracking(con, schema)
             done = applied(con, table)
             verify(done, files, where)
             versions = {a.version for a in done}
@@ -201,11 +278,19 @@ def up(
                 )
             for statement in statements(m.up):
                 con.execute(statement)
-            con.execute(
-                f"INSERT INTO {table} (version, name, applied_at_ms, checksum, reversible) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (m.version, m.name, int(time.time() * 1000), m.checksum, int(m.reversible)),
-            )
+            row = (m.version, m.name, int(time.time() * 1000), m.checksum, int(m.reversible))
+            if spec_versions:
+                con.execute(
+                    f"INSERT INTO {table} (version, name, applied_at_ms, checksum, reversible, "
+                    f"{SCHEMA_VERSION}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (*row, schema_version(schema, m.version)),
+                )
+            else:
+                con.execute(
+                    f"INSERT INTO {table} (version, name, applied_at_ms, checksum, reversible) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
         done_now.append(m)
     return done_now
 

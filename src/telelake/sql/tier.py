@@ -147,7 +147,12 @@ class SqlTier:
     def migrate_up(self, target: int | None = None) -> list[migrations.Migration]:
         """Apply pending migrations (validating applied checksums first)."""
         with self._lock:
-            done = migrations.up(self.con, self.schema, self.where, target)
+            try:
+                done = migrations.up(self.con, self.schema, self.where, target)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:
+                    raise  # locked, constraint...: not damage
+                raise self.damaged(exc) from exc
             if self.schema.rollups:
                 self.con.execute(
                     f"CREATE TABLE IF NOT EXISTS {PAGE_TABLE} (rollup TEXT NOT NULL, "
@@ -162,6 +167,15 @@ class SqlTier:
                     "PRIMARY KEY (rollup, grp, window, start)) WITHOUT ROWID"
                 )
             return done
+
+    def damaged(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """The error for a file SQLite cannot use ("malformed", "not a database")."""
+        fix = (
+            "`telelake recover` rebuilds it from the NDJSON log and what can still be read"
+            if self.schema.log is not None
+            else "restore it from a backup"
+        )
+        return StoreError(f"{self.where}: the database is damaged ({exc}); {fix}")
 
     def _upgrade_states(self) -> None:
         """Move states stored one row per window (before pages) into pages, once."""
