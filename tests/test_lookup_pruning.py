@@ -4,9 +4,9 @@ always returns exactly what a brute-force reading of every row says.
 
 The store mixes everything pruning must not get wrong: files of several writes per
 partition, rows still in a live writer's WAL (one of them repeating a key a Parquet file
-holds: the first write wins, or the last in an upsert table), a file written without statistics, and (in a store of its own)
-files of an older schema version that lack the lookup column. The oracle is plain
-Python over the rows written.
+holds: the first write wins, or the last in an upsert table), a file written without
+statistics, and (in a store of its own) files of an older schema version that lack the
+lookup column. The oracle is plain Python over the rows written.
 """
 
 from __future__ import annotations
