@@ -41,7 +41,11 @@ __all__ = [
 ]
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
-MAX_PASSES = 4
+# Passes run to a fixed point: a rule that skips arguments (`mysql ... -p<secret>`) can
+# find the next secret of a line only once the one before it is a marker, one per pass
+# (hypothesis found a line with five). A pass that changes anything turns a secret into a
+# marker, which no rule matches, so this bound is only a guard.
+MAX_PASSES = 64
 
 _RULE_KEYS = frozenset({"name", "pattern", "secret_group", "examples", "negatives", "description"})
 _EXAMPLE_KEYS = frozenset({"text", "secret"})
