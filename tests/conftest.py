@@ -5,6 +5,7 @@ no test races a maintenance thread it did not ask for; tests of maintenance turn
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import pytest
 import telelake
 
 TEST_HOST_ID = "feedfacecafebeef"
+# Module- and session-scoped fixtures open stores before any function-scoped fixture
+# runs: without this, theirs would start background maintenance (retention of dated
+# test data racing the tests that read it).
+os.environ["TELELAKE_MAINTENANCE"] = "off"
 
 
 @pytest.fixture(autouse=True)
