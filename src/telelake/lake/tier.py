@@ -907,11 +907,6 @@ class LakeTier:
                 tables, problems = self._read_segments(table, segments, markers)
             except FileNotFoundError:
                 continue  # a segment was folded while we read: look again
-            after = _wal_names(wal_dir)
-            if _changed(before, after):
-                continue
-            self._cache.forget_missing(set(segments))
-            live = pa.concat_tables(tables, promote_options="default") if tables else None
             listed = set(files)
             published = {q for p in published - listed if (q := _current(p)) is not None}
             if bounds is not None and bounds.restricts:
@@ -920,8 +915,17 @@ class LakeTier:
                     for p in published
                     if bounds.admits(_partition(p.parent, base)) and bounds.admits_file(p)
                 }
-            files += sorted(published)
-            good = [f for f in files if f not in pending and self._usable(table, f)]
+            verdicts = {f: self._usable(table, f) for f in files + sorted(published)}
+            if any(v is None for f, v in verdicts.items() if f not in pending):
+                continue  # a file we listed is gone: a swap committed meanwhile
+            # Last: a swap that commits after this listing renames files only after its
+            # commit, which changes the listing; one that committed before it was seen.
+            after = _wal_names(wal_dir)
+            if _changed(before, after):
+                continue
+            self._cache.forget_missing(set(segments))
+            live = pa.concat_tables(tables, promote_options="default") if tables else None
+            good = [f for f, ok in verdicts.items() if ok and f not in pending]
             return Snapshot(good, live, problems)
         raise TimeoutError(f"table {table.name!r}: the WAL kept changing; try again")
 
@@ -968,14 +972,18 @@ class LakeTier:
             self._lacking[key] = not set(table.column_names) <= names
         return self._lacking[key]
 
-    def _usable(self, table: Table, path: Path) -> bool:
+    def _usable(self, table: Table, path: Path) -> bool | None:
+        """May queries read this data file? None (falsy) when it is gone: a swap moved
+        it away, so a snapshot that listed it must be taken again."""
         # Published files never change in place (they are replaced by rename), so a
         # verdict is remembered per inode: each footer is read once per process.
         key = _inode_key(path)
         if key is None:
-            return False
+            return None
         if key not in self._checked:
             problem = self.file_problem(table, path)
+            if problem and not path.exists():
+                return None  # renamed away while we read it: no verdict to remember
             self._checked[key] = problem
             if problem:
                 warnings.warn(
