@@ -289,10 +289,7 @@ class LakeTier:
             raise
         if segment.data_bytes >= self.durability.fold_bytes:
             self._fold_now(table, stacklevel=6)
-        elif (
-            segment.rows >= self.durability.fold_rows
-            or self._age(table) >= self.durability.fold_age
-        ):
+        elif self._due_soon(table, segment):
             self._fold_soon()
 
     def _fold_now(self, table: Table, stacklevel: int = 2) -> None:
@@ -331,11 +328,7 @@ class LakeTier:
                 due = [
                     self.schema.tables[name]
                     for name, seg in self._segments.items()
-                    if not seg.closed
-                    and (
-                        seg.rows >= self.durability.fold_rows
-                        or self._age(self.schema.tables[name]) >= self.durability.fold_age
-                    )
+                    if not seg.closed and self._due_soon(self.schema.tables[name], seg)
                 ]
             for table in due:
                 self._fold_now(table)
@@ -359,6 +352,13 @@ class LakeTier:
         segment.abandon()
         if self._segments.get(table.name) is segment:
             del self._segments[table.name]
+
+    def _due_soon(self, table: Table, segment: wal.SegmentWriter) -> bool:
+        """Is this writer's segment of `table` due for a background fold (rows or age)?"""
+        return (
+            segment.rows >= self.durability.fold_rows
+            or self._age(table) >= self.durability.fold_age
+        )
 
     def _age(self, table: Table) -> float:
         """Seconds since this writer's segment of `table` was opened."""
@@ -723,7 +723,7 @@ class LakeTier:
                         directory,
                         files,
                         self.wal_dir(table),
-                        {**self.metadata, parquet.META_TABLE: table.name.encode()},
+                        self._file_metadata(table),
                         random_token(8),
                         dt.datetime.now(dt.UTC),
                     )
@@ -818,7 +818,7 @@ class LakeTier:
                     files,
                     [target] if target is not None else [],
                     self.wal_dir(table),
-                    {**self.metadata, parquet.META_TABLE: table.name.encode()},
+                    self._file_metadata(table),
                     random_token(8),
                 )
         rel = str(directory.relative_to(self.table_dir(table)))
@@ -1051,9 +1051,7 @@ class LakeTier:
     def ensure_anchor(self, table: Table) -> None:
         """Write the anchor file when it is missing or its schema is not the table's."""
         path = self.anchor_path(table)
-        schema = table.arrow_schema.with_metadata(
-            {**self.metadata, parquet.META_TABLE: table.name.encode()}
-        )
+        schema = table.arrow_schema.with_metadata(self._file_metadata(table))
         if path.exists():
             try:
                 if pq.read_schema(path).equals(schema, check_metadata=True):
