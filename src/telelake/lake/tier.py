@@ -867,7 +867,7 @@ class LakeTier:
         return next(self.files(table), None) is not None
 
     def snapshot(
-        self, table: Table, bounds: prune.Bounds | None = None, attempts: int = 20
+        self, table: Table, bounds: prune.Bounds | None = None, attempts: int = 200
     ) -> Snapshot:
         """A consistent view of a table: no row missing, none counted twice.
 
@@ -878,7 +878,11 @@ class LakeTier:
         """
         wal_dir = self.wal_dir(table)
         base = self.table_dir(table)
-        for _ in range(attempts):
+        for attempt in range(attempts):
+            if attempt >= 5:
+                # A writer folding each write beside a compaction renaming files: give
+                # them a moment to get ahead (as a query's retry does).
+                time.sleep(min(0.001 * attempt, 0.02))
             before = _wal_names(wal_dir)
             files = list(self.files(table, bounds))
             pending: set[Path] = set()
