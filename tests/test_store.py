@@ -566,3 +566,18 @@ def test_warnings_are_not_raised_for_normal_opens(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         telelake.open(tmp_path / "s", host_id=TEST_HOST_ID).close()
         telelake.open(tmp_path / "s", host_id=TEST_HOST_ID).close()
+
+
+def test_open_without_a_schema_uses_the_stores_own(tmp_path: Path) -> None:
+    with telelake.open(tmp_path / "new") as store:  # a new store: process_triage
+        assert store.schema.name == "process_triage"
+    telelake.open(tmp_path / "runs", schema="agent_runs").close()
+    with telelake.open(tmp_path / "runs") as store:
+        assert store.schema.name == "agent_runs"
+    with telelake.open(tmp_path / "runs", schema="agent_runs") as store:
+        assert store.schema.name == "agent_runs"
+    with pytest.raises(telelake.StoreError) as err:
+        telelake.open(tmp_path / "runs", schema="process_triage")
+    message = str(err.value)
+    assert str(tmp_path / "runs") in message
+    assert "'agent_runs'" in message and "'process_triage'" in message

@@ -58,6 +58,7 @@ from telelake.writer import BatchWriter
 
 __version__ = "0.1.0"
 ROOT_ENV = "TELELAKE_ROOT"
+DEFAULT_SCHEMA = "process_triage"  # of a new store, when no schema is given
 
 
 def default_root(schema: str | Path | Schema) -> Path:
@@ -72,6 +73,25 @@ def default_root(schema: str | Path | Schema) -> Path:
     if model.default_root is not None:
         return Path(platformdirs.user_data_dir()) / model.default_root
     return Path(platformdirs.user_data_dir("telelake")) / model.name
+
+
+def locate(
+    root: str | Path | None, schema: str | Path | Schema | None, default: str = DEFAULT_SCHEMA
+) -> tuple[Path, Schema]:
+    """The root folder of a store and the schema it opens with.
+
+    `schema` (a built-in name, a TOML path or a loaded Schema) when given; else the
+    schema the store at `root` holds (`_metadata/`, see `MetadataDir.own_schema`); else,
+    for a new store, `default`. `root` defaults to `$TELELAKE_ROOT`, else the schema's
+    default root (of `default` when no schema is given).
+    """
+    if schema is not None:
+        model = schema if isinstance(schema, Schema) else load_schema(schema)
+        path = Path(root).expanduser() if root is not None else default_root(model)
+        return path.resolve(), model
+    path = (Path(root).expanduser() if root is not None else default_root(default)).resolve()
+    own = MetadataDir(path).own_schema()
+    return path, own if own is not None else load_schema(default)
 
 
 @dataclass(frozen=True)
@@ -197,7 +217,7 @@ class Store:
         if info is not None and info.get("schema") != self.schema.name:
             raise StoreError(
                 f"store {self.root} holds schema {info.get('schema')!r}, not "
-                f"{self.schema.name!r}; open it with schema={info.get('schema')!r} or use "
+                f"{self.schema.name!r}: open it without a schema to use its own, or use "
                 "another root"
             )
         if (
@@ -221,12 +241,15 @@ class Store:
                 stacklevel=3,
             )
             return None
-        if info is None:
-            self._meta.write_store_info(self.schema.name, __version__)
         self._write_metadata(version)
         return None
 
     def _write_metadata(self, version: VersionInfo) -> None:
+        info = self._meta.store_info()
+        if info is None:
+            self._meta.write_store_info(self.schema, __version__)
+        else:  # where its schema comes from now (a built-in, a file, the store's copy)
+            self._meta.record_schema_source(info, self.schema)
         self._meta.write_version_info(version)
         self._meta.write_schema_copy(self.schema.text)
         self._meta.update_host_info(self.host_id)
@@ -1037,7 +1060,7 @@ class QueryNamespace:
 
 def open(
     root: str | Path | None = None,
-    schema: str | Path = "process_triage",
+    schema: str | Path | Schema | None = None,
     *,
     host_id: str | None = None,
     fsync: str = "always",
@@ -1050,9 +1073,13 @@ def open(
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 
-    `schema` is a built-in schema name or a path to a schema TOML file. `root` defaults
-    to `$TELELAKE_ROOT`, else the schema's default (see `default_root`: process_triage's
-    is `~/.local/share/process_triage/telemetry` on Linux).
+    `schema` is a built-in schema name or a path to a schema TOML file. Without it, an
+    existing store opens with its own schema (the one `_metadata/` records; a store
+    made from a schema file keeps a copy of it) and a new one is made with
+    process_triage. A store holding another schema than the one given is an error
+    naming both. `root` defaults to `$TELELAKE_ROOT`, else the schema's default (see
+    `default_root`: process_triage's is `~/.local/share/process_triage/telemetry` on
+    Linux).
 
     Small writes go to a write-ahead log first. `fsync` says when an append reaches
     the disk: "always" (before write() returns; the default), "batch" (the same, with
@@ -1073,8 +1100,7 @@ def open(
     see `telelake.upkeep`). `maintenance=False` turns that off for this store, `True`
     turns it on whatever `$TELELAKE_MAINTENANCE` or `maintenance_interval` say.
     """
-    model = load_schema(schema)
-    path = Path(root).expanduser() if root is not None else default_root(model)
+    path, model = locate(root, schema)
     if fsync not in FSYNC_POLICIES:
         raise StoreError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
     durability = Durability(
@@ -1084,7 +1110,7 @@ def open(
         fold_age=fold_age,
         retire_after=retire_after,
     )
-    store = Store(path.resolve(), model, host_id=host_id, durability=durability, migrate=migrate)
+    store = Store(path, model, host_id=host_id, durability=durability, migrate=migrate)
     try:
         store._upkeep = upkeep.start(store, maintenance)
     except BaseException:
