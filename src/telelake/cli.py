@@ -123,6 +123,15 @@ def _open(
     return telelake.open(path, schema=model, maintenance=None if maintenance else False)
 
 
+def _open_to_read(root: Path | None, schema: str | None) -> Store:
+    """Open a store to read it: an existing store at its schema's version opens without
+    writing anything (a new or older one opens as `_open` does)."""
+    from telelake.store import Store, locate
+
+    path, model = locate(root, schema)
+    return Store(path, model, reading=True)
+
+
 def _open_as_is(root: Path | None, schema: str | None, *, migrate: bool = False) -> Store:
     """Open a store without changing it: no SQL migration applied, no lake file rewritten
     (`migrate=True` only plans the rewrite of an older major version)."""
@@ -199,8 +208,10 @@ def sql(
     schema: SchemaOpt = None,
 ) -> None:
     """Run SQL over the store's tables, views and macros."""
-    with _open(root, schema) as store:
-        _print_result(store.sql(text, engine=engine), fmt)
+    if fmt not in formats.OUTPUT_FORMATS:
+        _fail(f"unknown format {fmt!r} (one of {', '.join(formats.OUTPUT_FORMATS)})")
+    with _open_to_read(root, schema) as store:
+        _print_result(store.sql_rows(text, engine=engine), fmt)
 
 
 def _parse_params(params: list[str], typed: set[str] | None = None) -> dict[str, Any]:
@@ -236,7 +247,7 @@ def query(
     schema: SchemaOpt = None,
 ) -> None:
     """Run one of the schema's named queries."""
-    with _open(root, schema) as store:
+    with _open_to_read(root, schema) as store:
         declared = store.schema.queries.get(name)
         typed = {p.name for p in declared.params if p.type} if declared else set()
         _print_result(store.query(name, **_parse_params(param or [], typed)), fmt)
@@ -245,7 +256,7 @@ def query(
 @app.command()
 def tables(fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = None) -> None:
     """List tables with their tier, rows, files and bytes on disk."""
-    with _open(root, schema) as store:
+    with _open_to_read(root, schema) as store:
         _print_result(_stats_result(store), fmt)
 
 
@@ -271,7 +282,7 @@ def describe(
 ) -> None:
     """Show a table's columns, types, nullability, redaction and layout."""
 
-    with _open(root, schema) as store:
+    with _open_to_read(root, schema) as store:
         t = store.table(table)
         if fmt == "table":
             key = ", ".join(t.key) or "none"
@@ -542,7 +553,7 @@ def status(
 
     from telelake import upkeep
 
-    with _open(root, schema) as store:
+    with _open_to_read(root, schema) as store:
         st = store.status()
         if fmt == "json":
             sys.stdout.write(json.dumps(st.to_json(), indent=2) + "\n")
@@ -811,7 +822,7 @@ def export(
 
     if export_format not in FORMATS:
         _fail(f"unknown format {export_format!r} (one of {', '.join(FORMATS)})")
-    with _open(root, schema) as store, _progress(quiet) as progress:
+    with _open_to_read(root, schema) as store, _progress(quiet) as progress:
         task = progress.add_task(f"exporting {table}", total=None)
         report = export_table(
             store,

@@ -158,6 +158,21 @@ class MetadataDir:
             updated = {k: v for k, v in info.items() if k != "schema_file"}
             self._write("store.json", updated | ({"schema_file": source} if source else {}))
 
+    def holds(self, schema: Schema, version: VersionInfo) -> bool:
+        """True if opening this store with `schema` has nothing to write: store.json,
+        schema_version.json (but for `last_checked`) and the schema copy already say
+        what opening would. (host_info.json's `last_seen` is then left as it is.)"""
+        info, stored = self.store_info(), self.version_info()
+        if info is None or stored is None:
+            return False
+        source = schema_source(schema, self.path)
+        if source != _OWN_COPY and info.get("schema_file") != source:
+            return False
+        unchecked = {**version.to_json(), "last_checked": None}
+        if unchecked != {**stored.to_json(), "last_checked": None}:
+            return False
+        return self.schema_copy() == schema.text
+
     def own_schema(self) -> Schema | None:
         """The schema this store holds, None for a new store (no store.json yet).
 

@@ -13,25 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import pyarrow as pa
 
-from telelake import derive, durable, upkeep, validate
-from telelake.check import CheckReport, check_store
+from telelake import derive, durable, formats, validate
+from telelake._lazy import lazy
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
 from telelake.lake import fold, layout, parquet, retention, wal
-from telelake.lake import migrate as lake_migrate
 from telelake.lake.compact import CompactReport, PartitionResult
-from telelake.lake.migrate import MigrationReport, report_json
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier, random_token
 from telelake.lake.wal import FSYNC_POLICIES
-from telelake.log import ndjson, replay
-from telelake.log.replay import ReplayReport
+from telelake.log import ndjson
 from telelake.metadata import (
     METADATA_DIR,
     MetadataDir,
@@ -43,18 +39,27 @@ from telelake.metadata import (
 )
 from telelake.query import Engine, Result, bind_params, find_query
 from telelake.redact import policy
-from telelake.rollup import windows
-from telelake.runs import Poster, RunClient
-from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
 from telelake.schema.model import Column, LogRecord, Rollup, Schema, Table
 from telelake.schema.types import TYPES
 from telelake.sql import ddl
-from telelake.sql import migrations as sql_migrations
-from telelake.sql.backup import BackupReport, backup_database
-from telelake.sql.tier import SqlTier
 from telelake.validate import PlainColumns
-from telelake.writer import BatchWriter
+
+# Imported where they are used: a command that only reads pays for none of them.
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from telelake import upkeep
+    from telelake.check import CheckReport
+    from telelake.lake.migrate import MigrationReport
+    from telelake.log.replay import ReplayReport
+    from telelake.runs import RunClient
+    from telelake.sql import migrations as sql_migrations
+    from telelake.sql.backup import BackupReport
+    from telelake.sql.tier import SqlTier
+    from telelake.writer import BatchWriter
+else:
+    pa = lazy("pyarrow")
 
 __version__ = "0.1.0"
 ROOT_ENV = "TELELAKE_ROOT"
@@ -122,6 +127,7 @@ class Store:
         migrate: bool = False,
         plan_only: bool = False,
         on_migrated: Callable[[str], None] | None = None,
+        reading: bool = False,
     ) -> None:
         self.root = root
         self.schema = schema
@@ -131,12 +137,23 @@ class Store:
         self._extras: dict[str, tuple[Column, ...]] = {}
         self._plain: dict[str, bool] = {}  # tables whose small dict writes skip Arrow
         self._meta = MetadataDir(root)
-        old_version = self._open_metadata(migrate)
-        self._redactor = self._open_redaction(create_key=not (self.read_only or plan_only))
+        # `reading`: the caller only reads (`telelake sql`...). If the store exists at this
+        # schema's version, opening then writes nothing (metadata, folders, the tidying of
+        # crashed writers' leftovers) and reads no more than the query will need.
+        self.reading = reading
+        old_version = self._open_metadata(migrate)  # (clears `reading` if it must write)
+        self._create_key = not (self.read_only or plan_only)
+        self._redactor_made: policy.Redactor | None = None
+        if not self.reading:
+            self._redactor_made = self._open_redaction(create_key=self._create_key)
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
         has_sql = any(t.tier == "sql" for t in schema.tables.values())
-        self._sql = SqlTier(root, schema) if has_sql else None
-        if not self.read_only and not plan_only:
+        self._sql: SqlTier | None = None
+        if has_sql:
+            from telelake.sql.tier import SqlTier
+
+            self._sql = SqlTier(root, schema)
+        if not self.read_only and not plan_only and not self.reading:
             for folder in schema.directories:  # the layout the schema promises
                 durable.ensure_dir(root / folder)
         if self._sql is not None and not self.read_only and not plan_only:
@@ -153,7 +170,9 @@ class Store:
             )
         if not self.read_only:
             for t in self._lake_tables():
-                self._lake.ensure_anchor(t)
+                self._lake.ensure_anchor(t, only_missing=self.reading)
+                if self.reading:
+                    continue  # WAL rows are read wherever they are
                 # Finish what crashed processes left: interrupted folds, orphan segments.
                 # Tidying is best effort: rows are safe in the WAL and readable without it.
                 try:
@@ -170,10 +189,16 @@ class Store:
         self._log_day = -1
         self._log_lock = threading.Lock()
         self._upkeep: upkeep.Background | None = None  # started by open()
-        if self._sql is not None and not self.read_only and not plan_only:
+        if self._sql is not None and not self.read_only and not plan_only and not self.reading:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
                 self._refresh_rollups(self._lake_rollups(t))
+
+    @property
+    def _redactor(self) -> policy.Redactor:
+        if self._redactor_made is None:  # (opened for reading: made when first needed)
+            self._redactor_made = self._open_redaction(create_key=self._create_key)
+        return self._redactor_made
 
     def _open_redaction(self, *, create_key: bool) -> policy.Redactor:
         """The redaction policies of this store (schema and config.json) and its key."""
@@ -234,6 +259,8 @@ class Store:
         if stored is not None and not read_only:
             self._check_changes(stored.current_version)
         self.read_only = read_only
+        if self.reading and not read_only:
+            self.reading = self._meta.holds(self.schema, version)
         if read_only:
             warnings.warn(
                 f"store {self.root} was written by schema version {version.current_version}, "
@@ -241,7 +268,8 @@ class Store:
                 stacklevel=3,
             )
             return None
-        self._write_metadata(version)
+        if not self.reading:
+            self._write_metadata(version)
         return None
 
     def _write_metadata(self, version: VersionInfo) -> None:
@@ -267,6 +295,9 @@ class Store:
         on_file: Callable[[str], None] | None = None,
     ) -> MigrationReport:
         """Rewrite every file of an older major version into this schema's tables."""
+        from telelake.lake import migrate as lake_migrate
+        from telelake.schema.diff import diff_tables, tables_from_text
+
         old_major = version_key(old_version)[0]
         migration = self.schema.migrations.get(old_major)
         where = f"store {self.root}"
@@ -290,7 +321,7 @@ class Store:
                 f"{where}: migration from_{old_major} gives no SQL for table(s) "
                 f"{', '.join(unmigrated)}, whose changes are breaking"
             )
-        report = MigrationReport(old_version, self.schema.version)
+        report = lake_migrate.MigrationReport(old_version, self.schema.version)
         tables = self._lake_tables()
         for t in tables:
             wal_dir = self._lake.wal_dir(t)
@@ -332,14 +363,18 @@ class Store:
                                 on_file(t.name)
                 report.tables[t.name] = step
         if not dry_run:
-            self._meta.append_migration(report_json(report))
+            self._meta.append_migration(lake_migrate.report_json(report))
         return report
 
     def _check_changes(self, stored_version: str) -> None:
         """Refuse table changes the version number does not allow (spec 000 §4.3)."""
+        from telelake.schema.diff import diff_tables, tables_from_text
+
         if version_key(self.schema.version) < version_key(stored_version):
             return  # an older minor version reading a newer store: compatible by §4.2
         text = self._meta.schema_copy()
+        if text == self.schema.text:
+            return  # the schema the store was last opened with
         if not text or stored_version != self._meta_version_of(text):
             return  # no copy, or a copy from another version: nothing reliable to compare
         try:
@@ -513,6 +548,8 @@ class Store:
             self._log(self._record(table), data.to_pylist())
             return int(data.num_rows)
         rollups = self._lake_rollups(table)
+        if rollups:
+            from telelake.rollup import windows
         for rollup in rollups:
             self.sql_tier.mark_dirty(rollup, windows.touched(rollup, data))
         try:
@@ -571,6 +608,8 @@ class Store:
 
     def _refresh_rollups(self, rollups: list[Rollup]) -> None:
         """Recompute the dirty windows of lake-source rollups from the lake (idempotent)."""
+        from telelake.rollup import windows
+
         for rollup in rollups:
             keys = self.sql_tier.dirty(rollup)
             if not keys:
@@ -601,6 +640,8 @@ class Store:
         self, table: str, batch_size: int = 1000, flush_interval: float | None = 30.0
     ) -> BatchWriter:
         """A batched writer for `table` (spec 000 §7.1); use it as a context manager."""
+        from telelake.writer import BatchWriter
+
         t = self.table(table)
         return BatchWriter(
             lambda rows: self.validate(table, rows),
@@ -638,6 +679,17 @@ class Store:
         if engine != "duckdb":
             raise StoreError(f"engine must be duckdb or sqlite, not {engine!r}")
         return self.engine.sql(text, params)
+
+    def sql_rows(
+        self, text: str, params: Any = None, *, engine: str | None = None
+    ) -> formats.Printable:
+        """`sql()` for printing: `.columns` and `.rows()` as DuckDB's own Python values,
+        with no Arrow table in between (what `telelake sql` shows; Arrow's import alone
+        costs more than a small query). SQLite results are `sql()`'s."""
+        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
+        if engine == "duckdb":
+            return self.engine.rows(text, params)
+        return self.sql(text, params, engine=engine)
 
     def query(self, name: str, **params: Any) -> Result:
         """Run one of the schema's named queries (on the engine it declares)."""
@@ -750,11 +802,15 @@ class Store:
             age = None if if_older_than is None else parse_age(if_older_than)
         except ValueError as exc:
             raise StoreError(f"maintain: {exc}") from None
+        from telelake import upkeep
+
         return upkeep.run(self, if_older_than=age, stop=stop, on_step=on_step)
 
     def status(self) -> upkeep.StoreStatus:
         """Settings (and where each came from), the last maintenance run and the next,
         and every table's rows, files and bytes."""
+        from telelake import upkeep
+
         return upkeep.status(self)
 
     def enforce_retention(
@@ -898,6 +954,8 @@ class Store:
         day has one already); `directory` defaults to `<root>/backups`. With `keep`
         (default: `backups_keep` in config.json, else all), only the newest remain.
         """
+        from telelake.sql.backup import backup_database
+
         if keep is None:
             keep = self.retention().backups_keep
         path = self.sql_tier.path
@@ -912,13 +970,15 @@ class Store:
         created and the log replayed in batches. Lines that cannot be used (a truncated
         last line after a crash, a record its table refuses) are skipped and reported.
         """
+        from telelake.log import replay
+
         self._refuse_if_read_only()
         settings = self.schema.log
         if settings is None:
             raise StoreError(f"schema {self.schema.name!r} keeps no NDJSON log to recover from")
         tier = self.sql_tier
         tier.close()
-        report = ReplayReport()
+        report = replay.ReplayReport()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         if tier.path.exists():
             aside = tier.path.with_name(f"{tier.path.stem}.corrupted.{stamp}{tier.path.suffix}")
@@ -947,6 +1007,8 @@ class Store:
         With `repair=True`, bad files move to `_quarantine/` with a reason file and the
         readable records of torn WAL segments are folded, so queries work again.
         """
+        from telelake.check import check_store
+
         return check_store(self, repair=repair and not self.read_only)
 
     def files(self, table: str) -> list[Path]:
@@ -1004,6 +1066,8 @@ class Store:
         With `api_url`, each finished run is posted there as JSON, `attempts` times at
         most with exponential `backoff`; the outcome lands in the api_* columns.
         """
+        from telelake.runs import Poster, RunClient
+
         poster = Poster(api_url, api_token, attempts, backoff) if api_url else None
         return RunClient(self, poster)
 
@@ -1112,7 +1176,10 @@ def open(
     )
     store = Store(path, model, host_id=host_id, durability=durability, migrate=migrate)
     try:
-        store._upkeep = upkeep.start(store, maintenance)
+        if maintenance is not False:  # (upkeep.start(store, False) starts nothing)
+            from telelake import upkeep
+
+            store._upkeep = upkeep.start(store, maintenance)
     except BaseException:
         store.close()
         raise

@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from telelake.derive import FUNCTIONS as DERIVE_FUNCTIONS
 from telelake.durations import parse_age, parse_interval
 from telelake.errors import SchemaError
 from telelake.redact.policy import JSON_KINDS, parse_policy
@@ -422,6 +421,8 @@ def _lake_write_mode(data: dict[str, Any], key: tuple[str, ...], where: str) -> 
 
 def _parse_derive(raw: Any, where: str) -> Derivation:
     """`derive = "<function>:<source column>"` (the source is checked by the table)."""
+    from telelake.derive import FUNCTIONS as DERIVE_FUNCTIONS  # (derive imports the model)
+
     known = ", ".join(sorted(DERIVE_FUNCTIONS))
     shape = f'derive must look like "<function>:<column>" (functions: {known})'
     if not isinstance(raw, str) or raw.count(":") != 1:
