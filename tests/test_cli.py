@@ -392,3 +392,155 @@ def test_a_schema_file_naming_sql_files_needs_them_where_they_were(
     (tmp_path / "moved" / "mini.toml").unlink()
     out = run("query", "above", "--param", "min=0", "-f", "csv", root=root)
     assert out.returncode == 0 and out.stdout.splitlines() == ["n", "0"], out.stderr
+
+
+# -- start-up: what a command loads and writes --------------------------------------------
+
+HEAVY = ("pyarrow", "numpy", "pandas", "re2", "rich", "duckdb", "jsonschema")
+
+
+def loaded_by(args: list[str], root: Path) -> tuple[str, set[str]]:
+    """Run `telelake ARGS` in a fresh interpreter: (its stdout, the heavy modules it loaded)."""
+    code = (
+        "import sys\n"
+        "from telelake.cli import app\n"
+        "try:\n"
+        f"    app.run({args!r})\n"
+        "finally:\n"
+        "    sys.stdout.flush()\n"
+        f"    print('LOADED', *sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    env = {**os.environ, "TELELAKE_ROOT": str(root), "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    text, _, loaded = out.stdout.rpartition("LOADED")
+    return text, set(loaded.split())
+
+
+def test_help_loads_none_of_the_heavy_libraries(root: Path) -> None:
+    text, loaded = loaded_by(["--help"], root)
+    for command in ("init", "sql", "query", "migrate", "recover", "contract", "report"):
+        assert f"    {command}" in text
+    assert loaded == set()
+
+
+def test_sql_on_a_quiet_store_needs_neither_arrow_nor_rich(root: Path) -> None:
+    rows = "".join(json.dumps(audit_row(i)) + "\n" for i in range(9))
+    assert run("write", "audit", root=root, stdin=rows).returncode == 0
+    text, loaded = loaded_by(["sql", "SELECT count(*) AS n FROM audit", "-f", "csv"], root)
+    assert text.splitlines() == ["n", "9"]
+    assert loaded == {"duckdb"}
+    text, loaded = loaded_by(["sql", "SELECT count(*) AS n FROM audit"], root)
+    assert "│ 9 " in text
+    assert loaded == {"duckdb", "rich"}  # the terminal table
+
+
+def files_of(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_reading_commands_change_nothing_in_the_store(root: Path) -> None:
+    rows = "".join(json.dumps(audit_row(i)) + "\n" for i in range(6))
+    assert run("write", "audit", root=root, stdin=rows).returncode == 0
+    before = files_of(root)
+    for args in (
+        ("sql", "SELECT count(*) FROM audit"),
+        ("sql", "SELECT * FROM proc_inference", "-f", "json"),
+        ("query", "fleet_stats"),
+        ("tables",),
+        ("describe", "proc_inference"),
+        ("status",),
+    ):
+        out = run(*args, root=root)
+        assert out.returncode == 0, (args, out.stderr)
+        assert files_of(root) == before, args
+
+
+def test_sql_prints_what_the_api_returns_for_every_type(root: Path, tmp_path: Path) -> None:
+    import datetime as dt
+
+    import telelake
+
+    schema = tmp_path / "types.toml"
+    schema.write_text(
+        'name = "types"\nversion = "1.0.0"\n[tables.t]\ntime = "ts"\ncolumns = [\n'
+        '  { name = "ts", type = "timestamp", nullable = false },\n'
+        '  { name = "on_day", type = "date" },\n'
+        '  { name = "flag", type = "bool" },\n'
+        '  { name = "i8", type = "int8" },\n'
+        '  { name = "i64", type = "int64" },\n'
+        '  { name = "f32", type = "float32" },\n'
+        '  { name = "f64", type = "float64" },\n'
+        '  { name = "tags", type = "list<string>" },\n'
+        '  { name = "blob", type = "binary" },\n'
+        '  { name = "doc", type = "json" },\n'
+        '  { name = "text", type = "string" },\n]\n'
+    )
+    utc = dt.UTC
+    with telelake.open(root, schema=schema) as store:
+        store.write(
+            "t",
+            [
+                {
+                    "ts": dt.datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=utc),
+                    "on_day": dt.date(2026, 3, 1),
+                    "flag": True,
+                    "i8": -7,
+                    "i64": 2**62,
+                    "f32": 0.1,
+                    "f64": 1 / 3,
+                    "tags": ["a", "b,c", 'd"e'],
+                    "blob": b"\x00\xff",
+                    "doc": {"k": [1, 2]},
+                    "text": 'comma, "quote"\nnewline',
+                },
+                {"ts": dt.datetime(2026, 3, 2, tzinfo=utc)},
+            ],
+        )
+        queries = [
+            "SELECT * FROM t ORDER BY ts",
+            "SELECT sum(i64) AS s, avg(f64) AS a, count(*) AS n, max(ts) AS m FROM t",
+            "SELECT ts::DATE AS d, list_value(1, 2) AS l, {'x': 1} AS st FROM t ORDER BY ts",
+        ]
+        expected = {q: store.sql(q) for q in queries}
+    from telelake import formats
+
+    for q, result in expected.items():
+        for fmt, write in (("json", formats.write_json), ("csv", formats.write_csv)):
+            out = run("sql", q, "-f", fmt, root=root)
+            assert out.returncode == 0, out.stderr
+            want = io.StringIO(newline="")
+            write(result.columns, result.rows(), want)
+            # (text mode reads the CSV's CRLF line ends as "\n")
+            assert out.stdout == want.getvalue().replace("\r\n", "\n"), (q, fmt)
+
+
+def test_sql_sees_rows_a_live_writer_keeps_in_its_wal(root: Path) -> None:
+    import telelake
+
+    with telelake.open(root, fold_rows=10**6, fold_age=3600) as store:
+        store.write("audit", [audit_row(i) for i in range(4)])
+        assert list(root.glob("audit/**/*.parquet")) == []  # still in the WAL
+        out = run("sql", "SELECT count(*) AS n FROM audit", "-f", "csv", root=root)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == ["n", "4"]
+    out = run("sql", "SELECT count(*) AS n FROM audit", "-f", "csv", root=root)
+    assert out.stdout.splitlines() == ["n", "4"]
+
+
+def test_sql_skips_a_file_that_is_not_the_tables_and_says_so(root: Path) -> None:
+    rows = "".join(json.dumps(audit_row(i)) + "\n" for i in range(3))
+    assert run("write", "audit", root=root, stdin=rows).returncode == 0
+    day = next(root.glob("audit/year=*/month=*/day=*"))
+    stray = day / "audit_20260110T000000Z_zzzz.parquet"
+    pq.write_table(pa.Table.from_pylist([audit_row(9)]), stray)  # not written by telelake
+    out = run("sql", "SELECT count(*) AS n FROM audit", "-f", "csv", root=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["n", "3"]
+    assert f"skipping {stray}" in out.stderr and "foreign file" in out.stderr
