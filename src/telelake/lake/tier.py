@@ -933,11 +933,20 @@ class LakeTier:
                     if bounds.admits(_partition(p.parent, base)) and bounds.admits_file(p)
                 }
             files += sorted(published)
+            keys = {f: _inode_key(f) for f in files if f not in pending}
+            if any(key is None for key in keys.values()):
+                # A file went after the listing (a swap that committed since, retention):
+                # its rows may be in a file the listing missed. Look again.
+                continue
+            inodes = {f: key for f, key in keys.items() if key is not None}
             if footers is not None:
-                self.vet(table, [f for f in files if f not in pending], footers)
-            good = [f for f in files if f not in pending and self._usable(table, f)]
+                self.vet(table, inodes, footers)
+            verdicts = {f: self._judge(table, f, key) for f, key in inodes.items()}
+            if None in verdicts.values():
+                continue  # a file went while it was read (a staged target renamed): again
+            good = [f for f, usable in verdicts.items() if usable]
             return Snapshot(good, live, problems)
-        raise TimeoutError(f"table {table.name!r}: the WAL kept changing; try again")
+        raise TimeoutError(f"table {table.name!r}: its WAL and files kept changing; try again")
 
     def file_problem(self, table: Table, path: Path) -> str | None:
         """Why a data file cannot be read as part of `table`, or None if it can."""
@@ -965,7 +974,12 @@ class LakeTier:
                 return f"column {field.name!r} is {field.type}, not {want}"
         return None
 
-    def vet(self, table: Table, files: list[Path], con: duckdb.DuckDBPyConnection) -> None:
+    def vet(
+        self,
+        table: Table,
+        files: Mapping[Path, tuple[Path, int]],
+        con: duckdb.DuckDBPyConnection,
+    ) -> None:
         """Judge the files not judged yet by their footers' telelake metadata, which DuckDB
         reads for all of them at once: a file that this schema's table wrote at the
         schema's current version is usable and holds every column (the writer wrote the
@@ -973,11 +987,7 @@ class LakeTier:
         unreadable, is left to `file_problem`, which reads its schema with Arrow and says
         what is wrong. (A one-shot query so needs no Arrow, and opens each footer once.)
         """
-        todo: dict[str, tuple[Path, int]] = {}
-        for f in files:
-            key = _inode_key(f)
-            if key is not None and key not in self._checked:
-                todo[str(f)] = key
+        todo = {str(f): key for f, key in files.items() if key not in self._checked}
         if not todo:
             return
         wanted = {
@@ -1020,13 +1030,20 @@ class LakeTier:
         return self._lacking[key]
 
     def _usable(self, table: Table, path: Path) -> bool:
-        # Published files never change in place (they are replaced by rename), so a
-        # verdict is remembered per inode: each footer is read once per process.
         key = _inode_key(path)
-        if key is None:
-            return False
+        return key is not None and bool(self._judge(table, path, key))
+
+    def _judge(self, table: Table, path: Path, key: tuple[Path, int]) -> bool | None:
+        """Is the file usable (False: a warning says why)? None if it went while it was
+        read: no verdict then, the caller looks again.
+
+        Published files never change in place (they are replaced by rename), so a
+        verdict is remembered per inode: each footer is read once per process.
+        """
         if key not in self._checked:
             problem = self.file_problem(table, path)
+            if problem is not None and _inode_key(path) != key:
+                return None
             self._checked[key] = problem
             if problem:
                 warnings.warn(
