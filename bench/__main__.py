@@ -306,7 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter() - clock.started
     env["load_average_end"] = os.getloadavg()
     console.print()
-    title = f"telelake bench ({', '.join(parts)}): {args.rows:,} rows"
+    title = f"telelake bench ({', '.join(parts)})"
+    if {"foundation", "durability"} & set(parts):  # the parts --rows sizes
+        title += f": {args.rows:,} rows"
     if "foundation" in parts:
         title += f", {args.query_rows:,} query rows"
     report.render(lines, console, f"{title}, {total:.0f}s")
