@@ -4,7 +4,7 @@
     python -m bench --quick         # 200,000 / 500,000, a smoke test
     python -m bench --rows N --query-rows M
     python -m bench --only foundation|durability|lifecycle|lookup|search_ops|agent_runs|
-                           redaction|upsert
+                           redaction|upsert|cli
 
 The parts run in order: the foundation benchmarks (ingest, queries, RSS; issue 2),
 the durability benchmarks (WAL latency, concurrent writers, WAL vs direct ingest, key
@@ -15,7 +15,9 @@ bench/lookup.py), then search_ops (the sql tier: ingest with and without the rol
 raw SQLite, the latency-window query vs raw SQL on the fly; bench/search_ops.py), then
 agent_runs (event() vs raw append+fsync, recovery replay vs executemany;
 bench/agent_runs.py), then redaction (pattern redaction of command lines, ingest with
-redaction on vs off; bench/redaction.py). `--only` runs one.
+redaction on vs off; bench/redaction.py), then upsert (bench/upsert.py), then cli (the
+start-up of `telelake sql` and `telelake --help`; issue 18, bench/cli.py). `--only`
+runs one.
 
 Prints a table (benchmark | telelake | peer | ratio | target | pass/fail) and writes
 bench/out/results.json (bench/out/results-<part>.json with --only, so a partial run
@@ -46,6 +48,7 @@ from rich.console import Console
 import telelake
 from bench import (
     agent_runs,
+    cli,
     datagen,
     durability,
     ingest,
@@ -76,6 +79,7 @@ PARTS = (
     "agent_runs",
     "redaction",
     "upsert",
+    "cli",
 )
 
 
@@ -282,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "agent_runs": (agent_runs, "NDJSON appends, recovery by replay"),
             "redaction": (redaction, "pattern redaction, ingest with redaction on vs off"),
             "upsert": (upsert, "upsert ingest vs no key, merge on read, copy-on-write folds"),
+            "cli": (cli, "start-up: telelake sql one-shot vs python+duckdb, telelake --help"),
         }
         for name, (module, what) in simple.items():
             if name not in parts:
@@ -301,7 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter() - clock.started
     env["load_average_end"] = os.getloadavg()
     console.print()
-    title = f"telelake bench ({', '.join(parts)}): {args.rows:,} rows"
+    title = f"telelake bench ({', '.join(parts)})"
+    if {"foundation", "durability"} & set(parts):  # the parts --rows sizes
+        title += f": {args.rows:,} rows"
     if "foundation" in parts:
         title += f", {args.query_rows:,} query rows"
     report.render(lines, console, f"{title}, {total:.0f}s")

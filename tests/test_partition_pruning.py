@@ -27,7 +27,7 @@ import telelake
 from conftest import TEST_HOST_ID
 from telelake.lake import layout, prune
 from telelake.planner import Planner
-from telelake.schema.load import load_schema
+from telelake.schema.load import builtin_path, load_schema
 
 UTC = dt.UTC
 HOSTS = datagen.DEFAULT_HOSTS
@@ -315,6 +315,38 @@ def test_a_pruned_view_never_leaks_into_a_query_through_a_macro(
         assert recent.scalar() == sum(r["started_at"] >= day(10) for r in data["runs"])
         every = store.sql("SELECT count(*) FROM recent_sessions(1000)").scalar()
         assert every == len(data["runs"])
+
+
+def test_a_scalar_macro_reading_a_table_never_sees_a_pruned_view(
+    store_root: Path, tmp_path: Path
+) -> None:
+    """A function the query calls that is not a built-in may read any table: the
+    planner must see every macro, the schema's from the start and the user's once a
+    statement may have made one (DuckDB's catalog is read only then)."""
+    data = datagen.generate(3, n_sessions=12)
+    with telelake.open(store_root, schema="process_triage", host_id=TEST_HOST_ID) as store:
+        store.write("runs", data["runs"])
+    recent = "SELECT count(*) FROM runs WHERE started_at >= '2026-01-06'"
+    n_recent = sum(r["started_at"] >= day(10) for r in data["runs"])
+    with telelake.open(store_root, schema="process_triage", host_id=TEST_HOST_ID) as store:
+        assert store.sql(recent).scalar() == n_recent  # the runs view, pruned to the window
+        store.sql("CREATE MACRO all_runs() AS (SELECT count(*) FROM runs)")
+        got = store.sql("SELECT all_runs() FROM runs WHERE started_at >= '2026-01-06' LIMIT 1")
+        assert got.scalar() == len(data["runs"])
+
+    builtin = builtin_path("process_triage").parent
+    text = (builtin / "schema.toml").read_text()
+    text += '\n[macros.all_runs]\nsql = "CREATE MACRO all_runs() AS (SELECT count(*) FROM runs)"\n'
+    own = tmp_path / "own.toml"
+    own.write_text(text)
+    for name in ("macros", "queries"):
+        shutil.copytree(builtin / name, tmp_path / name)
+    copy = tmp_path / "copy"
+    shutil.copytree(store_root, copy)
+    with telelake.open(copy, schema=own, host_id=TEST_HOST_ID) as store:
+        assert store.sql(recent).scalar() == n_recent
+        got = store.sql("SELECT all_runs() FROM runs WHERE started_at >= '2026-01-06' LIMIT 1")
+        assert got.scalar() == len(data["runs"])
 
 
 def test_live_rows_lose_to_a_parquet_row_of_another_day_with_their_key(

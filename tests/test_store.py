@@ -566,3 +566,35 @@ def test_warnings_are_not_raised_for_normal_opens(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         telelake.open(tmp_path / "s", host_id=TEST_HOST_ID).close()
         telelake.open(tmp_path / "s", host_id=TEST_HOST_ID).close()
+
+
+def test_open_without_a_schema_uses_the_stores_own(tmp_path: Path) -> None:
+    with telelake.open(tmp_path / "new") as store:  # a new store: process_triage
+        assert store.schema.name == "process_triage"
+    telelake.open(tmp_path / "runs", schema="agent_runs").close()
+    with telelake.open(tmp_path / "runs") as store:
+        assert store.schema.name == "agent_runs"
+    with telelake.open(tmp_path / "runs", schema="agent_runs") as store:
+        assert store.schema.name == "agent_runs"
+    with pytest.raises(telelake.StoreError) as err:
+        telelake.open(tmp_path / "runs", schema="process_triage")
+    message = str(err.value)
+    assert str(tmp_path / "runs") in message
+    assert "'agent_runs'" in message and "'process_triage'" in message
+
+
+def test_sql_rows_are_the_rows_of_sql(store: telelake.Store) -> None:
+    rows = datagen.generate(3, n_sessions=4)["audit"]
+    store.write("audit", rows)
+    for text in (
+        "SELECT * FROM audit ORDER BY audit_ts, session_id, message",
+        "SELECT session_id, count(*) AS n, sum(target_pid) AS s, max(audit_ts) AS m "
+        "FROM audit GROUP BY 1 ORDER BY 1",
+        "SELECT 1 AS x WHERE false",
+    ):
+        plain, arrow = store.sql_rows(text), store.sql(text)
+        assert plain.columns == arrow.columns
+        assert plain.rows() == arrow.rows()
+        assert [tuple(map(type, r)) for r in plain.rows()] == [
+            tuple(map(type, r)) for r in arrow.rows()
+        ]

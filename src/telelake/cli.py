@@ -6,32 +6,60 @@ import contextlib
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table as RichTable
-
-import telelake
-from telelake import formats, upkeep
+from telelake import formats
+from telelake.cliapp import App, Arg, Exit, Opt
 from telelake.errors import TelelakeError
-from telelake.query import Result
+from telelake.formats import Rows
 
-app = typer.Typer(
-    name="telelake",
+if TYPE_CHECKING:  # imported where a command needs them: start-up stays short
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from telelake import upkeep
+    from telelake.store import Store
+
+app = App(
+    "telelake",
     help="A local-first telemetry store: declare tables once, write rows, query with DuckDB.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A rich Console made at its first use (rich costs start-up time that `--format
+    csv` or `json` never needs)."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self.rich.print(*objects, **kwargs)
+
+
+console = _LazyConsole()
+err_console = _LazyConsole(stderr=True)
+
+
+def escape(text: str) -> str:
+    """Text shown as it is by rich (no markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 RootOpt = Annotated[
     Path | None,
-    typer.Option(
+    Opt(
         "--root",
         help="Store root folder [default: $TELELAKE_ROOT, else the schema's default root: "
         "~/.local/share/process_triage/telemetry for process_triage, "
@@ -39,23 +67,30 @@ RootOpt = Annotated[
     ),
 ]
 SchemaOpt = Annotated[
-    str, typer.Option("--schema", help="Built-in schema name or path to a schema TOML file")
+    str | None,
+    Opt(
+        "--schema",
+        help="Built-in schema name or path to a schema TOML file [default: the store's own "
+        "schema; process_triage for a new store]",
+    ),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")]
+QuietOpt = Annotated[bool, Opt("--quiet", "-q", help="No progress bar")]
 QuietStepsOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print only the summary of each run, no steps")
+    bool, Opt("--quiet", "-q", help="Print only the summary of each run, no steps")
 ]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Result format: table, csv or json")]
+FormatOpt = Annotated[str, Opt("--format", "-f", help="Result format: table, csv or json")]
 
 
 def _progress(quiet: bool) -> Progress:
     """The progress bar of every long command (on stderr; `--quiet` hides it)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err_console,
+        console=err_console.rich,
         disable=quiet,
     )
 
@@ -67,28 +102,46 @@ def _say_error(message: str) -> None:
 
 def _fail(message: str) -> NoReturn:
     _say_error(message)
-    raise typer.Exit(1)
+    raise Exit(1)
 
 
-def _open(root: Path | None, schema: str, *, maintenance: bool = False) -> telelake.Store:
-    """Open a store. Background maintenance only for commands that write (`write`,
-    `collect`): the others are quick looks that should not start (and then wait for)
-    a maintenance run."""
-    return telelake.open(root, schema=schema, maintenance=None if maintenance else False)
+def _open(
+    root: Path | None,
+    schema: str | None,
+    *,
+    maintenance: bool = False,
+    default: str = "process_triage",
+) -> Store:
+    """Open a store: with `schema`, or the store's own, or `default` for a new store.
+    Background maintenance only for commands that write (`write`, `collect`): the
+    others are quick looks that should not start (and then wait for) a maintenance run."""
+    from telelake.store import locate
+
+    path, model = locate(root, schema, default)
+    import telelake
+
+    return telelake.open(path, schema=model, maintenance=None if maintenance else False)
 
 
-def _open_as_is(root: Path | None, schema: str, *, migrate: bool = False) -> telelake.Store:
+def _open_to_read(root: Path | None, schema: str | None) -> Store:
+    """Open a store to read it: an existing store at its schema's version opens without
+    writing anything (a new or older one opens as `_open` does)."""
+    from telelake.store import Store, locate
+
+    path, model = locate(root, schema)
+    return Store(path, model, reading=True)
+
+
+def _open_as_is(root: Path | None, schema: str | None, *, migrate: bool = False) -> Store:
     """Open a store without changing it: no SQL migration applied, no lake file rewritten
     (`migrate=True` only plans the rewrite of an older major version)."""
-    from telelake.schema.load import load_schema
-    from telelake.store import Store, default_root
+    from telelake.store import Store, locate
 
-    model = load_schema(schema)
-    path = (root or default_root(model)).expanduser().resolve()
+    path, model = locate(root, schema)
     return Store(path, model, migrate=migrate, plan_only=True)
 
 
-def _print_result(result: Result, fmt: str) -> None:
+def _print_result(result: formats.Printable, fmt: str) -> None:
     if fmt not in formats.OUTPUT_FORMATS:
         _fail(f"unknown format {fmt!r} (one of {', '.join(formats.OUTPUT_FORMATS)})")
     rows = result.rows()
@@ -97,6 +150,8 @@ def _print_result(result: Result, fmt: str) -> None:
     elif fmt == "json":
         formats.write_json(result.columns, rows, sys.stdout)
     else:
+        from rich.table import Table as RichTable
+
         table = RichTable(show_lines=False)
         for name in result.columns:
             table.add_column(name, overflow="fold")
@@ -107,7 +162,7 @@ def _print_result(result: Result, fmt: str) -> None:
 
 
 @app.command()
-def init(root: RootOpt = None, schema: SchemaOpt = "process_triage") -> None:
+def init(root: RootOpt = None, schema: SchemaOpt = None) -> None:
     """Create a store (or check an existing one) and print where it is."""
     with _open(root, schema) as store:
         console.print(f"store [bold]{store.schema.name}[/] {store.schema.version} at {store.root}")
@@ -115,13 +170,13 @@ def init(root: RootOpt = None, schema: SchemaOpt = "process_triage") -> None:
 
 @app.command()
 def write(
-    table: Annotated[str, typer.Argument(help="Table to write to")],
-    file: Annotated[str, typer.Argument(help="Input file, or - for standard input")] = "-",
+    table: Annotated[str, Arg(help="Table to write to")],
+    file: Annotated[str, Arg(help="Input file, or - for standard input")] = "-",
     input_format: Annotated[
-        str, typer.Option("--format", "-f", help="Input format: ndjson, csv or parquet")
+        str, Opt("--format", "-f", help="Input format: ndjson, csv or parquet")
     ] = "ndjson",
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Validate rows from a file and write them to TABLE (all or nothing)."""
     if input_format not in formats.INPUT_FORMATS:
@@ -139,10 +194,10 @@ def write(
 
 @app.command()
 def sql(
-    text: Annotated[str, typer.Argument(help="SQL over the store's tables")],
+    text: Annotated[str, Arg(help="SQL over the store's tables")],
     engine: Annotated[
         str | None,
-        typer.Option(
+        Opt(
             "--engine",
             help="duckdb (lake tables, views, macros) or sqlite (sql tables, read-only); "
             "default: duckdb if the schema has lake tables",
@@ -150,11 +205,13 @@ def sql(
     ] = None,
     fmt: FormatOpt = "table",
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Run SQL over the store's tables, views and macros."""
-    with _open(root, schema) as store:
-        _print_result(store.sql(text, engine=engine), fmt)
+    if fmt not in formats.OUTPUT_FORMATS:
+        _fail(f"unknown format {fmt!r} (one of {', '.join(formats.OUTPUT_FORMATS)})")
+    with _open_to_read(root, schema) as store:
+        _print_result(store.sql_rows(text, engine=engine), fmt)
 
 
 def _parse_params(params: list[str], typed: set[str] | None = None) -> dict[str, Any]:
@@ -181,58 +238,51 @@ def _guess_scalar(text: str) -> Any:
 
 @app.command()
 def query(
-    name: Annotated[str, typer.Argument(help="Named query of the schema")],
+    name: Annotated[str, Arg(help="Named query of the schema")],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Query parameter NAME=VALUE")
+        list[str] | None, Opt("--param", "-p", help="Query parameter NAME=VALUE")
     ] = None,
     fmt: FormatOpt = "table",
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Run one of the schema's named queries."""
-    with _open(root, schema) as store:
+    with _open_to_read(root, schema) as store:
         declared = store.schema.queries.get(name)
         typed = {p.name for p in declared.params if p.type} if declared else set()
         _print_result(store.query(name, **_parse_params(param or [], typed)), fmt)
 
 
 @app.command()
-def tables(
-    fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = "process_triage"
-) -> None:
+def tables(fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = None) -> None:
     """List tables with their tier, rows, files and bytes on disk."""
-    with _open(root, schema) as store:
+    with _open_to_read(root, schema) as store:
         _print_result(_stats_result(store), fmt)
 
 
-def _stats_result(store: telelake.Store, stats: list[Any] | None = None) -> Result:
-    import pyarrow as pa
-
+def _stats_result(store: Store, stats: list[Any] | None = None) -> Rows:
     stats = store.stats() if stats is None else stats
-    return Result(
-        pa.table(
-            {
-                "table": [s.table for s in stats],
-                "tier": [s.tier for s in stats],
-                "rows": [s.rows for s in stats],
-                "files": [s.files for s in stats],
-                "bytes": [s.bytes for s in stats],
-            }
-        )
+    return Rows.from_columns(
+        {
+            "table": [s.table for s in stats],
+            "tier": [s.tier for s in stats],
+            "rows": [s.rows for s in stats],
+            "files": [s.files for s in stats],
+            "bytes": [s.bytes for s in stats],
+        }
     )
 
 
 @app.command()
 def describe(
-    table: Annotated[str, typer.Argument(help="Table to describe")],
+    table: Annotated[str, Arg(help="Table to describe")],
     fmt: FormatOpt = "table",
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Show a table's columns, types, nullability, redaction and layout."""
-    import pyarrow as pa
 
-    with _open(root, schema) as store:
+    with _open_to_read(root, schema) as store:
         t = store.table(table)
         if fmt == "table":
             key = ", ".join(t.key) or "none"
@@ -251,17 +301,15 @@ def describe(
                     f"{', '.join(p.dictionary) or 'none'}; sort: "
                     f"{', '.join(p.sort) or 'none'}"
                 )
-        result = Result(
-            pa.table(
-                {
-                    "column": [c.name for c in t.columns],
-                    "type": [c.type.name for c in t.columns],
-                    "nullable": [c.nullable for c in t.columns],
-                    "enum": [", ".join(map(str, c.enum)) if c.enum else None for c in t.columns],
-                    "redact": [store.redaction(table).get(c.name) for c in t.columns],
-                    "description": [c.description for c in t.columns],
-                }
-            )
+        result = Rows.from_columns(
+            {
+                "column": [c.name for c in t.columns],
+                "type": [c.type.name for c in t.columns],
+                "nullable": [c.nullable for c in t.columns],
+                "enum": [", ".join(map(str, c.enum)) if c.enum else None for c in t.columns],
+                "redact": [store.redaction(table).get(c.name) for c in t.columns],
+                "description": [c.description for c in t.columns],
+            }
         )
         _print_result(result, fmt)
 
@@ -269,14 +317,13 @@ def describe(
 @app.command()
 def check(
     repair: Annotated[
-        bool, typer.Option("--repair", help="Quarantine bad files and fold torn WAL segments")
+        bool, Opt("--repair", help="Quarantine bad files and fold torn WAL segments")
     ] = False,
     fmt: FormatOpt = "table",
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Read every data file, WAL segment and metadata file; report (and repair) problems."""
-    import pyarrow as pa
 
     with _open(root, schema) as store:
         report = store.check(repair=repair)
@@ -285,15 +332,13 @@ def check(
         console.print(f"checked {checked or 'nothing'}")
     if report.findings or fmt != "table":
         _print_result(
-            Result(
-                pa.table(
-                    {
-                        "path": [str(f.path) for f in report.findings],
-                        "kind": [f.kind for f in report.findings],
-                        "problem": [f.problem for f in report.findings],
-                        "repair": [f.action or None for f in report.findings],
-                    }
-                )
+            Rows.from_columns(
+                {
+                    "path": [str(f.path) for f in report.findings],
+                    "kind": [f.kind for f in report.findings],
+                    "problem": [f.problem for f in report.findings],
+                    "repair": [f.action or None for f in report.findings],
+                }
             ),
             fmt,
         )
@@ -305,7 +350,7 @@ def check(
 
 
 @app.command()
-def fold(root: RootOpt = None, schema: SchemaOpt = "process_triage") -> None:
+def fold(root: RootOpt = None, schema: SchemaOpt = None) -> None:
     """Fold WAL rows (this host's orphaned segments included) into Parquet files."""
     with _open(root, schema) as store:
         n = store.fold()
@@ -315,20 +360,18 @@ def fold(root: RootOpt = None, schema: SchemaOpt = "process_triage") -> None:
 @app.command()
 def compact(
     table: Annotated[
-        str | None, typer.Option("--table", help="Only this table [default: every lake table]")
+        str | None, Opt("--table", help="Only this table [default: every lake table]")
     ] = None,
     older_than: Annotated[
         str | None,
-        typer.Option(
-            "--older-than", help="Only partitions whose time range ended this long ago (7d, 12h)"
-        ),
+        Opt("--older-than", help="Only partitions whose time range ended this long ago (7d, 12h)"),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Say what would be merged; change nothing")
+        bool, Opt("--dry-run", help="Say what would be merged; change nothing")
     ] = False,
     quiet: QuietOpt = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Merge the small Parquet files of each partition into one (spec 000 §5.3)."""
     with _open(root, schema) as store:
@@ -354,14 +397,13 @@ def compact(
 @app.command()
 def retention(
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Say what would be removed; change nothing")
+        bool, Opt("--dry-run", help="Say what would be removed; change nothing")
     ] = False,
     quiet: QuietOpt = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Remove rows past each table's retention, then keep under max_disk_gb (spec 000 §5)."""
-    import pyarrow as pa
 
     with _open(root, schema) as store:
         _print_settings(store)
@@ -369,16 +411,14 @@ def retention(
         steps = plan.steps
         if steps:  # what goes, printed before it goes
             _print_result(
-                Result(
-                    pa.table(
-                        {
-                            "table": [s.table for s in steps],
-                            "partition": [s.partition for s in steps],
-                            "action": [s.action for s in steps],
-                            "rows": [s.rows for s in steps],
-                            "bytes": [s.bytes for s in steps],
-                        }
-                    )
+                Rows.from_columns(
+                    {
+                        "table": [s.table for s in steps],
+                        "partition": [s.partition for s in steps],
+                        "action": [s.action for s in steps],
+                        "rows": [s.rows for s in steps],
+                        "bytes": [s.bytes for s in steps],
+                    }
                 ),
                 "table",
             )
@@ -392,8 +432,12 @@ def retention(
     console.print(f"{verb} {rows} rows in {parts} partition(s), {size:,} bytes")
 
 
-def _print_settings(store: telelake.Store) -> None:
+def _print_settings(store: Store) -> None:
     """The retention settings in force, and where each came from."""
+    from rich.table import Table as RichTable
+
+    from telelake import upkeep
+
     settings = store.retention()
     table = RichTable(title="settings in force", title_justify="left", show_lines=False)
     for name in ("setting", "value", "from"):
@@ -415,7 +459,7 @@ def _setting_text(name: str, value: Any) -> str:
 def maintain(
     every: Annotated[
         str | None,
-        typer.Option(
+        Opt(
             "--every",
             help="Keep running: maintain whenever the last run is this old (1h, 30m); "
             "stop with Ctrl-C or SIGTERM",
@@ -423,7 +467,7 @@ def maintain(
     ] = None,
     quiet: QuietStepsOpt = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Run maintenance now: retention, disk budget, auto_compact (what opening a store
     for writing does by itself once per maintenance_interval).
@@ -434,6 +478,7 @@ def maintain(
     import signal
     import threading
 
+    from telelake import upkeep
     from telelake.durations import parse_age
 
     interval = None
@@ -479,10 +524,12 @@ def maintain(
     if stop.is_set():
         console.print("stopped")
     if failed:
-        raise typer.Exit(1)
+        raise Exit(1)
 
 
 def _print_run(report: upkeep.MaintenanceReport, label: str = "maintenance") -> None:
+    from telelake import upkeep
+
     if report.status == upkeep.SKIPPED:
         console.print(f"skipped: {escape(report.skipped or '')}")
         return
@@ -496,15 +543,17 @@ def _print_run(report: upkeep.MaintenanceReport, label: str = "maintenance") -> 
 
 @app.command()
 def status(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    fmt: Annotated[str, Opt("--format", "-f", help="table or json")] = "table",
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Show the store's maintenance (last run, what it removed, next run), its settings
     and where each came from, and every table's rows, files and bytes."""
     import json
 
-    with _open(root, schema) as store:
+    from telelake import upkeep
+
+    with _open_to_read(root, schema) as store:
         st = store.status()
         if fmt == "json":
             sys.stdout.write(json.dumps(st.to_json(), indent=2) + "\n")
@@ -533,23 +582,21 @@ def status(
             _print_settings(store)
         _print_result(_stats_result(store, st.tables), "table")
     if st.problems:
-        raise typer.Exit(1)
+        raise Exit(1)
 
 
-redact_app = typer.Typer(help="Redaction: check that no secret reached disk.", no_args_is_help=True)
-app.add_typer(redact_app, name="redact")
+redact_app = App("redact", help="Redaction: check that no secret reached disk.")
+app.add_app(redact_app)
 
 
 @redact_app.command("scan")
 def redact_scan(
     path: Annotated[
         Path | None,
-        typer.Argument(
-            metavar="ROOT", help="Folder to scan [default: the store root, as --root would give]"
-        ),
+        Arg(metavar="ROOT", help="Folder to scan [default: the store root, as --root would give]"),
     ] = None,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Read every file under a store (Parquet, WAL, NDJSON, SQLite, exports, backups) and
@@ -559,10 +606,9 @@ def redact_scan(
     rules, never the text itself.
     """
     from telelake.redact import scan as scanner
-    from telelake.schema.load import load_schema
-    from telelake.store import default_root
+    from telelake.store import DEFAULT_SCHEMA, default_root
 
-    target = path or root or default_root(load_schema(schema))
+    target = path or root or default_root(schema or DEFAULT_SCHEMA)
     target = target.expanduser().resolve()
     if not target.is_dir():
         _fail(f"{target} is not a folder")
@@ -577,23 +623,27 @@ def redact_scan(
         console.print(f"{summary}: nothing secret-looking found")
         return
     _say_error(f"{summary}: {len(report.findings)} secret-looking string(s) found")
-    raise typer.Exit(1)
+    raise Exit(1)
 
 
-migrate_app = typer.Typer(
-    help="Bring a store to its schema's version: SQL migrations and lake rewrites.",
-    no_args_is_help=True,
+migrate_app = App(
+    "migrate", help="Bring a store to its schema's version: SQL migrations and lake rewrites."
 )
-app.add_typer(migrate_app, name="migrate")
+app.add_app(migrate_app)
 
 
 @migrate_app.command("up")
 def migrate_up(
     schema: Annotated[
-        str, typer.Option("--schema", help="The schema (name or TOML path) to migrate to")
-    ],
+        str | None,
+        Opt(
+            "--schema",
+            help="The schema (name or TOML path) to migrate to [default: the store's own: "
+            "for a built-in schema, its version in this telelake]",
+        ),
+    ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Say what would be done; write nothing")
+        bool, Opt("--dry-run", help="Say what would be done; write nothing")
     ] = False,
     root: RootOpt = None,
 ) -> None:
@@ -631,7 +681,7 @@ def migrate_up(
     console.print(f"{verb} {report.from_version} -> {report.to_version}")
 
 
-def _sql_status(store: telelake.Store) -> list[Any]:
+def _sql_status(store: Store) -> list[Any]:
     if not any(t.tier == "sql" for t in store.schema.tables.values()):
         return []
     return store.migration_status()
@@ -639,18 +689,14 @@ def _sql_status(store: telelake.Store) -> list[Any]:
 
 @migrate_app.command("down")
 def migrate_down(
-    to: Annotated[int | None, typer.Option("--to", help="Revert down to this version")] = None,
-    dev: Annotated[
-        bool, typer.Option("--dev", help="Development/testing: reverting is routine")
-    ] = False,
+    to: Annotated[int | None, Opt("--to", help="Revert down to this version")] = None,
+    dev: Annotated[bool, Opt("--dev", help="Development/testing: reverting is routine")] = False,
     confirm: Annotated[
         bool,
-        typer.Option(
-            "--confirm-rollback", help="Production: the operator confirms this manual rollback"
-        ),
+        Opt("--confirm-rollback", help="Production: the operator confirms this manual rollback"),
     ] = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Revert SQL migrations (the newest one, or down to --to).
 
@@ -673,26 +719,22 @@ def migrate_down(
 
 @migrate_app.command("status")
 def migrate_status(
-    fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = "process_triage"
+    fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = None
 ) -> None:
     """List the schema's SQL migrations: applied, pending, changed or missing."""
-    import pyarrow as pa
-
     with _open_as_is(root, schema) as store:  # applies nothing, even if changed
         rows = _sql_status(store)
     _print_result(
-        Result(
-            pa.table(
-                {
-                    "version": pa.array([s.version for s in rows], pa.int64()),
-                    "name": pa.array([s.name for s in rows], pa.string()),
-                    "state": pa.array([s.state for s in rows], pa.string()),
-                    "applied_at_ms": pa.array([s.applied_at_ms for s in rows], pa.int64()),
-                    "reversible": pa.array([s.reversible for s in rows], pa.bool_()),
-                    # The version the schema's spec names (agent_runs: 3), if it names one.
-                    "schema_version": pa.array([s.schema_version for s in rows], pa.int64()),
-                }
-            )
+        Rows.from_columns(
+            {
+                "version": [s.version for s in rows],
+                "name": [s.name for s in rows],
+                "state": [s.state for s in rows],
+                "applied_at_ms": [s.applied_at_ms for s in rows],
+                "reversible": [s.reversible for s in rows],
+                # The version the schema's spec names (agent_runs: 3), if it names one.
+                "schema_version": [s.schema_version for s in rows],
+            }
         ),
         fmt,
     )
@@ -701,14 +743,12 @@ def migrate_status(
 @app.command()
 def backup(
     to: Annotated[
-        Path | None, typer.Option("--to", help="Folder for the copy (default: <root>/backups)")
+        Path | None, Opt("--to", help="Folder for the copy (default: <root>/backups)")
     ] = None,
-    keep: Annotated[
-        int | None, typer.Option("--keep", help="Keep only the newest N backups", min=1)
-    ] = None,
+    keep: Annotated[int | None, Opt("--keep", help="Keep only the newest N backups", min=1)] = None,
     quiet: QuietOpt = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Back up the store's SQL database online, checking it before and after."""
     with _open(root, schema) as store, _progress(quiet) as progress:
@@ -732,7 +772,7 @@ def backup(
 def recover(
     quiet: QuietOpt = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Rebuild the SQL database from the NDJSON raw log, keeping what the log lacks.
 
@@ -758,7 +798,7 @@ def recover(
 def replay(
     quiet: QuietOpt = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Replay the NDJSON raw log into the current database (fills run_events).
 
@@ -773,7 +813,7 @@ def replay(
     console.print(f"new rows: {added}")
 
 
-def _replaying(store: telelake.Store, quiet: bool, run: Any) -> Any:
+def _replaying(store: Store, quiet: bool, run: Any) -> Any:
     """Run `store.recover` or `store.replay` with a progress bar over the log files."""
     from telelake.log import replay as log_replay
 
@@ -806,20 +846,20 @@ def _print_replay(report: Any) -> None:
 
 @app.command()
 def export(
-    table: Annotated[str, typer.Argument(help="Table to export (any table of the schema)")],
+    table: Annotated[str, Arg(help="Table to export (any table of the schema)")],
     export_format: Annotated[
-        str, typer.Option("--format", "-f", help="csv (RFC 4180), parquet, json or ndjson")
+        str, Opt("--format", "-f", help="csv (RFC 4180), parquet, json or ndjson")
     ] = "csv",
     to: Annotated[
-        Path | None, typer.Option("--to", help="Folder for the file (default: <root>/exports)")
+        Path | None, Opt("--to", help="Folder for the file (default: <root>/exports)")
     ] = None,
     where: Annotated[
         str | None,
-        typer.Option("--where", help="Only rows matching this SQL condition (the tier's dialect)"),
+        Opt("--where", help="Only rows matching this SQL condition (the tier's dialect)"),
     ] = None,
     quiet: QuietOpt = False,
     root: RootOpt = None,
-    schema: SchemaOpt = "process_triage",
+    schema: SchemaOpt = None,
 ) -> None:
     """Write the rows of TABLE to a new file <table>_<UTC time>.<ext>, atomically.
 
@@ -831,7 +871,7 @@ def export(
 
     if export_format not in FORMATS:
         _fail(f"unknown format {export_format!r} (one of {', '.join(FORMATS)})")
-    with _open(root, schema) as store, _progress(quiet) as progress:
+    with _open_to_read(root, schema) as store, _progress(quiet) as progress:
         task = progress.add_task(f"exporting {table}", total=None)
         report = export_table(
             store,
@@ -845,74 +885,107 @@ def export(
     console.print(f"exported {rows} of {table} to {report.path} ({report.bytes:,} bytes)")
 
 
-runs_app = typer.Typer(help="Agent runs (schema agent_runs).", no_args_is_help=True)
-app.add_typer(runs_app, name="runs")
+runs_app = App("runs", help="Agent runs (schema agent_runs).")
+app.add_app(runs_app)
 
 
 @runs_app.command("repost")
 def runs_repost(
-    api_url: Annotated[str, typer.Option("--api-url", help="Endpoint to POST runs to")],
+    api_url: Annotated[str, Opt("--api-url", help="Endpoint to POST runs to")],
     api_token: Annotated[
-        str | None, typer.Option("--api-token", help="Bearer token", envvar="TELELAKE_API_TOKEN")
+        str | None, Opt("--api-token", help="Bearer token", envvar="TELELAKE_API_TOKEN")
     ] = None,
-    attempts: Annotated[int, typer.Option(help="Attempts per run", min=1)] = 3,
+    attempts: Annotated[int, Opt(help="Attempts per run", min=1)] = 3,
     root: RootOpt = None,
-    schema: SchemaOpt = "agent_runs",
+    schema: SchemaOpt = None,
 ) -> None:
     """Post every finished run whose earlier post failed (api_posted = 0)."""
-    with _open(root, schema) as store:
+    with _open(root, schema, default="agent_runs") as store:
         client = store.run_client(api_url, api_token=api_token, attempts=attempts)
         report = client.repost()
     console.print(f"posted {len(report.posted)} run(s); {len(report.failed)} failed again")
     if report.failed:
-        raise typer.Exit(1)
+        raise Exit(1)
 
 
-contract_app = typer.Typer(
-    help="The storage contract of a schema, as JSON Schema.", no_args_is_help=True
-)
-app.add_typer(contract_app, name="contract")
+contract_app = App("contract", help="The storage contract of a schema, as JSON Schema.")
+app.add_app(contract_app)
+
+
+ContractSchemaOpt = Annotated[
+    str | None,
+    Opt(
+        "--schema",
+        help="Built-in schema name or path to a schema TOML file [default: the schema of "
+        "the store at --root; search_ops where there is none]",
+    ),
+]
+ContractRootOpt = Annotated[
+    Path | None,
+    Opt(
+        "--root",
+        help="A store whose schema's contract to use [default: $TELELAKE_ROOT, else "
+        "search_ops's default root]",
+    ),
+]
+
+
+def _contract_schema(root: Path | None, schema: str | None) -> Any:
+    """The schema a contract command works on: --schema, else the store's, else
+    search_ops. A store holding another schema than --schema is an error naming both."""
+    from telelake.errors import StoreError
+    from telelake.metadata import MetadataDir
+    from telelake.store import locate
+
+    path, model = locate(root, schema, default="search_ops")
+    info = MetadataDir(path).store_info()
+    if schema is not None and info is not None and info.get("schema") != model.name:
+        raise StoreError(
+            f"store {path} holds schema {info.get('schema')!r}, not {model.name!r}: "
+            "leave out --schema to use its own, or use another root"
+        )
+    return model
 
 
 @contract_app.command("validate")
 def contract_validate(
-    document: Annotated[Path, typer.Argument(help="A storage document (JSON) to check")],
+    document: Annotated[Path, Arg(help="A storage document (JSON) to check")],
     against: Annotated[
         Path | None,
-        typer.Option("--schema-file", help="JSON Schema to use; default: the schema's contract"),
+        Opt("--schema-file", help="JSON Schema to use; default: the schema's contract"),
     ] = None,
-    schema: SchemaOpt = "search_ops",
+    schema: ContractSchemaOpt = None,
+    root: ContractRootOpt = None,
 ) -> None:
     """Validate a storage document against a contract (exit 1 naming each problem)."""
     from telelake.schema import contract
-    from telelake.schema.load import load_schema
 
     rules = (
         contract.load_json(against)
         if against is not None
-        else contract.contract_schema(load_schema(schema))
+        else contract.contract_schema(_contract_schema(root, schema))
     )
     problems = contract.validate_document(rules, contract.load_json(document))
     for problem in problems:
         _say_error(f"{document}: {problem}")
     if problems:
-        raise typer.Exit(1)
+        raise Exit(1)
     console.print(f"{document}: valid")
 
 
 @contract_app.command("export")
 def contract_export(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write into")] = Path("schemas"),
+    out: Annotated[Path, Opt("--out", help="Folder to write into")] = Path("schemas"),
     stem: Annotated[
-        str | None, typer.Option("--stem", help="File stem; default <schema>-storage-v<major>")
+        str | None, Opt("--stem", help="File stem; default <schema>-storage-v<major>")
     ] = None,
-    schema: SchemaOpt = "search_ops",
+    schema: ContractSchemaOpt = None,
+    root: ContractRootOpt = None,
 ) -> None:
     """Write the contract JSON Schema, a valid fixture and an invalid one (no indexes)."""
     from telelake.schema import contract
-    from telelake.schema.load import load_schema
 
-    model = load_schema(schema)
+    model = _contract_schema(root, schema)
     paths = contract.write_artifacts(model, out, stem or f"{model.name}-storage-v{model.major}")
     for path in paths:
         console.print(f"wrote {path}")
@@ -920,8 +993,8 @@ def contract_export(
 
 @app.command()
 def collect(
-    samples: Annotated[int, typer.Option(help="Snapshots of all processes to take", min=1)] = 3,
-    interval: Annotated[float, typer.Option(help="Seconds between snapshots", min=0.0)] = 1.0,
+    samples: Annotated[int, Opt(help="Snapshots of all processes to take", min=1)] = 3,
+    interval: Annotated[float, Opt(help="Seconds between snapshots", min=0.0)] = 1.0,
     quiet: QuietOpt = False,
     root: RootOpt = None,
 ) -> None:
@@ -946,7 +1019,7 @@ def collect(
 
 @app.command()
 def report(
-    limit: Annotated[int, typer.Option(help="Processes per list", min=1)] = 10,
+    limit: Annotated[int, Opt(help="Processes per list", min=1)] = 10,
     root: RootOpt = None,
 ) -> None:
     """Summarise the latest collection: top processes by CPU and RSS, and the tables."""
@@ -962,7 +1035,11 @@ def report(
 def main() -> None:
     """Entry point: run the app, turning telelake errors into one line and exit 1."""
     try:
-        app(standalone_mode=True)
+        app.run(sys.argv[1:])
+    except Exit as exc:
+        sys.exit(exc.code)
     except (TelelakeError, OSError, ValueError) as exc:
         _say_error(str(exc))
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from telelake.schema.model import Column, Table
+from telelake._lazy import lazy
 from telelake.validate import PlainColumns
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from telelake.schema.model import Column, Table
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
 
 
 def utf8(text: str) -> bytes:

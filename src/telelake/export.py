@@ -47,17 +47,22 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from telelake import durable, validate
+from telelake._lazy import lazy
 from telelake.errors import QueryError, StoreError
 from telelake.log import ndjson
 from telelake.schema.model import Column, Table
 from telelake.sql.connection import read_only
 from telelake.store import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+else:
+    pa = lazy("pyarrow")
+    pq = lazy("pyarrow.parquet")
 
 __all__ = [
     "BATCH_ROWS",
@@ -74,7 +79,7 @@ EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "json": ".json", "ndjson": "
 BATCH_ROWS = 10_000  # rows held as Python values at once while writing text formats
 EXPORTS_DIR = "exports"
 
-Batches = Iterator[pa.RecordBatch]
+Batches = Iterator["pa.RecordBatch"]
 Reader = Callable[[Store, Table, str | None], Batches]
 
 

@@ -6,21 +6,53 @@ import csv
 import datetime as dt
 import io
 import json
-from typing import IO, Any
-
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+import uuid
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from telelake.errors import ValidationError
-from telelake.schema.model import Table
+
+if TYPE_CHECKING:
+    from telelake.schema.model import Table
 
 INPUT_FORMATS = ("ndjson", "csv", "parquet")
 OUTPUT_FORMATS = ("table", "csv", "json")
 
 
+class Printable(Protocol):
+    """What the output formats print: column names and rows (a `Result`, or `Rows`)."""
+
+    @property
+    def columns(self) -> list[str]: ...
+
+    def rows(self) -> list[tuple[Any, ...]]: ...
+
+
+class Rows:
+    """Rows made in Python to print like a query result (no Arrow needed)."""
+
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self._columns = columns
+        self._rows = rows
+
+    @classmethod
+    def from_columns(cls, data: dict[str, list[Any]]) -> Rows:
+        """Rows from a dict of equally long columns."""
+        return cls(list(data), list(zip(*data.values(), strict=True)))
+
+    @property
+    def columns(self) -> list[str]:
+        return self._columns
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+
 def read_rows(data: bytes, fmt: str, table: Table, source: str) -> Any:
     """Parse `data` in format `fmt` into something `Store.write` accepts."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     if fmt == "ndjson":
         rows = []
         for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
@@ -89,6 +121,8 @@ def _plain(v: Any) -> Any:
         return None
     if hasattr(v, "as_tuple"):  # Decimal
         return float(v)
+    if isinstance(v, uuid.UUID):
+        return str(v)
     return v
 
 

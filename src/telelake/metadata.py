@@ -3,8 +3,10 @@
 Files (spec 000 §4.1 and §10.2):
 - `schema_version.json`: current_version, compatible_versions, upgrade_from, last_checked
 - `host_info.json`: host_id, hostname_hash, first_seen, last_seen, os_family, arch
-- `store.json`: the schema name and the telelake version that created the store
-- `schema.toml`: a copy of the schema the store was last opened with
+- `store.json`: the schema name, the telelake version that created the store and, for
+  a schema given as a file, that file (`schema_file`)
+- `schema.toml`: a copy of the schema the store was last opened with: a store of a
+  schema file opens without the file (see `MetadataDir.own_schema`)
 - `maintenance.json`: the latest maintenance runs (see `telelake.upkeep`), and
   `maintenance.lock`, held by the process running one
 """
@@ -19,10 +21,13 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telelake import durable
-from telelake.errors import StoreError
+from telelake.errors import SchemaError, StoreError
+
+if TYPE_CHECKING:
+    from telelake.schema.model import Schema
 
 METADATA_DIR = "_metadata"
 _MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
@@ -134,12 +139,80 @@ class MetadataDir:
         """store.json, or None for a new store."""
         return self._read("store.json")
 
-    def write_store_info(self, schema_name: str, telelake_version: str) -> None:
-        """Record which schema this store holds."""
-        self._write(
-            "store.json",
-            {"schema": schema_name, "created_by": telelake_version, "created_at": utc_now_iso()},
-        )
+    def write_store_info(self, schema: Schema, telelake_version: str) -> None:
+        """Record which schema this store holds, and where it comes from (see
+        `record_schema_source`)."""
+        info = {"schema": schema.name, "created_by": telelake_version, "created_at": utc_now_iso()}
+        self.record_schema_source(info, schema, force=True)
+
+    def record_schema_source(
+        self, info: dict[str, Any], schema: Schema, *, force: bool = False
+    ) -> None:
+        """Write store.json `info`, its `schema_file` saying where `schema` comes from:
+        absent for a built-in schema, the file's absolute path for a schema file, as it
+        was for the store's own copy. Only when that changes (or with `force`)."""
+        source = schema_source(schema, self.path)
+        if source == _OWN_COPY:
+            source = info.get("schema_file")
+        if force or info.get("schema_file") != source:
+            updated = {k: v for k, v in info.items() if k != "schema_file"}
+            self._write("store.json", updated | ({"schema_file": source} if source else {}))
+
+    def holds(self, schema: Schema, version: VersionInfo) -> bool:
+        """True if opening this store with `schema` has nothing to write: store.json,
+        schema_version.json (but for `last_checked`) and the schema copy already say
+        what opening would. (host_info.json's `last_seen` is then left as it is.)"""
+        info, stored = self.store_info(), self.version_info()
+        if info is None or stored is None:
+            return False
+        source = schema_source(schema, self.path)
+        if source != _OWN_COPY and info.get("schema_file") != source:
+            return False
+        unchecked = {**version.to_json(), "last_checked": None}
+        if unchecked != {**stored.to_json(), "last_checked": None}:
+            return False
+        return self.schema_copy() == schema.text
+
+    def own_schema(self) -> Schema | None:
+        """The schema this store holds, None for a new store (no store.json yet).
+
+        A built-in schema is loaded from the package, as installed now (a newer
+        telelake brings its newer minor versions). A schema given as a file is the copy
+        in `_metadata/schema.toml`, as the store was last opened with it: the file
+        itself is not needed, except for the SQL files it names, which are looked up
+        next to it.
+        """
+        info = self.store_info()
+        if info is None:
+            return None
+        from telelake.schema.load import builtin_names, load_schema, load_schema_text
+
+        root, copy = self.path.parent, self.path / "schema.toml"
+        name, file = info.get("schema"), info.get("schema_file")
+        if not isinstance(name, str) or not (file is None or isinstance(file, str)):
+            raise StoreError(f"{self.path / 'store.json'}: no schema name, or a bad schema_file")
+        if file is None and name in builtin_names():
+            return load_schema(name)
+        text = self.schema_copy()
+        if text is None:
+            raise StoreError(
+                f"store {root} holds schema {name!r} but no copy of it ({copy}): "
+                "give its schema file (--schema FILE, or schema=FILE)"
+            )
+        try:
+            model = load_schema_text(text, copy, base=Path(file).parent if file else self.path)
+        except SchemaError as exc:
+            raise SchemaError(
+                f"store {root}: its schema {name!r} (kept in {copy}"
+                + (f", from {file}" if file else "")
+                + f") does not load: {exc}; give its schema file (--schema FILE, or "
+                "schema=FILE)"
+            ) from None
+        if model.name != name:
+            raise StoreError(
+                f"store {root} holds schema {name!r}, but its copy {copy} is of {model.name!r}"
+            )
+        return model
 
     def version_info(self) -> VersionInfo | None:
         """schema_version.json, or None."""
@@ -212,3 +285,20 @@ class MetadataDir:
         }
         self._write("host_info.json", info)
         return info
+
+
+_OWN_COPY = "<own copy>"
+
+
+def schema_source(schema: Schema, metadata_dir: Path) -> str | None:
+    """Where `schema` was loaded from, as store.json records it: None for a built-in,
+    `_OWN_COPY` for the store's own copy (or no file at all), else the file's absolute
+    path."""
+    from telelake.schema.load import builtin_names, builtin_path
+
+    source = schema.source
+    if source is None or source.resolve() == (metadata_dir / "schema.toml").resolve():
+        return _OWN_COPY  # (a Schema built in code has no file: its copy is all there is)
+    if schema.name in builtin_names() and source == builtin_path(schema.name):
+        return None
+    return str(source.resolve())

@@ -17,16 +17,21 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
+from telelake._lazy import lazy
 from telelake.lake import prune
 from telelake.lake.tier import Snapshot
 from telelake.schema.model import Schema, Table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy("pyarrow")
 
 # What DuckDB compares with a TIMESTAMPTZ column by casting it to TIMESTAMPTZ.
 _TIME_TYPES = ", ".join(
@@ -50,6 +55,10 @@ _TABLE_MACRO = re.compile(
 )
 _LEADING_COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MACRO_NAME = re.compile(
+    r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?MACRO\s+(?:[\w\"]+\.)*\"?(\w+)",
+    re.IGNORECASE,
+)
 
 Params = Mapping[str, Any] | list[Any] | None
 
@@ -101,7 +110,11 @@ class Planner:
         # A column named like the clock (`current_date`) would win over the clock.
         columns = {c.lower() for t in schema.tables.values() for c in t.column_names}
         self._clocks = prune.CLOCK_NAMES - columns
-        self._functions: dict[str, str] | None = None
+        self._functions: dict[str, str] = {}  # the built-ins looked up so far
+        self._own_macros = {
+            m.lower() for sql in self._schema_macros for m in _MACRO_NAME.findall(sql)
+        }
+        self._looked_up: set[str] | None = set()  # the names looked up; None: all of them
         self._select_one_json: str | None = None
         self._parsed: OrderedDict[str, _Parsed] = OrderedDict()
 
@@ -168,7 +181,7 @@ class Planner:
         if prune.macro_calls(ast):
             generation = self._macro_generation
             ast = prune.expand_macros(ast, self._table_macros())
-        found = prune.scan(ast, self._times, self._partitions, self.functions(), self._clocks)
+        found = prune.scan(ast, self._times, self._partitions, _Builtins(self), self._clocks)
         if found.tables is None or not found.terms:
             return _Parsed(found.tables, [], "", {}, macros=generation)
         select: list[dict[str, Any]] = []
@@ -259,21 +272,35 @@ class Planner:
         self._macros = macros
         return macros
 
-    def functions(self) -> dict[str, str]:
-        """DuckDB's built-in functions and how stable each is (read once).
+    def functions(self, names: set[str] | None = None) -> dict[str, str]:
+        """DuckDB's built-in functions and how stable each is: those called `names` (lower
+        case) that are built-ins, or all of them; each is read from DuckDB once.
 
         CONSISTENT or CONSISTENT_WITHIN_QUERY when every overload is; anything else
         (volatile, or a built-in macro) may not bound a partition, but is still a name
-        a query may use without hiding a table read.
+        a query may use without hiding a table read. (Reading DuckDB's whole catalog of
+        functions costs more than a one-shot query itself: a query reads its own.)
         """
-        if self._functions is None:
+        if self._looked_up is None:
+            return self._functions
+        wanted = None if names is None else sorted(names - self._looked_up)
+        if wanted is None or wanted:
+            only = "" if wanted is None else "AND lower(function_name) IN (SELECT unnest(?)) "
             rows = self._con.execute(
                 "SELECT lower(function_name), list(DISTINCT coalesce(stability, 'MACRO')) "
                 "FROM duckdb_functions() WHERE internal "
-                "AND function_type IN ('scalar', 'aggregate', 'window', 'macro') GROUP BY 1"
+                f"AND function_type IN ('scalar', 'aggregate', 'window', 'macro') {only}"
+                "GROUP BY 1",
+                None if wanted is None else [wanted],
             ).fetchall()
-            self._functions = {name: _stability(set(kinds)) for name, kinds in rows}
-        return self._functions
+            self._functions.update({name: _stability(set(kinds)) for name, kinds in rows})
+            if wanted is None:
+                self._looked_up = None
+            else:
+                self._looked_up.update(wanted)
+        if names is None:
+            return self._functions
+        return {n: self._functions[n] for n in names if n in self._functions}
 
     def _select_one(self) -> str:
         """`SELECT 1` as DuckDB's parse tree (JSON): the frame bound values are put in."""
@@ -287,6 +314,38 @@ class Planner:
         return tuple(rows[0]) if rows else ()
 
 
+class _Builtins(Mapping[str, str]):
+    """DuckDB's built-in functions and their stability, as `prune.scan` asks about them,
+    read from DuckDB's catalog only for what the answer needs: reading the catalog costs
+    more than a one-shot query itself.
+
+    Is a name a built-in (else a macro, which may read any table)? On a connection where
+    no statement may have defined one, the only macros are the schema's: any other name
+    is a built-in, or one DuckDB refuses when it binds the query. After such a statement
+    (`forget_macros`), the catalog says. A stability is always the catalog's.
+    """
+
+    def __init__(self, planner: Planner) -> None:
+        self._planner = planner
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        planner = self._planner
+        if not planner._macros_from_catalog:
+            return name not in planner._own_macros
+        return name in planner.functions({name})
+
+    def __getitem__(self, name: str) -> str:
+        return self._planner.functions({name})[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._planner.functions())
+
+    def __len__(self) -> int:
+        return len(self._planner.functions())
+
+
 def _stability(kinds: set[str]) -> str:
     if kinds == {prune.CONSISTENT}:
         return prune.CONSISTENT
@@ -297,6 +356,6 @@ def _stability(kinds: set[str]) -> str:
 
 def _time_column(table: Table) -> str | None:
     """The table's time column if it holds timestamps (what partitions are cut by)."""
-    if table.time is None or not pa.types.is_timestamp(table.column(table.time).type.arrow):
+    if table.time is None or table.column(table.time).type.name != "timestamp":
         return None
     return table.time

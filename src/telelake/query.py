@@ -6,17 +6,24 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
-import pyarrow as pa
 
+from telelake._lazy import lazy
 from telelake.errors import QueryError
+from telelake.formats import Rows
 from telelake.lake.tier import LakeTier
 from telelake.planner import Plan, Planner
 from telelake.schema.model import Schema, SqlObject
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy("pyarrow")
+
+_T = TypeVar("_T")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")  # SQLite's :name
 
@@ -76,6 +83,17 @@ def _integral_decimals_to_int(table: pa.Table) -> pa.Table:
     return table
 
 
+def _arrow(rel: duckdb.DuckDBPyRelation | None) -> pa.Table:
+    table = rel.to_arrow_table() if rel is not None else pa.table({})
+    return _integral_decimals_to_int(table)
+
+
+def _python(rel: duckdb.DuckDBPyRelation | None) -> Rows:
+    if rel is None:
+        return Rows([], [])
+    return Rows(list(rel.columns), rel.fetchall())
+
+
 # A query retries while each failure names a file that is gone (a compaction or
 # retention retired it after our snapshot listed it); this many times at most.
 _RETRIES = 200
@@ -115,9 +133,9 @@ class Engine:
             if self._ready and plan.tables is not None and table.name not in plan.tables:
                 continue  # the query does not read it
             bounds = plan.bounds.get(table.name)
-            snap = self.lake.snapshot(table, bounds)
+            snap = self.lake.snapshot(table, bounds, footers=self._con)
             if bounds is not None and not self._planner.prunable(table, bounds, snap):
-                snap = self.lake.snapshot(table)
+                snap = self.lake.snapshot(table, footers=self._con)
             relation = f"__tl_wal_{table.name}"
             if snap.wal is not None and snap.wal.num_rows:
                 # Re-registering swaps the rows under a view that names the relation.
@@ -137,24 +155,39 @@ class Engine:
 
     def sql(self, text: str, params: Mapping[str, Any] | list[Any] | None = None) -> Result:
         """Run SQL (DuckDB dialect) with optional `$name` or `?` parameters."""
+        return Result(self._fetch(text, params, _arrow))
+
+    def rows(self, text: str, params: Mapping[str, Any] | list[Any] | None = None) -> Rows:
+        """Like `sql`, the result as DuckDB's own Python values (no Arrow involved)."""
+        return self._fetch(text, params, _python)
+
+    def _fetch(
+        self,
+        text: str,
+        params: Mapping[str, Any] | list[Any] | None,
+        fetch: Callable[[duckdb.DuckDBPyRelation | None], _T],
+    ) -> _T:
         with self._lock:
             try:
-                table = self._run(text, params)
+                return self._run(text, params, fetch)
             except TimeoutError as exc:
                 raise QueryError(f"query failed: {exc}") from exc
             except duckdb.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise QueryError(f"query failed: {first}") from exc
-        return Result(table)
 
-    def _run(self, text: str, params: Mapping[str, Any] | list[Any] | None) -> pa.Table:
+    def _run(
+        self,
+        text: str,
+        params: Mapping[str, Any] | list[Any] | None,
+        fetch: Callable[[duckdb.DuckDBPyRelation | None], _T],
+    ) -> _T:
         plan = self._planner.plan(text, params)
         for attempt in range(_RETRIES):
             try:
                 self._refresh(plan)  # binding a view opens footers: it can race a swap too
                 rel = self._con.sql(text, params=params) if params else self._con.sql(text)
-                table = rel.to_arrow_table() if rel is not None else pa.table({})
-                return _integral_decimals_to_int(table)
+                return fetch(rel)
             except duckdb.IOException as exc:
                 # A compaction or retention removed a file between our snapshot and
                 # DuckDB opening it: the rows live on elsewhere, so look again, as long

@@ -13,25 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import pyarrow as pa
 
-from telelake import derive, durable, upkeep, validate
-from telelake.check import CheckReport, check_store
+from telelake import derive, durable, formats, validate
+from telelake._lazy import lazy
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
 from telelake.lake import fold, layout, parquet, retention, wal
-from telelake.lake import migrate as lake_migrate
 from telelake.lake.compact import CompactReport, PartitionResult
-from telelake.lake.migrate import MigrationReport, report_json
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier, random_token
 from telelake.lake.wal import FSYNC_POLICIES
 from telelake.log import ndjson
-from telelake.log.replay import ReplayReport
 from telelake.metadata import (
     METADATA_DIR,
     MetadataDir,
@@ -43,22 +39,31 @@ from telelake.metadata import (
 )
 from telelake.query import Engine, Result, bind_params, find_query
 from telelake.redact import policy
-from telelake.rollup import windows
-from telelake.runs import Poster, RunClient
-from telelake.schema.diff import diff_tables, tables_from_text
 from telelake.schema.load import load_schema
 from telelake.schema.model import Column, LogRecord, Rollup, Schema, Table
 from telelake.schema.types import TYPES
 from telelake.sql import ddl
-from telelake.sql import migrations as sql_migrations
-from telelake.sql import recover as sql_recover
-from telelake.sql.backup import BackupReport, backup_database
-from telelake.sql.tier import SqlTier
 from telelake.validate import PlainColumns
-from telelake.writer import BatchWriter
+
+# Imported where they are used: a command that only reads pays for none of them.
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from telelake import upkeep
+    from telelake.check import CheckReport
+    from telelake.lake.migrate import MigrationReport
+    from telelake.log.replay import ReplayReport
+    from telelake.runs import RunClient
+    from telelake.sql import migrations as sql_migrations
+    from telelake.sql.backup import BackupReport
+    from telelake.sql.tier import SqlTier
+    from telelake.writer import BatchWriter
+else:
+    pa = lazy("pyarrow")
 
 __version__ = "0.1.0"
 ROOT_ENV = "TELELAKE_ROOT"
+DEFAULT_SCHEMA = "process_triage"  # of a new store, when no schema is given
 
 
 def default_root(schema: str | Path | Schema) -> Path:
@@ -73,6 +78,25 @@ def default_root(schema: str | Path | Schema) -> Path:
     if model.default_root is not None:
         return Path(platformdirs.user_data_dir()) / model.default_root
     return Path(platformdirs.user_data_dir("telelake")) / model.name
+
+
+def locate(
+    root: str | Path | None, schema: str | Path | Schema | None, default: str = DEFAULT_SCHEMA
+) -> tuple[Path, Schema]:
+    """The root folder of a store and the schema it opens with.
+
+    `schema` (a built-in name, a TOML path or a loaded Schema) when given; else the
+    schema the store at `root` holds (`_metadata/`, see `MetadataDir.own_schema`); else,
+    for a new store, `default`. `root` defaults to `$TELELAKE_ROOT`, else the schema's
+    default root (of `default` when no schema is given).
+    """
+    if schema is not None:
+        model = schema if isinstance(schema, Schema) else load_schema(schema)
+        path = Path(root).expanduser() if root is not None else default_root(model)
+        return path.resolve(), model
+    path = (Path(root).expanduser() if root is not None else default_root(default)).resolve()
+    own = MetadataDir(path).own_schema()
+    return path, own if own is not None else load_schema(default)
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,7 @@ class Store:
         migrate: bool = False,
         plan_only: bool = False,
         on_migrated: Callable[[str], None] | None = None,
+        reading: bool = False,
     ) -> None:
         self.root = root
         self.schema = schema
@@ -112,12 +137,23 @@ class Store:
         self._extras: dict[str, tuple[Column, ...]] = {}
         self._plain: dict[str, bool] = {}  # tables whose small dict writes skip Arrow
         self._meta = MetadataDir(root)
-        old_version = self._open_metadata(migrate)
-        self._redactor = self._open_redaction(create_key=not (self.read_only or plan_only))
+        # `reading`: the caller only reads (`telelake sql`...). If the store exists at this
+        # schema's version, opening then writes nothing (metadata, folders, the tidying of
+        # crashed writers' leftovers) and reads no more than the query will need.
+        self.reading = reading
+        old_version = self._open_metadata(migrate)  # (clears `reading` if it must write)
+        self._create_key = not (self.read_only or plan_only)
+        self._redactor_made: policy.Redactor | None = None
+        if not self.reading:
+            self._redactor_made = self._open_redaction(create_key=self._create_key)
         self._lake = LakeTier(root, schema, {"host_id": self.host_id}, durability)
         has_sql = any(t.tier == "sql" for t in schema.tables.values())
-        self._sql = SqlTier(root, schema) if has_sql else None
-        if not self.read_only and not plan_only:
+        self._sql: SqlTier | None = None
+        if has_sql:
+            from telelake.sql.tier import SqlTier
+
+            self._sql = SqlTier(root, schema)
+        if not self.read_only and not plan_only and not self.reading:
             for folder in schema.directories:  # the layout the schema promises
                 durable.ensure_dir(root / folder)
         if self._sql is not None and not self.read_only and not plan_only:
@@ -134,7 +170,9 @@ class Store:
             )
         if not self.read_only:
             for t in self._lake_tables():
-                self._lake.ensure_anchor(t)
+                self._lake.ensure_anchor(t, only_missing=self.reading)
+                if self.reading:
+                    continue  # WAL rows are read wherever they are
                 # Finish what crashed processes left: interrupted folds, orphan segments.
                 # Tidying is best effort: rows are safe in the WAL and readable without it.
                 try:
@@ -151,10 +189,16 @@ class Store:
         self._log_day = -1
         self._log_lock = threading.Lock()
         self._upkeep: upkeep.Background | None = None  # started by open()
-        if self._sql is not None and not self.read_only and not plan_only:
+        if self._sql is not None and not self.read_only and not plan_only and not self.reading:
             # Windows a crashed writer marked but did not recompute.
             for t in self._lake_tables():
                 self._refresh_rollups(self._lake_rollups(t))
+
+    @property
+    def _redactor(self) -> policy.Redactor:
+        if self._redactor_made is None:  # (opened for reading: made when first needed)
+            self._redactor_made = self._open_redaction(create_key=self._create_key)
+        return self._redactor_made
 
     def _open_redaction(self, *, create_key: bool) -> policy.Redactor:
         """The redaction policies of this store (schema and config.json) and its key."""
@@ -198,7 +242,7 @@ class Store:
         if info is not None and info.get("schema") != self.schema.name:
             raise StoreError(
                 f"store {self.root} holds schema {info.get('schema')!r}, not "
-                f"{self.schema.name!r}; open it with schema={info.get('schema')!r} or use "
+                f"{self.schema.name!r}: open it without a schema to use its own, or use "
                 "another root"
             )
         if (
@@ -215,6 +259,8 @@ class Store:
         if stored is not None and not read_only:
             self._check_changes(stored.current_version)
         self.read_only = read_only
+        if self.reading and not read_only:
+            self.reading = self._meta.holds(self.schema, version)
         if read_only:
             warnings.warn(
                 f"store {self.root} was written by schema version {version.current_version}, "
@@ -222,12 +268,16 @@ class Store:
                 stacklevel=3,
             )
             return None
-        if info is None:
-            self._meta.write_store_info(self.schema.name, __version__)
-        self._write_metadata(version)
+        if not self.reading:
+            self._write_metadata(version)
         return None
 
     def _write_metadata(self, version: VersionInfo) -> None:
+        info = self._meta.store_info()
+        if info is None:
+            self._meta.write_store_info(self.schema, __version__)
+        else:  # where its schema comes from now (a built-in, a file, the store's copy)
+            self._meta.record_schema_source(info, self.schema)
         self._meta.write_version_info(version)
         self._meta.write_schema_copy(self.schema.text)
         self._meta.update_host_info(self.host_id)
@@ -245,6 +295,9 @@ class Store:
         on_file: Callable[[str], None] | None = None,
     ) -> MigrationReport:
         """Rewrite every file of an older major version into this schema's tables."""
+        from telelake.lake import migrate as lake_migrate
+        from telelake.schema.diff import diff_tables, tables_from_text
+
         old_major = version_key(old_version)[0]
         migration = self.schema.migrations.get(old_major)
         where = f"store {self.root}"
@@ -268,7 +321,7 @@ class Store:
                 f"{where}: migration from_{old_major} gives no SQL for table(s) "
                 f"{', '.join(unmigrated)}, whose changes are breaking"
             )
-        report = MigrationReport(old_version, self.schema.version)
+        report = lake_migrate.MigrationReport(old_version, self.schema.version)
         tables = self._lake_tables()
         for t in tables:
             wal_dir = self._lake.wal_dir(t)
@@ -310,14 +363,18 @@ class Store:
                                 on_file(t.name)
                 report.tables[t.name] = step
         if not dry_run:
-            self._meta.append_migration(report_json(report))
+            self._meta.append_migration(lake_migrate.report_json(report))
         return report
 
     def _check_changes(self, stored_version: str) -> None:
         """Refuse table changes the version number does not allow (spec 000 §4.3)."""
+        from telelake.schema.diff import diff_tables, tables_from_text
+
         if version_key(self.schema.version) < version_key(stored_version):
             return  # an older minor version reading a newer store: compatible by §4.2
         text = self._meta.schema_copy()
+        if text == self.schema.text:
+            return  # the schema the store was last opened with
         if not text or stored_version != self._meta_version_of(text):
             return  # no copy, or a copy from another version: nothing reliable to compare
         try:
@@ -491,6 +548,8 @@ class Store:
             self._log(self._record(table), data.to_pylist())
             return int(data.num_rows)
         rollups = self._lake_rollups(table)
+        if rollups:
+            from telelake.rollup import windows
         for rollup in rollups:
             self.sql_tier.mark_dirty(rollup, windows.touched(rollup, data))
         try:
@@ -549,6 +608,8 @@ class Store:
 
     def _refresh_rollups(self, rollups: list[Rollup]) -> None:
         """Recompute the dirty windows of lake-source rollups from the lake (idempotent)."""
+        from telelake.rollup import windows
+
         for rollup in rollups:
             keys = self.sql_tier.dirty(rollup)
             if not keys:
@@ -579,6 +640,8 @@ class Store:
         self, table: str, batch_size: int = 1000, flush_interval: float | None = 30.0
     ) -> BatchWriter:
         """A batched writer for `table` (spec 000 §7.1); use it as a context manager."""
+        from telelake.writer import BatchWriter
+
         t = self.table(table)
         return BatchWriter(
             lambda rows: self.validate(table, rows),
@@ -616,6 +679,17 @@ class Store:
         if engine != "duckdb":
             raise StoreError(f"engine must be duckdb or sqlite, not {engine!r}")
         return self.engine.sql(text, params)
+
+    def sql_rows(
+        self, text: str, params: Any = None, *, engine: str | None = None
+    ) -> formats.Printable:
+        """`sql()` for printing: `.columns` and `.rows()` as DuckDB's own Python values,
+        with no Arrow table in between (what `telelake sql` shows; Arrow's import alone
+        costs more than a small query). SQLite results are `sql()`'s."""
+        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
+        if engine == "duckdb":
+            return self.engine.rows(text, params)
+        return self.sql(text, params, engine=engine)
 
     def query(self, name: str, **params: Any) -> Result:
         """Run one of the schema's named queries (on the engine it declares)."""
@@ -728,11 +802,15 @@ class Store:
             age = None if if_older_than is None else parse_age(if_older_than)
         except ValueError as exc:
             raise StoreError(f"maintain: {exc}") from None
+        from telelake import upkeep
+
         return upkeep.run(self, if_older_than=age, stop=stop, on_step=on_step)
 
     def status(self) -> upkeep.StoreStatus:
         """Settings (and where each came from), the last maintenance run and the next,
         and every table's rows, files and bytes."""
+        from telelake import upkeep
+
         return upkeep.status(self)
 
     def enforce_retention(
@@ -876,6 +954,8 @@ class Store:
         day has one already); `directory` defaults to `<root>/backups`. With `keep`
         (default: `backups_keep` in config.json, else all), only the newest remain.
         """
+        from telelake.sql.backup import backup_database
+
         if keep is None:
             keep = self.retention().backups_keep
         path = self.sql_tier.path
@@ -892,6 +972,8 @@ class Store:
         (`report.rows`). Unusable lines or rows are skipped and listed in
         `report.problems`; see `telelake.sql.recover`.
         """
+        from telelake.sql import recover as sql_recover
+
         self._refuse_if_read_only()
         return sql_recover.rebuild(
             self.sql_tier, self.schema, self.root, self._replay_write, self._export_ddl, on_file
@@ -904,6 +986,8 @@ class Store:
         they miss; a logged update replaces a row only if it is at least as new.
         Idempotent; `report.added` says how many rows each table gained.
         """
+        from telelake.sql import recover as sql_recover
+
         self._refuse_if_read_only()
         return sql_recover.replay_into(
             self.sql_tier, self.schema, self.root, self._replay_write, on_file
@@ -919,6 +1003,8 @@ class Store:
         With `repair=True`, bad files move to `_quarantine/` with a reason file and the
         readable records of torn WAL segments are folded, so queries work again.
         """
+        from telelake.check import check_store
+
         return check_store(self, repair=repair and not self.read_only)
 
     def files(self, table: str) -> list[Path]:
@@ -976,6 +1062,8 @@ class Store:
         With `api_url`, each finished run is posted there as JSON, `attempts` times at
         most with exponential `backoff`; the outcome lands in the api_* columns.
         """
+        from telelake.runs import Poster, RunClient
+
         poster = Poster(api_url, api_token, attempts, backoff) if api_url else None
         return RunClient(self, poster)
 
@@ -1032,7 +1120,7 @@ class QueryNamespace:
 
 def open(
     root: str | Path | None = None,
-    schema: str | Path = "process_triage",
+    schema: str | Path | Schema | None = None,
     *,
     host_id: str | None = None,
     fsync: str = "always",
@@ -1045,9 +1133,13 @@ def open(
 ) -> Store:
     """Open (creating if needed) the store at `root` holding `schema`.
 
-    `schema` is a built-in schema name or a path to a schema TOML file. `root` defaults
-    to `$TELELAKE_ROOT`, else the schema's default (see `default_root`: process_triage's
-    is `~/.local/share/process_triage/telemetry` on Linux).
+    `schema` is a built-in schema name or a path to a schema TOML file. Without it, an
+    existing store opens with its own schema (the one `_metadata/` records; a store
+    made from a schema file keeps a copy of it) and a new one is made with
+    process_triage. A store holding another schema than the one given is an error
+    naming both. `root` defaults to `$TELELAKE_ROOT`, else the schema's default (see
+    `default_root`: process_triage's is `~/.local/share/process_triage/telemetry` on
+    Linux).
 
     Small writes go to a write-ahead log first. `fsync` says when an append reaches
     the disk: "always" (before write() returns; the default), "batch" (the same, with
@@ -1068,8 +1160,7 @@ def open(
     see `telelake.upkeep`). `maintenance=False` turns that off for this store, `True`
     turns it on whatever `$TELELAKE_MAINTENANCE` or `maintenance_interval` say.
     """
-    model = load_schema(schema)
-    path = Path(root).expanduser() if root is not None else default_root(model)
+    path, model = locate(root, schema)
     if fsync not in FSYNC_POLICIES:
         raise StoreError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
     durability = Durability(
@@ -1079,9 +1170,12 @@ def open(
         fold_age=fold_age,
         retire_after=retire_after,
     )
-    store = Store(path.resolve(), model, host_id=host_id, durability=durability, migrate=migrate)
+    store = Store(path, model, host_id=host_id, durability=durability, migrate=migrate)
     try:
-        store._upkeep = upkeep.start(store, maintenance)
+        if maintenance is not False:  # (upkeep.start(store, False) starts nothing)
+            from telelake import upkeep
+
+            store._upkeep = upkeep.start(store, maintenance)
     except BaseException:
         store.close()
         raise

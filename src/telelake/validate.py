@@ -16,20 +16,27 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from telelake._lazy import lazy
 from telelake.errors import ValidationError
 from telelake.redact.patterns import redact_text
 from telelake.redact.policy import default_rules
-from telelake.schema.model import Column, Table
+from telelake.schema.types import TYPES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from telelake.schema.model import Column, Table
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
 
 MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}  # None: 1/1000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_TS_TYPE = pa.timestamp("us", tz="UTC")
 _NAIVE_HINT = (
     "naive datetimes are refused because their time zone is unknown; "
     "attach one (e.g. datetime.now(timezone.utc)) or pass an ISO-8601 string with an offset"
@@ -538,9 +545,9 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
         if pa.types.is_timestamp(t):
             if t.tz is None:
                 raise ctx.error(f"timestamps have no time zone: {_NAIVE_HINT}", column=col.name)
-            return arr.cast(_TS_TYPE)
+            return arr.cast(TYPES["timestamp"].arrow)
         if pa.types.is_null(t):
-            return arr.cast(_TS_TYPE)
+            return arr.cast(TYPES["timestamp"].arrow)
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)):
             raise ctx.error(f"expected timestamps, got Arrow type {t}", column=col.name)
         values = arr.to_pylist()
@@ -552,14 +559,14 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
         if None in zones or any(z.utcoffset(None) is None for z in zones if z is not None):
             row = next(i for i, v in enumerate(values) if v is not None and v.utcoffset() is None)
             raise ctx.error(f"datetime has no time zone: {_NAIVE_HINT}", column=col.name, row=row)
-        return pa.array(values, type=_TS_TYPE)
+        return pa.array(values, type=TYPES["timestamp"].arrow)
     out: list[int | None] = []
     for row, v in enumerate(values):
         try:
             out.append(timestamp_micros(v, col.epoch_unit))
         except ValueError as exc:
             raise ctx.error(str(exc), column=col.name, row=row) from None
-    return pa.array(out, type=pa.int64()).cast(_TS_TYPE)
+    return pa.array(out, type=pa.int64()).cast(TYPES["timestamp"].arrow)
 
 
 def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
@@ -740,9 +747,9 @@ def plain_rows(
 
 # Per table: its column names, and per column the types valid whatever the value and
 # the conversion plain_rows applies ("json", "timestamp" or None). Built once per table.
-_PlainPlan: TypeAlias = tuple[
-    frozenset[str], tuple[tuple[Column, frozenset[type], str | None], ...]
-]
+_PlainPlan: TypeAlias = (
+    "tuple[frozenset[str], tuple[tuple[Column, frozenset[type], str | None], ...]]"
+)
 _PLAIN_PLANS: dict[int, tuple[Table, _PlainPlan]] = {}
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
+from telelake._lazy import lazy
 from telelake.errors import ValidationError
 
-Validate = Callable[[Any], pa.Table]
-Write = Callable[[pa.Table], int]
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy("pyarrow")
+
+Validate = Callable[[Any], "pa.Table"]
+Write = Callable[["pa.Table"], int]
 
 
 class BatchWriter:

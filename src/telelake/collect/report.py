@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from rich.table import Table as RichTable
 
+from telelake._lazy import lazy
 from telelake.query import Result
 from telelake.store import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy("pyarrow")
 
 TITLES = {
     "session": "Session",

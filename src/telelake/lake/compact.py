@@ -26,13 +26,19 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from telelake import durable
+from telelake._lazy import lazy
 from telelake.lake import fold, layout
 from telelake.schema.model import Table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+else:
+    pa = lazy("pyarrow")
+    pq = lazy("pyarrow.parquet")
 
 COMPACT_PREFIX = "compact-"
 SMALL_FILE_BYTES = 8 << 20  # a partition with 2+ files under this size is worth compacting

@@ -47,16 +47,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from telelake import durable
+from telelake._lazy import lazy
 from telelake.lake import layout, parquet
 from telelake.schema.model import Table
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+else:
+    np = lazy("numpy")
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
+    pq = lazy("pyarrow.parquet")
 
 INTENT_SUFFIX = ".fold"
 LOCK_NAME = "fold.lock"

@@ -23,11 +23,17 @@ import secrets
 import string
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from telelake._lazy import lazy
 from telelake.schema.model import Table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 _TIME_FORMAT = "%Y%m%dT%H%M%SZ"

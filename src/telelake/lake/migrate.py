@@ -14,16 +14,23 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from telelake import validate
+from telelake._lazy import lazy
 from telelake.errors import ValidationError
 from telelake.lake import compact, fold, layout, parquet
 from telelake.schema.model import Column, Table
 from telelake.schema.types import TYPES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+else:
+    pa = lazy("pyarrow")
+    pq = lazy("pyarrow.parquet")
 
 
 @dataclass

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from telelake import durable
+from telelake._lazy import lazy
 from telelake.lake import layout
 from telelake.schema.model import ParquetLayout
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
+    pq = lazy("pyarrow.parquet")
 
 META_SCHEMA = b"telelake.schema"
 META_VERSION = b"telelake.schema_version"

@@ -22,17 +22,26 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import duckdb
 
 from telelake import durable
+from telelake._lazy import lazy
 from telelake.errors import StoreError
 from telelake.lake import compact, fold, layout, listing, parquet, prune, retention, upsert, wal
 from telelake.schema.model import Schema, Table
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+else:
+    np = lazy("numpy")
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
+    pq = lazy("pyarrow.parquet")
 
 _ALPHABET = string.ascii_lowercase + string.digits
 WAL_DIR = "_wal"
@@ -867,14 +876,20 @@ class LakeTier:
         return next(self.files(table), None) is not None
 
     def snapshot(
-        self, table: Table, bounds: prune.Bounds | None = None, attempts: int = 200
+        self,
+        table: Table,
+        bounds: prune.Bounds | None = None,
+        attempts: int = 200,
+        *,
+        footers: duckdb.DuckDBPyConnection | None = None,
     ) -> Snapshot:
         """A consistent view of a table: no row missing, none counted twice.
 
         The WAL directory is listed before and after reading; if a fold started or
         committed in between, the snapshot is taken again. With `bounds`, only the
         Parquet files of the partitions they admit are listed (live WAL rows are
-        always all there).
+        always all there). With `footers`, a DuckDB connection, the files are first
+        vetted through it (see `vet`).
         """
         wal_dir = self.wal_dir(table)
         base = self.table_dir(table)
@@ -919,9 +934,18 @@ class LakeTier:
                     for p in published
                     if bounds.admits(_partition(p.parent, base)) and bounds.admits_file(p)
                 }
-            verdicts = {f: self._usable(table, f) for f in files + sorted(published)}
-            if any(v is None for f, v in verdicts.items() if f not in pending):
-                continue  # a file we listed is gone: a swap committed meanwhile
+            files += sorted(published)
+            keys = {f: _inode_key(f) for f in files if f not in pending}
+            if any(key is None for key in keys.values()):
+                # A file went after the listing (a swap that committed since, retention):
+                # its rows may be in a file the listing missed. Look again.
+                continue
+            inodes = {f: key for f, key in keys.items() if key is not None}
+            if footers is not None:
+                self.vet(table, inodes, footers)
+            verdicts = {f: self._judge(table, f, key) for f, key in inodes.items()}
+            if None in verdicts.values():
+                continue  # a file went while it was read (a staged target renamed): again
             # Last: a swap that commits after this listing renames files only after its
             # commit, which changes the listing; one that committed before it was seen.
             after = _wal_names(wal_dir)
@@ -929,9 +953,9 @@ class LakeTier:
                 continue
             self._cache.forget_missing(set(segments))
             live = pa.concat_tables(tables, promote_options="default") if tables else None
-            good = [f for f, ok in verdicts.items() if ok and f not in pending]
+            good = [f for f, usable in verdicts.items() if usable]
             return Snapshot(good, live, problems)
-        raise TimeoutError(f"table {table.name!r}: the WAL kept changing; try again")
+        raise TimeoutError(f"table {table.name!r}: its WAL and files kept changing; try again")
 
     def file_problem(self, table: Table, path: Path) -> str | None:
         """Why a data file cannot be read as part of `table`, or None if it can."""
@@ -959,6 +983,44 @@ class LakeTier:
                 return f"column {field.name!r} is {field.type}, not {want}"
         return None
 
+    def vet(
+        self,
+        table: Table,
+        files: Mapping[Path, tuple[Path, int]],
+        con: duckdb.DuckDBPyConnection,
+    ) -> None:
+        """Judge the files not judged yet by their footers' telelake metadata, which DuckDB
+        reads for all of them at once: a file that this schema's table wrote at the
+        schema's current version is usable and holds every column (the writer wrote the
+        table's own Arrow schema). Any other file, or all of them if one footer is
+        unreadable, is left to `file_problem`, which reads its schema with Arrow and says
+        what is wrong. (A one-shot query so needs no Arrow, and opens each footer once.)
+        """
+        todo = {str(f): key for f, key in files.items() if key not in self._checked}
+        if not todo:
+            return
+        wanted = {
+            parquet.META_SCHEMA: self.schema.name.encode(),
+            parquet.META_TABLE: table.name.encode(),
+            parquet.META_VERSION: self.schema.version.encode(),
+        }
+        keys = ", ".join(sql_literal(k.decode()) + "::BLOB" for k in wanted)
+        try:
+            found = con.cursor().execute(
+                f"SELECT file_name, key, value FROM parquet_kv_metadata(?) WHERE key IN ({keys})",
+                [list(todo)],
+            )
+            rows = found.fetchall()
+        except duckdb.Error:
+            return  # a footer DuckDB cannot read: each file is judged on its own
+        kv: dict[str, dict[bytes, bytes]] = {}
+        for name, key, value in rows:
+            kv.setdefault(name, {})[bytes(key)] = bytes(value)
+        for name, inode in todo.items():
+            if kv.get(name) == wanted:
+                self._checked[inode] = None
+                self._lacking[inode] = False
+
     def rewritable(self, table: Table, path: Path) -> bool:
         """May this process rewrite the file (compaction, a trim) without losing data?
 
@@ -976,18 +1038,21 @@ class LakeTier:
             self._lacking[key] = not set(table.column_names) <= names
         return self._lacking[key]
 
-    def _usable(self, table: Table, path: Path) -> bool | None:
-        """May queries read this data file? None (falsy) when it is gone: a swap moved
-        it away, so a snapshot that listed it must be taken again."""
-        # Published files never change in place (they are replaced by rename), so a
-        # verdict is remembered per inode: each footer is read once per process.
+    def _usable(self, table: Table, path: Path) -> bool:
         key = _inode_key(path)
-        if key is None:
-            return None
+        return key is not None and bool(self._judge(table, path, key))
+
+    def _judge(self, table: Table, path: Path, key: tuple[Path, int]) -> bool | None:
+        """Is the file usable (False: a warning says why)? None if it went while it was
+        read: no verdict then, the caller looks again.
+
+        Published files never change in place (they are replaced by rename), so a
+        verdict is remembered per inode: each footer is read once per process.
+        """
         if key not in self._checked:
             problem = self.file_problem(table, path)
-            if problem and not path.exists():
-                return None  # renamed away while we read it: no verdict to remember
+            if problem is not None and _inode_key(path) != key:
+                return None
             self._checked[key] = problem
             if problem:
                 warnings.warn(
@@ -1052,13 +1117,16 @@ class LakeTier:
             / f"{table.name}.parquet"
         )
 
-    def ensure_anchor(self, table: Table) -> None:
-        """Write the anchor file when it is missing or its schema is not the table's."""
+    def ensure_anchor(self, table: Table, *, only_missing: bool = False) -> None:
+        """Write the anchor file when it is missing or its schema is not the table's
+        (`only_missing`: when it is missing; reading its schema costs Arrow's import)."""
         path = self.anchor_path(table)
+        if only_missing and path.exists():
+            return
         schema = table.arrow_schema.with_metadata(self._file_metadata(table))
         if path.exists():
             try:
-                if pq.read_schema(path).equals(schema, check_metadata=True):
+                if pq.read_schema(path).equals(_as_read_back(schema), check_metadata=True):
                     return
             except (OSError, ValueError):
                 pass  # damaged anchor: rewrite it
@@ -1119,6 +1187,20 @@ class LakeTier:
             if snap.files:
                 live = f"SELECT * FROM ({live}) ANTI JOIN ({lake}) USING ({keys})"
         return f"{lake} UNION ALL BY NAME {live}"
+
+
+def _as_read_back(schema: pa.Schema) -> pa.Schema:
+    """`schema` as Parquet gives it back: a list's values are called "element" there (the
+    compliant nested type), not "item" (without this every open rewrote the anchor of a
+    table with a list column)."""
+
+    def field(f: pa.Field) -> pa.Field:
+        if pa.types.is_list(f.type):
+            values = field(f.type.value_field).with_name("element")
+            return f.with_type(pa.list_(values))
+        return f
+
+    return pa.schema([field(f) for f in schema], metadata=schema.metadata)
 
 
 def _plain_keys(table: Table, fields: tuple[pa.Field, ...], columns: list[list[Any]]) -> pa.Table:

@@ -26,12 +26,20 @@ Everything here is pure (Arrow in, Arrow out); `LakeTier.commit` does the I/O.
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
+from telelake._lazy import lazy
 from telelake.lake.fold import AT
 from telelake.schema.model import Table
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    np = lazy("numpy")
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
 
 DEAD_SUFFIX = ".dead"
 _POS = "__tl_pos"

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import struct
 import threading
@@ -44,12 +45,17 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgpack
-import pyarrow as pa
 
 from telelake import durable
+from telelake._lazy import lazy
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy("pyarrow")
 
 MAGIC = b"TLWAL01\n"
 RECORD_MAGIC = b"TLR1"
@@ -69,7 +75,11 @@ ZERO_FILL_MAX = 64 << 10
 # sync for a few ms of CPU. Small ones (the latency path) are not: compressing them costs
 # more than it saves. Readers need nothing new: an IPC message says how its body is coded.
 COMPRESS_FROM = 256 << 10  # bytes of Arrow data in one batch
-_LZ4 = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+@functools.cache
+def _lz4() -> pa.ipc.IpcWriteOptions:
+    return pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def serialize_batch(batch: pa.RecordBatch) -> tuple[pa.Buffer, int]:
@@ -81,7 +91,7 @@ def serialize_batch(batch: pa.RecordBatch) -> tuple[pa.Buffer, int]:
         plain = batch.serialize()
         return plain, plain.size
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema, options=_LZ4) as writer:
+    with pa.ipc.new_stream(sink, batch.schema, options=_lz4()) as writer:
         writer.write_batch(batch)
     messages = pa.ipc.MessageReader.open_stream(sink.getvalue())
     messages.read_next_message()  # the schema: the segment header holds it already
@@ -94,15 +104,8 @@ ROWS_MAGIC = b"TLROWS1\n"
 RUN_ROWS = 8192
 # What a payload that passed its checksum but does not decode raises: it was written by
 # something else (a reader reports the segment, `check` quarantines it).
-DECODE_ERRORS = (
-    pa.ArrowInvalid,
-    pa.ArrowTypeError,
-    OSError,
-    ValueError,
-    TypeError,
-    OverflowError,
-    msgpack.UnpackException,
-)
+# (Arrow's ArrowInvalid and ArrowTypeError are ValueError and TypeError.)
+DECODE_ERRORS = (OSError, ValueError, TypeError, OverflowError, msgpack.UnpackException)
 
 
 def serialize_rows(at: int, columns: list[list[Any]]) -> bytes:

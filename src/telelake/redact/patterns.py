@@ -19,11 +19,19 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import re2
+from telelake._lazy import lazy
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import re2
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
+    re2 = lazy("re2")
+
 
 __all__ = [
     "DEFAULT_RULES_PATH",

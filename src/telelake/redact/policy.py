@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from telelake import durable
+from telelake._lazy import lazy
 from telelake.redact.patterns import (
     Rule,
     any_match,
@@ -50,6 +49,13 @@ from telelake.redact.patterns import (
     redact_array,
     redact_text,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
 
 if TYPE_CHECKING:  # the schema model imports Policy from here
     from telelake.config import Redaction

@@ -21,15 +21,22 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
+from telelake._lazy import lazy
 from telelake.lake import wal
 from telelake.redact.patterns import Rule, redact_array, redact_text
 from telelake.redact.policy import KEY_NAME, default_rules
 from telelake.sql.connection import read_only
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
+    pq = lazy("pyarrow.parquet")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MIN_RUN = 8  # shorter printable runs cannot hold any secret the rules know

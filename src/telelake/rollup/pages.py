@@ -23,12 +23,16 @@ import json
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from telelake._lazy import lazy
 from telelake.rollup.windows import ORIGIN_MS, Key, States, sketch_columns, stat_columns
 from telelake.schema.model import Rollup
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy("numpy")
 
 PAGE_MS = 3_600_000  # windows shorter than an hour share a page of an hour
 FORMAT = 1

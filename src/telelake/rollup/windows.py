@@ -16,14 +16,20 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from telelake._lazy import lazy
 from telelake.rollup import sketch
 from telelake.schema.model import Rollup, Table
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    np = lazy("numpy")
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
 
 # Windows are aligned like TimescaleDB's time_bucket: from Monday 2000-01-03 00:00 UTC,
 # so weeks start on Mondays and every shorter window at a whole multiple of itself.

@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from telelake.derive import FUNCTIONS as DERIVE_FUNCTIONS
 from telelake.durations import parse_age, parse_interval
 from telelake.errors import SchemaError
 from telelake.redact.policy import JSON_KINDS, parse_policy
@@ -151,16 +150,24 @@ def load_schema(name_or_path: str | Path) -> Schema:
                 f"{', '.join(builtin_names())}, or give a path to a .toml file"
             )
         path = builtin_path(text_name)
-    text = path.read_text(encoding="utf-8")
+    return load_schema_text(path.read_text(encoding="utf-8"), path)
+
+
+def load_schema_text(text: str, path: Path, *, base: Path | None = None) -> Schema:
+    """Load the schema TOML `text` of file `path`; the SQL files and folders it names
+    are looked up under `base` (default: the file's folder)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SchemaError(f"schema file {path}: not valid TOML: {exc}") from exc
-    return parse_schema(data, path, text)
+    return parse_schema(data, path, text, base=base)
 
 
-def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
-    """Build and validate a Schema from the decoded TOML `data` of file `path`."""
+def parse_schema(
+    data: dict[str, Any], path: Path, text: str = "", *, base: Path | None = None
+) -> Schema:
+    """Build and validate a Schema from the decoded TOML `data` of file `path` (SQL
+    files it names are under `base`, by default the file's folder)."""
     where = f"schema file {path}"
     _no_unknown(data, _SCHEMA_KEYS, where)
     name = _require(data, "name", str, where)
@@ -173,7 +180,7 @@ def parse_schema(data: dict[str, Any], path: Path, text: str = "") -> Schema:
     if not isinstance(raw_tables, dict) or not raw_tables:
         raise SchemaError(f"{where}: needs at least one [tables.<name>] section")
     tables = {tname: parse_table(tname, tdata, where) for tname, tdata in raw_tables.items()}
-    base = path.parent
+    base = path.parent if base is None else base
     _check_references(tables, where)
     return Schema(
         name=name,
@@ -414,6 +421,8 @@ def _lake_write_mode(data: dict[str, Any], key: tuple[str, ...], where: str) -> 
 
 def _parse_derive(raw: Any, where: str) -> Derivation:
     """`derive = "<function>:<source column>"` (the source is checked by the table)."""
+    from telelake.derive import FUNCTIONS as DERIVE_FUNCTIONS  # (derive imports the model)
+
     known = ", ".join(sorted(DERIVE_FUNCTIONS))
     shape = f'derive must look like "<function>:<column>" (functions: {known})'
     if not isinstance(raw, str) or raw.count(":") != 1:

@@ -11,12 +11,16 @@ import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
+from telelake._lazy import lazy
 from telelake.redact.policy import Policy
 from telelake.schema.types import LogicalType
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy("pyarrow")
 
 TIERS = ("lake", "sql", "log")
 WRITE_MODES = ("insert", "ignore", "upsert")

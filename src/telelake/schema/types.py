@@ -5,9 +5,16 @@ Every other module asks this table; nothing else spells a physical type.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+from telelake._lazy import lazy
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    pa = lazy("pyarrow")
 
 
 @dataclass(frozen=True)
@@ -15,27 +22,50 @@ class LogicalType:
     """One logical type and its physical spelling in each engine."""
 
     name: str
-    arrow: pa.DataType
     duckdb: str
     sqlite: str
     postgres: str
 
+    @property
+    def arrow(self) -> pa.DataType:
+        """The Arrow type (made on first use: Arrow is imported only when needed)."""
+        return _arrow_types()[self.name]
+
+
+@functools.cache
+def _arrow_types() -> dict[str, pa.DataType]:
+    return {
+        "string": pa.string(),
+        "bool": pa.bool_(),
+        "int8": pa.int8(),
+        "int16": pa.int16(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "date": pa.date32(),
+        "json": pa.string(),
+        "list<string>": pa.list_(pa.string()),
+        "binary": pa.binary(),
+    }
+
 
 _TYPES: tuple[LogicalType, ...] = (
-    LogicalType("string", pa.string(), "VARCHAR", "TEXT", "TEXT"),
-    LogicalType("bool", pa.bool_(), "BOOLEAN", "INTEGER", "BOOLEAN"),
-    LogicalType("int8", pa.int8(), "TINYINT", "INTEGER", "SMALLINT"),
-    LogicalType("int16", pa.int16(), "SMALLINT", "INTEGER", "SMALLINT"),
-    LogicalType("int32", pa.int32(), "INTEGER", "INTEGER", "INTEGER"),
-    LogicalType("int64", pa.int64(), "BIGINT", "INTEGER", "BIGINT"),
-    LogicalType("float32", pa.float32(), "FLOAT", "REAL", "REAL"),
-    LogicalType("float64", pa.float64(), "DOUBLE", "REAL", "DOUBLE PRECISION"),
-    LogicalType("timestamp", pa.timestamp("us", tz="UTC"), "TIMESTAMPTZ", "INTEGER", "TIMESTAMPTZ"),
-    LogicalType("date", pa.date32(), "DATE", "TEXT", "DATE"),
+    LogicalType("string", "VARCHAR", "TEXT", "TEXT"),
+    LogicalType("bool", "BOOLEAN", "INTEGER", "BOOLEAN"),
+    LogicalType("int8", "TINYINT", "INTEGER", "SMALLINT"),
+    LogicalType("int16", "SMALLINT", "INTEGER", "SMALLINT"),
+    LogicalType("int32", "INTEGER", "INTEGER", "INTEGER"),
+    LogicalType("int64", "BIGINT", "INTEGER", "BIGINT"),
+    LogicalType("float32", "FLOAT", "REAL", "REAL"),
+    LogicalType("float64", "DOUBLE", "REAL", "DOUBLE PRECISION"),
+    LogicalType("timestamp", "TIMESTAMPTZ", "INTEGER", "TIMESTAMPTZ"),
+    LogicalType("date", "DATE", "TEXT", "DATE"),
     # JSON is kept as its text so every engine can read it; DuckDB and PostgreSQL parse it.
-    LogicalType("json", pa.string(), "JSON", "TEXT", "JSONB"),
-    LogicalType("list<string>", pa.list_(pa.string()), "VARCHAR[]", "TEXT", "TEXT[]"),
-    LogicalType("binary", pa.binary(), "BLOB", "BLOB", "BYTEA"),
+    LogicalType("json", "JSON", "TEXT", "JSONB"),
+    LogicalType("list<string>", "VARCHAR[]", "TEXT", "TEXT[]"),
+    LogicalType("binary", "BLOB", "BLOB", "BYTEA"),
 )
 
 TYPES: dict[str, LogicalType] = {t.name: t for t in _TYPES}
@@ -72,4 +102,4 @@ def resolve(name: str) -> LogicalType | None:
 
 def is_integer(t: LogicalType) -> bool:
     """True for the int8..int64 family."""
-    return bool(pa.types.is_integer(t.arrow))
+    return t.name in ("int8", "int16", "int32", "int64")

@@ -17,11 +17,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from telelake._lazy import lazy
 from telelake.errors import QueryError, StoreError, ValidationError
 from telelake.rollup import pages, windows
 from telelake.schema.model import Rollup, Schema, Table
@@ -29,6 +27,13 @@ from telelake.sql import batch, migrations
 from telelake.sql.connection import immediate, read_only
 from telelake.sql.dialect import SQLITE, Dialect
 from telelake.validate import MICROS_PER_UNIT, timestamp_micros
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = lazy("pyarrow")
+    pc = lazy("pyarrow.compute")
 
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
