@@ -151,14 +151,21 @@ def test_unreadable_segment_and_intent_are_quarantined(store_root: Path, schema:
     (wal_dir / "20260101T000000Z-1-badbadba.wal").write_bytes(b"not a segment at all")
     (wal_dir / "20260101T000000Z-1-badbadbb.wal").write_bytes(b"")
     (wal_dir / "direct-qqqqqqqq.fold").write_text("{not json")
-    with telelake.open(store_root, schema) as store:
-        # An empty segment (its writer died before the header was on disk) cannot hold an
-        # acknowledged row: the opener removes it. The foreign one is left for `check`.
+    with pytest.warns(UserWarning, match="badbadbb.wal is damaged") as caught:
+        store = telelake.open(store_root, schema)
+    with store:
+        # A named segment is never empty (its header is on disk before it gets its name):
+        # an empty one was cut by damage. The opener keeps it in _quarantine and warns;
+        # check reports it until repair marks it seen. The foreign one is left for check.
         assert not (wal_dir / "20260101T000000Z-1-badbadbb.wal").exists()
+        (kept,) = (store_root / "_quarantine").rglob("*badbadbb.wal")
+        assert kept.read_bytes() == b""
+        assert "_quarantine" in str(caught[0].message)
         assert count(store) == 4
         report = store.check()
-        assert {f.kind for f in report.findings} == {"wal", "intent"}
-        assert len(report.findings) == 2
+        assert sorted(f.kind for f in report.findings) == ["intent", "wal", "wal"]
+        assert not report.ok
+        assert [f.path for f in report.findings if "lost on open" in f.problem] == [kept]
         assert store.check(repair=True).ok
         assert store.check().findings == []
         assert count(store) == 4

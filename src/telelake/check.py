@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from telelake import durable
 from telelake.lake import fold, wal
 from telelake.metadata import METADATA_DIR
+from telelake.quarantine import keep_copy, mark_reported, quarantine, unreported_losses
 
 if TYPE_CHECKING:
     from telelake.store import Store
 
-QUARANTINE_DIR = "_quarantine"
 STALE_TEMP_SECONDS = 600.0  # a younger temp file may belong to a write in progress
 _JSON_FILES = ("store.json", "schema_version.json", "host_info.json")
 
@@ -55,17 +54,6 @@ class CheckReport:
     def count(self, kind: str) -> None:
         """Count one checked file of `kind`."""
         self.checked[kind] = self.checked.get(kind, 0) + 1
-
-
-def quarantine(root: Path, path: Path, reason: str, stamp: str) -> Path:
-    """Move `path` under `_quarantine/<stamp>/` with a reason file; returns the new path."""
-    target = root / QUARANTINE_DIR / stamp / path.relative_to(root)
-    durable.ensure_dir(target.parent)
-    os.replace(path, target)
-    target.with_name(target.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
-    durable.fsync_dir(target.parent)
-    durable.fsync_dir(path.parent)
-    return target
 
 
 def check_store(store: Store, *, repair: bool = False) -> CheckReport:
@@ -106,27 +94,36 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
             report.count("wal")
             if wal.is_locked(seg):
                 continue  # its writer is alive and may be mid-append: not ours to judge
-            contents = wal.read_segment(seg)
-            if contents.schema is None:
+            contents = wal.read_segment(seg, lake.wal_schemas(table))
+            if contents.schema is None and contents.damage is None:
                 found(seg, "wal", contents.problem or "unreadable segment")
-            elif contents.problem:
+            elif contents.problem or contents.damage:
                 lost = contents.total_bytes - contents.valid_bytes
-                finding = Finding(
-                    seg,
-                    "wal",
-                    f"{contents.problem}: {lost} bytes after the "
-                    f"last complete record ({contents.rows} rows readable)",
+                problem = "; ".join(
+                    p
+                    for p in (
+                        contents.damage,
+                        contents.problem
+                        and f"{contents.problem}: {lost} bytes after the last complete record",
+                    )
+                    if p
                 )
+                finding = Finding(seg, "wal", f"{problem} ({contents.rows} rows readable)")
                 if repair:
-                    copy = root / QUARANTINE_DIR / stamp / seg.relative_to(root)
-                    durable.ensure_dir(copy.parent)
-                    copy.write_bytes(seg.read_bytes())
-                    copy.with_name(copy.name + ".reason.txt").write_text(finding.problem + "\n")
-                    lake.fold_orphans(table)  # the complete records go to Parquet
+                    kept = keep_copy(root, seg, finding.problem, stamp, reported=True)
+                    lake.fold_orphans(table, reported=True)  # the good records go to Parquet
                     finding.action = (
-                        f"{contents.rows} rows folded; copy in {copy.relative_to(root)}"
+                        f"{contents.rows} rows folded; copy in {kept.relative_to(root)}"
                     )
                 report.findings.append(finding)
+
+    for kept, reason in unreported_losses(root):
+        # Found (and salvaged) while a store opened: reported here once, then marked seen.
+        finding = Finding(kept, "wal", f"lost on open: {reason}")
+        if repair:
+            mark_reported(kept)
+            finding.action = "reported; the copy stays for inspection"
+        report.findings.append(finding)
 
     if store._sql is not None:
         # SQLite checks its own pages and constraints; repair is not ours to attempt

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from telelake import durable
+from telelake import durable, quarantine
 from telelake._lazy import lazy
 from telelake.errors import StoreError
 from telelake.lake import compact, fold, layout, listing, parquet, prune, retention, upsert, wal
@@ -599,8 +599,14 @@ class LakeTier:
                 else:
                     self._segments[name] = seg
 
-    def fold_orphans(self, table: Table) -> int:
-        """Fold segments whose owner is gone (crashed or closed without folding)."""
+    def fold_orphans(self, table: Table, *, reported: bool = False) -> int:
+        """Fold segments whose owner is gone (crashed or closed without folding).
+
+        A damaged segment (records lost before good ones, see lake/wal.py) is first
+        copied to `_quarantine/`, then its good records are folded; the loss is a
+        warning, and a problem for `check` until it reports it (`reported`: the caller
+        reports it itself).
+        """
         done = 0
         wal_dir = self.wal_dir(table)
         if not wal_dir.is_dir():
@@ -613,17 +619,41 @@ class LakeTier:
             if claimed is None:
                 continue  # its owner is alive, or someone else is folding it
             try:
-                contents = wal.read_segment(path)
-                if contents.problem == wal.HEADER_TORN:
-                    path.unlink()  # created by a writer that died (or ran out of space) at once
-                    durable.fsync_dir(wal_dir)
-                    continue
-                if contents.schema is None:
-                    continue  # unreadable: left for `check --repair` to quarantine
+                contents = wal.read_segment(path, self.wal_schemas(table))
+                if contents.damage is not None:
+                    self._keep_damaged(table, contents, reported)
+                    if contents.schema is None or not contents.batches:
+                        path.unlink()  # nothing readable: the copy kept is all there is
+                        durable.fsync_dir(wal_dir)
+                        continue
+                elif contents.schema is None:
+                    continue  # not a segment of ours: left for `check --repair` to quarantine
                 done += self.commit(table, contents.table(), path)
             finally:
                 os.close(claimed)
         return done
+
+    def _keep_damaged(self, table: Table, contents: wal.SegmentContents, reported: bool) -> None:
+        """Copy a damaged segment to `_quarantine/` before its good records are folded."""
+        reason = (
+            f"table {table.name!r}: WAL segment {contents.path.name} is damaged "
+            f"({contents.damage}); {contents.rows} rows in its good records were kept, "
+            "the damaged records are lost"
+        )
+        kept = quarantine.keep_copy(
+            self.root, contents.path, reason, quarantine.new_stamp(), reported=reported
+        )
+        if not reported:
+            warnings.warn(
+                f"{reason}; a copy is in {kept.relative_to(self.root)}; see `telelake check`",
+                stacklevel=4,
+            )
+
+    def wal_schemas(self, table: Table) -> list[pa.Schema]:
+        """Schemas the batches of a segment of `table` may have, for one whose own schema
+        record is lost: the table's columns and the acknowledgement time (what every
+        write that names no extra column has)."""
+        return [table.arrow_schema.append(pa.field(fold.AT, pa.int64()))]
 
     def recover(self, table: Table) -> None:
         """Finish or undo folds that a crash interrupted (intent files left behind)."""
@@ -1065,7 +1095,9 @@ class LakeTier:
     ) -> tuple[list[pa.Table], list[str]]:
         tables, problems = [], []
         for path in segments:
-            contents = self._cache.read(path)
+            contents = self._cache.read(path, self.wal_schemas(table))
+            if contents.damage is not None:
+                problems.append(f"{path}: {contents.damage}")
             if contents.schema is None:
                 problems.append(f"{path}: {contents.problem}")
                 continue
