@@ -21,8 +21,14 @@ from telelake import derive, durable, formats, validate
 from telelake._lazy import lazy
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
 from telelake.durations import parse_age
-from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
-from telelake.lake import fold, layout, parquet, retention, wal
+from telelake.errors import (
+    LockTimeoutError,
+    StorageFullError,
+    StoreError,
+    TelelakeError,
+    ValidationError,
+)
+from telelake.lake import layout, parquet, retention, wal
 from telelake.lake.compact import CompactReport, PartitionResult
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier, random_token
@@ -176,8 +182,12 @@ class Store:
                 # Finish what crashed processes left: interrupted folds, orphan segments.
                 # Tidying is best effort: rows are safe in the WAL and readable without it.
                 try:
-                    self._lake.recover(t)
-                    self._lake.fold_orphans(t)
+                    # Never waiting for the fold lock: its holder (a fold, a compaction,
+                    # perhaps stopped) is alive, and will be done with what is there.
+                    self._lake.recover(t, wait=False)
+                    self._lake.fold_orphans(t, wait=False)
+                except LockTimeoutError:
+                    pass
                 except OSError as exc:
                     warnings.warn(
                         f"table {t.name!r}: could not fold leftover WAL segments "
@@ -348,7 +358,7 @@ class Store:
                         step.files += 1
                         step.rows += rows.num_rows
                         if write:
-                            with fold.table_lock(self._lake.wal_dir(t)):
+                            with self._lake.table_lock(t):
                                 lake_migrate.migrate_file(
                                     self.root,
                                     t,
@@ -1128,6 +1138,7 @@ def open(
     fold_rows: int = Durability.fold_rows,
     fold_age: float = Durability.fold_age,
     retire_after: float = Durability.retire_after,
+    lock_timeout: float = Durability.lock_timeout,
     migrate: bool = False,
     maintenance: bool | None = None,
 ) -> Store:
@@ -1151,6 +1162,11 @@ def open(
     a compaction replaced are deleted `retire_after` seconds after it (queries that
     started before it may still be reading them).
 
+    Folds, direct writes and compactions of a table take its fold lock; one held by
+    another process (a compaction, perhaps stopped with Ctrl-Z) is waited for at most
+    `lock_timeout` seconds, then LockTimeoutError names that process. Opening a store
+    and reading it never wait for the lock.
+
     A store of an older major version opens only with `migrate=True`, which rewrites
     its files with the schema's `[migrations.from_N]` first (see docs/lifecycle.md);
     `store.migration` then says what was done.
@@ -1169,6 +1185,7 @@ def open(
         fold_rows=fold_rows,
         fold_age=fold_age,
         retire_after=retire_after,
+        lock_timeout=lock_timeout,
     )
     store = Store(path, model, host_id=host_id, durability=durability, migrate=migrate)
     try:

@@ -28,7 +28,7 @@ import duckdb
 
 from telelake import durable, quarantine
 from telelake._lazy import lazy
-from telelake.errors import StoreError
+from telelake.errors import LockTimeoutError, StoreError
 from telelake.lake import compact, fold, layout, listing, parquet, prune, retention, upsert, wal
 from telelake.schema.model import Schema, Table
 
@@ -45,6 +45,8 @@ else:
 
 _ALPHABET = string.ascii_lowercase + string.digits
 WAL_DIR = "_wal"
+# Names in a WAL directory that only `recover` (under the fold lock) deals with.
+_LEFTOVERS = (fold.INTENT_SUFFIX, upsert.DEAD_SUFFIX, ".tmp")
 
 
 def random_token(n: int) -> str:
@@ -90,6 +92,10 @@ class Durability:
     # Files replaced by a compaction stay on disk this long after it commits (hidden
     # from new queries), so a query that listed them before still finds them.
     retire_after: float = 120.0
+    # How long a writer (a fold, a direct write, a compaction) waits for a table's fold
+    # lock held by another process before it gives up with LockTimeoutError. Readers
+    # never wait for it.
+    lock_timeout: float = 60.0
 
 
 @dataclass
@@ -307,7 +313,7 @@ class LakeTier:
         try:
             self.fold_own(table)
             self.fold_orphans(table)  # a long-lived writer tidies up after dead ones
-        except OSError as exc:
+        except (OSError, LockTimeoutError) as exc:
             warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=stacklevel)
 
     def _fold_soon(self) -> None:
@@ -373,10 +379,13 @@ class LakeTier:
         """Seconds since this writer's segment of `table` was opened."""
         return time.monotonic() - self._opened_at.get(table.name, time.monotonic())
 
-    def commit(self, table: Table, data: pa.Table, segment: Path | None = None) -> int:
+    def commit(
+        self, table: Table, data: pa.Table, segment: Path | None = None, *, wait: bool = True
+    ) -> int:
         """Fold rows into Parquet atomically; with `segment`, retire that segment.
 
-        Runs under the table's fold lock; the caller holds the segment's lock. Returns
+        Runs under the table's fold lock (waiting for it up to `lock_timeout`, or, without
+        `wait`, not at all: LockTimeoutError); the caller holds the segment's lock. Returns
         the rows published: under `ignore`, keys that already exist are dropped (the
         first write wins); under `upsert`, each key's newest version replaces the
         older ones (see lake/upsert.py).
@@ -384,7 +393,7 @@ class LakeTier:
         # A segment's rows come as one chunk per acknowledged write: thousands of tiny
         # chunks make every later step (partition split, sizing, encoding) crawl.
         data = data.combine_chunks()
-        with fold.table_lock(self.wal_dir(table)):
+        with self.table_lock(table, wait=wait):
             self._recover_locked(table)
             if segment is not None and not segment.exists():
                 return 0  # a swap that committed before a crash published it: rolled forward
@@ -599,13 +608,14 @@ class LakeTier:
                 else:
                     self._segments[name] = seg
 
-    def fold_orphans(self, table: Table, *, reported: bool = False) -> int:
+    def fold_orphans(self, table: Table, *, reported: bool = False, wait: bool = True) -> int:
         """Fold segments whose owner is gone (crashed or closed without folding).
 
         A damaged segment (records lost before good ones, see lake/wal.py) is first
         copied to `_quarantine/`, then its good records are folded; the loss is a
         warning, and a problem for `check` until it reports it (`reported`: the caller
-        reports it itself).
+        reports it itself). Without `wait`, LockTimeoutError at once if another process
+        holds the fold lock.
         """
         done = 0
         wal_dir = self.wal_dir(table)
@@ -628,7 +638,7 @@ class LakeTier:
                         continue
                 elif contents.schema is None:
                     continue  # not a segment of ours: left for `check --repair` to quarantine
-                done += self.commit(table, contents.table(), path)
+                done += self.commit(table, contents.table(), path, wait=wait)
             finally:
                 os.close(claimed)
         return done
@@ -655,11 +665,20 @@ class LakeTier:
         write that names no extra column has)."""
         return [table.arrow_schema.append(pa.field(fold.AT, pa.int64()))]
 
-    def recover(self, table: Table) -> None:
-        """Finish or undo folds that a crash interrupted (intent files left behind)."""
-        if not self.wal_dir(table).is_dir():
+    def table_lock(
+        self, table: Table, *, wait: bool = True
+    ) -> contextlib.AbstractContextManager[None]:
+        """The fold lock of `table`, waited for up to `lock_timeout` (or not at all)."""
+        return fold.table_lock(self.wal_dir(table), self.durability.lock_timeout if wait else 0)
+
+    def recover(self, table: Table, *, wait: bool = True) -> None:
+        """Finish or undo folds that a crash interrupted (intent files left behind), and
+        remove what dead writers left. Takes the fold lock only when there is something
+        to do (waiting as `commit` does)."""
+        names = _wal_names(self.wal_dir(table))
+        if not any(n.endswith(_LEFTOVERS) for n in names):
             return
-        with fold.table_lock(self.wal_dir(table)):
+        with self.table_lock(table, wait=wait):
             self._recover_locked(table)
 
     def _recover_locked(self, table: Table) -> None:
@@ -706,7 +725,11 @@ class LakeTier:
         folder = self._folder
         if folder is not None and folder is not threading.current_thread():
             folder.join()
-        self.fold_own()
+        try:
+            self.fold_own()
+        except LockTimeoutError as exc:
+            # The segments stay, closed, for the next fold: their rows are safe and read.
+            warnings.warn(f"rows left in the WAL, not folded: {exc}", stacklevel=3)
 
     # -- compaction ---------------------------------------------------------------------
 
@@ -744,7 +767,7 @@ class LakeTier:
                     0,
                 )
             else:
-                with fold.table_lock(self.wal_dir(table)):
+                with self.table_lock(table):
                     self._recover_locked(table)
                     # Listed again under the lock: what is there now is what we replace.
                     # (Sources of earlier compactions in their grace period excluded.)
@@ -819,7 +842,7 @@ class LakeTier:
     ) -> retention.Step | None:
         """Remove a partition's rows older than `cutoff` (all of them when None)."""
         assert table.parquet is not None and table.time is not None
-        lock = contextlib.nullcontext() if dry_run else fold.table_lock(self.wal_dir(table))
+        lock = contextlib.nullcontext() if dry_run else self.table_lock(table)
         with lock:
             if not dry_run:
                 self._recover_locked(table)
