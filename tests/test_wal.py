@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import telelake
+from telelake import durable
 from telelake.lake import wal
 from telelake.schema.model import Column, Table
 from telelake.schema.types import TYPES
@@ -374,7 +375,7 @@ def test_only_unlocked_old_hidden_segments_are_removed(tmp_path: Path) -> None:
     old = 1_000_000_000.0
     for p in (dead, tmp_path / ".live.wal.00000000.tmp"):
         os.utime(p, (old, old))
-    assert wal.remove_dead_temps(tmp_path) == 1
+    assert durable.remove_orphan_temps(tmp_path)[0] == 1
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [".live.wal.00000000.tmp", ".young.wal.22222222.tmp"]
     live.close()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from telelake import durable
 from telelake.lake import fold, wal
 from telelake.metadata import METADATA_DIR
 from telelake.quarantine import keep_copy, mark_reported, quarantine, unreported_losses
@@ -177,14 +178,14 @@ def _check_temp_files(
     if not base.is_dir():
         return
     now = time.time()
-    for dirpath, _, filenames in os.walk(base):
+    for _dir, _, filenames in os.walk(base):
         for name in filenames:
-            if name.startswith(".") and name.endswith(".tmp"):
-                path = Path(dirpath) / name
+            if durable.is_temp(name):
                 report.count("temp")
-                try:
-                    age = now - path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                if age > STALE_TEMP_SECONDS:
-                    found(path, "temp", f"left by an interrupted write ({age:.0f}s old)")
+    for path, fd in durable.orphan_temps(base, STALE_TEMP_SECONDS):
+        os.close(fd)  # (its writer is gone: nobody holds its lock)
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        found(path, "temp", f"left by a killed writer ({age:.0f}s old)")

@@ -174,6 +174,8 @@ class Store:
             self._write_metadata(
                 VersionInfo(schema.version, [schema.version], old_version, utc_now_iso())
             )
+        if not self.read_only and not self.reading:
+            self.remove_orphan_temps()  # a killed writer's half-written files
         if not self.read_only:
             for t in self._lake_tables():
                 self._lake.ensure_anchor(t, only_missing=self.reading)
@@ -729,6 +731,16 @@ class Store:
     def migration_status(self) -> list[sql_migrations.Status]:
         """Every SQL migration of the schema and whether it is applied."""
         return self.sql_tier.migration_status()
+
+    def remove_orphan_temps(self) -> tuple[int, int]:
+        """Delete the temp files that killed writers left (a Parquet file or metadata
+        being published, a WAL segment being made): only those whose writer is gone.
+        Returns how many and their bytes. Runs on open and in maintenance."""
+        count, size = durable.remove_orphan_temps(self.root / METADATA_DIR)
+        for t in self._lake_tables():
+            n, b = self._lake.remove_orphan_temps(t)
+            count, size = count + n, size + b
+        return count, size
 
     def fold(self, *, own: bool = True) -> int:
         """Fold WAL rows into Parquet: this store's segments and any orphaned ones

@@ -46,7 +46,7 @@ else:
 _ALPHABET = string.ascii_lowercase + string.digits
 WAL_DIR = "_wal"
 # Names in a WAL directory that only `recover` (under the fold lock) deals with.
-_LEFTOVERS = (fold.INTENT_SUFFIX, upsert.DEAD_SUFFIX, ".tmp")
+_LEFTOVERS = (fold.INTENT_SUFFIX, upsert.DEAD_SUFFIX)
 
 
 def random_token(n: int) -> str:
@@ -702,7 +702,15 @@ class LakeTier:
             # A dead marker outlives its segment only until here: nothing reads it then.
             if name.endswith(upsert.DEAD_SUFFIX) and upsert.dead_marker_segment(name) not in names:
                 (wal_dir / name).unlink(missing_ok=True)
-        wal.remove_dead_temps(wal_dir)
+
+    def remove_orphan_temps(self, table: Table) -> tuple[int, int]:
+        """Delete temp files killed writers left in the table's folders (a Parquet file
+        being published, a segment being made); returns how many and their bytes."""
+        count = size = 0
+        for base in (self.table_dir(table), self.wal_dir(table)):
+            n, b = durable.remove_orphan_temps(base)
+            count, size = count + n, size + b
+        return count, size
 
     def sync(self) -> None:
         """fdatasync every open segment of this writer."""

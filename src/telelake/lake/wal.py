@@ -42,12 +42,10 @@ is free space, not a torn record. A cleanly closed segment is truncated to its r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -274,9 +272,7 @@ class SegmentWriter:
         # Built under a hidden name, locked and with its header on disk before it appears
         # under its real name: no folder can ever see (and take) a half-made segment.
         # The rename keeps the lock, which belongs to the open file, not to the name.
-        tmp = durable.temp_path_for(path)
-        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        tmp, self._fd = durable.owned_temp(path)
         header = MAGIC + encode_record(schema.serialize().to_pybytes())
         try:
             self._write_all(header)
@@ -567,32 +563,6 @@ def _salvage_batches(
         if not bad:
             break
     return best
-
-
-def remove_dead_temps(wal_dir: Path, min_age: float = 60.0) -> int:
-    """Remove hidden segments whose writer died before naming them; returns how many.
-
-    Such a file never held an acknowledged record (the rename comes before the first
-    append). A live writer holds its lock from a moment after creating the file, so
-    only files both unlocked and older than `min_age` seconds are taken.
-    """
-    removed = 0
-    now = time.time()
-    for path in wal_dir.glob(f".*{SUFFIX}.*.tmp"):
-        try:
-            if now - path.stat().st_mtime < min_age:
-                continue
-        except FileNotFoundError:
-            continue
-        fd = durable.claim(path)
-        if fd is None:
-            continue
-        try:
-            path.unlink(missing_ok=True)
-            removed += 1
-        finally:
-            os.close(fd)
-    return removed
 
 
 def is_locked(path: Path) -> bool:
