@@ -132,3 +132,57 @@ def test_full_filesystem_then_space_freed(tmp_path: Path, schema: Path) -> None:
             assert store.check().ok
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill_up(path: Path) -> None:
+    """Write `path` until the filesystem is 100% full."""
+    with path.open("wb", buffering=0) as fh:
+        chunk = b"\0" * 65536
+        while chunk:
+            try:
+                fh.write(chunk)
+            except OSError:
+                chunk = chunk[: len(chunk) // 2]  # the last few blocks, smaller writes
+
+
+def test_a_full_disk_still_reads_and_close_says_storage_full(tmp_path: Path, schema: Path) -> None:
+    """Issue 19.20: reading needs no free space (`telelake sql`, `telelake check`), and
+    close() on a full disk raises StorageFullError (it raised a bare OSError), keeping the
+    rows it could not fold in the WAL for the next open."""
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, "3m"):
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail("could not mount a small tmpfs as root")
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        import datetime as dt
+
+        import telelake
+
+        root = mnt / "store"
+        base = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+        store = telelake.open(root, schema, fold_bytes=1 << 30)
+        store.write("t", [{"ts": base, "seq": i, "payload": "folded"} for i in range(10)])
+        store.fold()
+        store.write("t", [{"ts": base, "seq": 10 + i, "payload": "wal"} for i in range(10)])
+        _fill_up(mnt / "ballast")
+        assert shutil.disk_usage(mnt).free == 0
+        exe = str(Path(sys.executable).parent / "telelake")
+        common = ["--root", str(root), "--schema", str(schema)]
+        sql = subprocess.run(
+            [exe, "sql", *common, "SELECT count(*) AS n FROM t", "--format", "csv"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert sql.returncode == 0, sql.stderr
+        assert sql.stdout.split() == ["n", "20"]
+        check = subprocess.run([exe, "check", *common], capture_output=True, text=True,
+                               timeout=120)  # fmt: skip
+        assert check.returncode == 0, check.stderr
+        with pytest.raises(telelake.StorageFullError, match="safe in the WAL"):
+            store.close()
+        (mnt / "ballast").unlink()
+        with telelake.open(root, schema) as again:
+            got = again.sql("SELECT seq FROM t ORDER BY seq").rows()
+            assert [r[0] for r in got] == list(range(20))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -325,7 +325,8 @@ def check(
 ) -> None:
     """Read every data file, WAL segment and metadata file; report (and repair) problems."""
 
-    with _open(root, schema) as store:
+    # A plain check only reads (it runs on a full disk); repair writes.
+    with _open(root, schema) if repair else _open_to_read(root, schema) as store:
         report = store.check(repair=repair)
     checked = ", ".join(f"{n} {kind}" for kind, n in sorted(report.checked.items()))
     if fmt == "table":

@@ -584,13 +584,11 @@ class Store:
                 store=self.schema.name,
                 table=table.name,
             )
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            return StorageFullError(
-                f"store {self.root}, table {table.name!r}: no space left "
-                f"({exc.strerror}); this write was not acknowledged, earlier rows are "
-                "safe; free space and write again"
-            )
-        return None
+        return _storage_full(
+            exc,
+            f"store {self.root}, table {table.name!r}",
+            "this write was not acknowledged, earlier rows are safe; free space and write again",
+        )
 
     def _log(self, record: LogRecord, rows: list[dict[str, Any]]) -> None:
         """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""
@@ -1097,8 +1095,26 @@ class Store:
         if self._upkeep is not None:
             self._upkeep.stop()
             self._upkeep = None
-        if not self.read_only:
-            self._lake.close()
+        try:
+            if not self.read_only:
+                self._lake.close()
+        except OSError as exc:
+            # The rows stay in the WAL (acknowledged, read by every query); the next
+            # open folds them. Everything else is still released.
+            mapped = _storage_full(
+                exc,
+                f"store {self.root}",
+                "WAL rows could not be folded into Parquet on close; they are safe in "
+                "the WAL and the next open folds them once there is space",
+            )
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Release the query engine, the SQL database and the log file."""
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -1115,6 +1131,13 @@ class Store:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _storage_full(exc: OSError, where: str, consequence: str) -> StorageFullError | None:
+    """`exc` as StorageFullError if it says the disk (or a size limit) is full, else None."""
+    if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return None
+    return StorageFullError(f"{where}: no space left ({exc.strerror}); {consequence}")
 
 
 class QueryNamespace:
