@@ -202,3 +202,47 @@ def test_cli_check_exit_codes(store_root: Path, schema: Path) -> None:
     assert fixed.returncode == 0, fixed.stderr
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0
+
+
+def flip_in_last_page(path: Path, column: str) -> None:
+    """Flip one byte inside the last data page of `column` (row group 0): the footer and
+    every other page stay as they were."""
+    meta = pq.read_metadata(path)
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    chunk = meta.row_group(0).column(names.index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + chunk.total_compressed_size - 3] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_deep_check_finds_bit_rot_in_a_data_page(store_root: Path, schema: Path) -> None:
+    """Issue 19.17: a flipped byte in a data page changed query results while `check`,
+    reading only footers, said all was well. Files carry page checksums now; `check
+    --deep` reads every page, names the file, and repair quarantines it; a compaction
+    refuses to copy the damaged page into a new file with fresh checksums."""
+    with telelake.open(store_root, schema) as store:
+        store.write("events", rows("a", 300, day=1))
+        store.fold()
+        store.write("events", rows("b", 300, day=1))
+        store.fold()
+    damaged, healthy = sorted((store_root / "events").rglob("*.parquet"))
+    for path in (damaged, healthy):  # written with a CRC on every page (pyarrow checks)
+        assert pq.ParquetFile(path, page_checksum_verification=True).read().num_rows == 300
+    flip_in_last_page(damaged, "seq")
+    with pytest.raises(OSError, match="CRC"):
+        pq.ParquetFile(damaged, page_checksum_verification=True).read()
+
+    with telelake.open(store_root, schema) as store:
+        assert store.check().findings == []  # the footer is intact: a plain check is fooled
+        deep = store.check(deep=True)
+        assert [f.path for f in deep.findings] == [damaged]
+        assert "damaged" in deep.findings[0].problem and not deep.ok
+        with pytest.raises(telelake.StoreError, match=str(damaged)):
+            store.compact(min_files=2)
+        assert sorted((store_root / "events").rglob("*.parquet")) == [damaged, healthy]
+        assert store.check(deep=True, repair=True).ok
+        assert not damaged.exists()
+        assert list((store_root / "_quarantine").rglob(damaged.name)) != []
+        assert store.check(deep=True).findings == []
+        assert count(store) == 300

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from telelake import durable
-from telelake.lake import fold, wal
+from telelake.lake import fold, parquet, wal
 from telelake.metadata import METADATA_DIR
 from telelake.quarantine import keep_copy, mark_reported, quarantine, unreported_losses
 
@@ -57,8 +57,12 @@ class CheckReport:
         self.checked[kind] = self.checked.get(kind, 0) + 1
 
 
-def check_store(store: Store, *, repair: bool = False) -> CheckReport:
-    """Check every data file, WAL segment, fold intent and metadata file of a store."""
+def check_store(store: Store, *, repair: bool = False, deep: bool = False) -> CheckReport:
+    """Check every data file, WAL segment, fold intent and metadata file of a store.
+
+    Data files are judged by their footers; with `deep`, every page of every file is
+    also read and checked against its CRC (bit rot that footers do not show).
+    """
     report = CheckReport(repaired=repair)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     lake = store._lake
@@ -77,6 +81,8 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
         for path in lake.files(table):
             report.count("parquet")
             problem = lake.file_problem(table, path)
+            if problem is None and deep:
+                problem = parquet.page_problem(path)
             if problem:
                 found(path, "parquet", problem)
         _check_temp_files(root / table.name, found, report)

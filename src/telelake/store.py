@@ -1017,15 +1017,17 @@ class Store:
         # Logged (or carried) rows are stored rows, redacted: nothing is derived again.
         self.sql_tier.write(self.table(table), self.validate(table, rows, derived=False))
 
-    def check(self, repair: bool = False) -> CheckReport:
+    def check(self, repair: bool = False, *, deep: bool = False) -> CheckReport:
         """Read every data file, WAL segment and metadata file; report what is wrong.
 
         With `repair=True`, bad files move to `_quarantine/` with a reason file and the
-        readable records of torn WAL segments are folded, so queries work again.
+        good records of damaged WAL segments are folded, so queries work again. With
+        `deep=True`, every page of every data file is read and checked against its
+        checksum (slow: it reads all the data).
         """
         from telelake.check import check_store
 
-        return check_store(self, repair=repair and not self.read_only)
+        return check_store(self, repair=repair and not self.read_only, deep=deep)
 
     def files(self, table: str) -> list[Path]:
         """The data files queries of a lake table read now (retired ones excluded)."""

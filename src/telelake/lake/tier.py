@@ -494,7 +494,7 @@ class LakeTier:
                 continue
             if not parquet.may_overlap(parquet.column_ranges(path, table.key), bounds):
                 continue
-            file_keys = pq.ParquetFile(path).read(columns=list(table.key))
+            file_keys = parquet.read_verified(path, list(table.key))
             drop = upsert.replaced(table, file_keys, keys)
             if drop.size == 0:
                 continue
