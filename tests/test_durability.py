@@ -104,6 +104,16 @@ def test_kill_9_torture_slice(tmp_path: Path) -> None:
     assert report.observer_queries > 0
 
 
+def test_damage_torture_slice(tmp_path: Path) -> None:
+    """3 rounds of crashed writers whose segments are then damaged as a bad disk would
+    (issue 19.1); `make torture` runs 30. Each round is one child process."""
+    seed = int(os.environ.get("TORTURE_SEED", "20260501"))
+    report = torture.damage_run(3, seed, tmp_path)
+    assert report.problems == []
+    assert report.kills == 3 and sum(report.leftovers.values()) == 9  # segments damaged
+    assert report.acked["events"] > 20  # not vacuous
+
+
 # -- concurrency -------------------------------------------------------------------------
 
 WRITERS = 8  # of which CRASHERS are killed with SIGKILL now and then and replaced
