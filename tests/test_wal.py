@@ -482,6 +482,18 @@ def test_new_store_folds_the_complete_records_of_a_torn_segment(
         assert sorted(rows) == sorted([*want, *(("after", i) for i in range(5))])
 
 
+def copy_crashed(
+    crashed_root: tuple[Path, Path], tmp_path: Path
+) -> tuple[Path, Path, Path, list[int], bytearray]:
+    """A copy of the crashed store: its root, schema, segment, record offsets and bytes."""
+    src, schema = crashed_root
+    root = tmp_path / "store"
+    shutil.copytree(src, root)
+    segment = only_segment(root)
+    starts, _ = record_starts(segment)
+    return root, schema, segment, starts, bytearray(segment.read_bytes())
+
+
 @pytest.mark.parametrize("damage", ["record 3", "records 2-3", "schema record", "bad magic"])
 def test_damage_before_good_records_loses_only_the_damaged_records(
     crashed_root: tuple[Path, Path], tmp_path: Path, damage: str
@@ -489,12 +501,7 @@ def test_damage_before_good_records_loses_only_the_damaged_records(
     """Issue 19.1: one flipped byte in the middle of a segment used to cost every record
     after it, silently. Now the records after it are folded, the damaged segment is kept
     in _quarantine/, the opener warns, and check reports the loss until repair."""
-    src, schema = crashed_root
-    root = tmp_path / "store"
-    shutil.copytree(src, root)
-    segment = only_segment(root)
-    starts, _ = record_starts(segment)
-    data = bytearray(segment.read_bytes())
+    root, schema, segment, starts, data = copy_crashed(crashed_root, tmp_path)
     lost: set[int] = set()  # which writes (batches) are damaged
     if damage == "record 3":
         data[starts[3] + 20] ^= 0x01  # the third write: record 0 is the schema
@@ -535,12 +542,7 @@ def test_check_reports_a_damaged_segment_before_any_open_folds_it(
 ) -> None:
     """A read-only look (what `telelake sql` and `check` do) reads the good records after
     the damage and says what was lost; repair folds them and keeps the segment."""
-    src, schema = crashed_root
-    root = tmp_path / "store"
-    shutil.copytree(src, root)
-    segment = only_segment(root)
-    starts, _ = record_starts(segment)
-    data = bytearray(segment.read_bytes())
+    root, schema, segment, starts, data = copy_crashed(crashed_root, tmp_path)
     data[starts[1] + 15] ^= 0x10
     segment.write_bytes(bytes(data))
     contents = wal.read_segment(segment)

@@ -481,6 +481,16 @@ class Observer:
         self.store.close()
 
 
+def new_store(root: Path) -> tuple[Path, Path, Path]:
+    """A new store under `root`: its schema file, its root, and a folder for side logs."""
+    schema = write_schema(root)
+    store_root = root / "store"
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    telelake.open(store_root, schema=schema, host_id=HOST).close()
+    return schema, store_root, logs
+
+
 def run(
     kills: int,
     seed: int,
@@ -491,11 +501,7 @@ def run(
 ) -> Report:
     """Run `kills` kill rounds against one store under `root`; return what was found."""
     rng = random.Random(seed)
-    schema = write_schema(root)
-    store_root = root / "store"
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    telelake.open(store_root, schema=schema, host_id=HOST).close()
+    schema, store_root, logs = new_store(root)
     model = Model()
     report = Report()
     retry: dict[str, Any] | None = None
@@ -683,11 +689,7 @@ def damage_run(rounds: int, seed: int, root: Path, *, writers: int = 3) -> Repor
     import warnings
 
     rng = random.Random(seed)
-    schema = write_schema(root)
-    store_root = root / "store"
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    telelake.open(store_root, schema=schema, host_id=HOST).close()
+    schema, store_root, logs = new_store(root)
     model = Model()
     report = Report()
     lost_keys: set[Key] = set()
