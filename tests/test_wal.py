@@ -333,6 +333,7 @@ def test_zero_length_segment_has_no_schema_and_says_its_header_is_torn(tmp_path:
     assert contents.schema is None
     assert contents.batches == []
     assert contents.problem == wal.HEADER_TORN
+    assert contents.damage is not None  # a named segment is never empty: kept, reported
 
 
 @pytest.mark.parametrize(
@@ -346,6 +347,7 @@ def test_segment_torn_inside_its_header(tmp_path: Path, data: bytes) -> None:
     contents = wal.read_segment(path)
     assert contents.schema is None
     assert contents.problem == wal.HEADER_TORN
+    assert contents.damage is not None
 
 
 @pytest.mark.parametrize(
@@ -361,6 +363,7 @@ def test_foreign_file_has_no_schema_and_a_problem(tmp_path: Path, data: bytes) -
     assert contents.batches == []
     assert contents.problem is not None
     assert contents.problem != wal.HEADER_TORN  # it is foreign, not a crashed writer's
+    assert contents.damage is None  # left for check to quarantine, nothing to salvage
 
 
 def test_only_unlocked_old_hidden_segments_are_removed(tmp_path: Path) -> None:
