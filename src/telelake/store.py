@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import os
@@ -175,7 +176,8 @@ class Store:
                 VersionInfo(schema.version, [schema.version], old_version, utc_now_iso())
             )
         if not self.read_only and not self.reading:
-            self.remove_orphan_temps()  # a killed writer's half-written files
+            with contextlib.suppress(OSError):  # best effort, as the tidying below
+                self.remove_orphan_temps()  # a killed writer's half-written files
         if not self.read_only:
             for t in self._lake_tables():
                 self._lake.ensure_anchor(t, only_missing=self.reading)

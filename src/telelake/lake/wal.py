@@ -498,9 +498,7 @@ def _read_open(path: Path, data: bytes, fallbacks: Sequence[pa.Schema] = ()) -> 
         problem = HEADER_TORN if magic else "not a telelake WAL segment (bad magic)"
         damage = HEADER_TORN if magic else None  # (a foreign file is reported, not salvaged)
         return SegmentContents(path, None, [], len(MAGIC) * magic, len(data), problem, damage, 0)
-    gaps = list(decoded.gaps)
-    if not magic:
-        gaps.insert(0, (0, decoded.starts[0]))
+    gaps = decoded.gaps  # (a damaged magic is the first gap: decoding started at 0)
     lost: list[str] = []
     payloads = decoded.payloads
     schema: pa.Schema | None = None
