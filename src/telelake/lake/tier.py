@@ -675,7 +675,10 @@ class LakeTier:
         """Finish or undo folds that a crash interrupted (intent files left behind), and
         remove what dead writers left. Takes the fold lock only when there is something
         to do (waiting as `commit` does)."""
-        names = _wal_names(self.wal_dir(table))
+        try:
+            names = os.listdir(self.wal_dir(table))
+        except FileNotFoundError:
+            return
         if not any(n.endswith(_LEFTOVERS) for n in names):
             return
         with self.table_lock(table, wait=wait):
