@@ -34,8 +34,9 @@ bench: install
 	$(BIN)/python -m bench
 
 ## kill -9 torture: 200 crashes of a writer; fails on any lost or doubled row (~4 min).
+## Then 30 rounds of crashed writers whose WAL segments are damaged (flips, zeroed spans).
 torture: install
-	$(BIN)/python tests/torture.py --kills 200
+	$(BIN)/python tests/torture.py --kills 200 --damage 30
 
 docs: install
 	$(BIN)/python -m telelake.clidoc > docs/cli.md

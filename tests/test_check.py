@@ -78,21 +78,26 @@ def test_damaged_files_are_reported_then_quarantined(store_root: Path, schema: P
     old = time.time() - 3600
     os.utime(stale, (old, old))
 
+    from telelake.store import Store, locate
+
+    with Store(*locate(store_root, schema), reading=True) as reader:  # as `telelake check`
+        assert stale in {f.path for f in reader.check().findings}
     with pytest.warns(UserWarning), telelake.open(store_root, schema) as store:
+        assert not stale.exists()  # a killed writer's temp: gone when a writer opens
         assert count(store) == 20  # damaged files are skipped, never fatal
         report = store.check()
         bad = {f.path for f in report.findings}
-        assert {truncated, zero, foreign, stale} <= bad
+        assert {truncated, zero, foreign} <= bad
         assert not report.ok
         assert all(f.action == "" for f in report.findings)
         assert truncated.exists()  # a plain check changes nothing
 
         repaired = store.check(repair=True)
         assert repaired.ok
-        for path in (truncated, zero, foreign, stale):
+        for path in (truncated, zero, foreign):
             assert not path.exists()
         quarantined = list((store_root / "_quarantine").rglob("*.reason.txt"))
-        assert len(quarantined) == 4
+        assert len(quarantined) == 3
         assert any("foreign" in q.read_text() for q in quarantined)
         assert count(store) == 20
         assert store.check().findings == []
@@ -151,14 +156,21 @@ def test_unreadable_segment_and_intent_are_quarantined(store_root: Path, schema:
     (wal_dir / "20260101T000000Z-1-badbadba.wal").write_bytes(b"not a segment at all")
     (wal_dir / "20260101T000000Z-1-badbadbb.wal").write_bytes(b"")
     (wal_dir / "direct-qqqqqqqq.fold").write_text("{not json")
-    with telelake.open(store_root, schema) as store:
-        # An empty segment (its writer died before the header was on disk) cannot hold an
-        # acknowledged row: the opener removes it. The foreign one is left for `check`.
+    with pytest.warns(UserWarning, match="badbadbb.wal is damaged") as caught:
+        store = telelake.open(store_root, schema)
+    with store:
+        # A named segment is never empty (its header is on disk before it gets its name):
+        # an empty one was cut by damage. The opener keeps it in _quarantine and warns;
+        # check reports it until repair marks it seen. The foreign one is left for check.
         assert not (wal_dir / "20260101T000000Z-1-badbadbb.wal").exists()
+        (kept,) = (store_root / "_quarantine").rglob("*badbadbb.wal")
+        assert kept.read_bytes() == b""
+        assert "_quarantine" in str(caught[0].message)
         assert count(store) == 4
         report = store.check()
-        assert {f.kind for f in report.findings} == {"wal", "intent"}
-        assert len(report.findings) == 2
+        assert sorted(f.kind for f in report.findings) == ["intent", "wal", "wal"]
+        assert not report.ok
+        assert [f.path for f in report.findings if "lost on open" in f.problem] == [kept]
         assert store.check(repair=True).ok
         assert store.check().findings == []
         assert count(store) == 4
@@ -190,3 +202,47 @@ def test_cli_check_exit_codes(store_root: Path, schema: Path) -> None:
     assert fixed.returncode == 0, fixed.stderr
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0
+
+
+def flip_in_last_page(path: Path, column: str) -> None:
+    """Flip one byte inside the last data page of `column` (row group 0): the footer and
+    every other page stay as they were."""
+    meta = pq.read_metadata(path)
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    chunk = meta.row_group(0).column(names.index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + chunk.total_compressed_size - 3] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_deep_check_finds_bit_rot_in_a_data_page(store_root: Path, schema: Path) -> None:
+    """Issue 19.17: a flipped byte in a data page changed query results while `check`,
+    reading only footers, said all was well. Files carry page checksums now; `check
+    --deep` reads every page, names the file, and repair quarantines it; a compaction
+    refuses to copy the damaged page into a new file with fresh checksums."""
+    with telelake.open(store_root, schema) as store:
+        store.write("events", rows("a", 300, day=1))
+        store.fold()
+        store.write("events", rows("b", 300, day=1))
+        store.fold()
+    damaged, healthy = sorted((store_root / "events").rglob("*.parquet"))
+    for path in (damaged, healthy):  # written with a CRC on every page (pyarrow checks)
+        assert pq.ParquetFile(path, page_checksum_verification=True).read().num_rows == 300
+    flip_in_last_page(damaged, "seq")
+    with pytest.raises(OSError, match="CRC"):
+        pq.ParquetFile(damaged, page_checksum_verification=True).read()
+
+    with telelake.open(store_root, schema) as store:
+        assert store.check().findings == []  # the footer is intact: a plain check is fooled
+        deep = store.check(deep=True)
+        assert [f.path for f in deep.findings] == [damaged]
+        assert "damaged" in deep.findings[0].problem and not deep.ok
+        with pytest.raises(telelake.StoreError, match=str(damaged)):
+            store.compact(min_files=2)
+        assert sorted((store_root / "events").rglob("*.parquet")) == [damaged, healthy]
+        assert store.check(deep=True, repair=True).ok
+        assert not damaged.exists()
+        assert list((store_root / "_quarantine").rglob(damaged.name)) != []
+        assert store.check(deep=True).findings == []
+        assert count(store) == 300

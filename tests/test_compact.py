@@ -361,3 +361,78 @@ def test_auto_compact_merges_finished_partitions_with_many_small_files(store_roo
         assert len(fs) == expected, d
     with open_store(store_root) as store:
         assert store.sql("SELECT * FROM audit ORDER BY ALL").to_arrow().equals(before)
+
+
+# -- a stopped compaction (issue 19.6) -------------------------------------------------
+
+HOLD_FOLD_LOCK = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from telelake.lake import fold
+    with fold.table_lock(Path(sys.argv[1])):  # what a compaction holds, partition by partition
+        print("locked", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)  # Ctrl-Z
+    """
+)
+
+
+def test_a_stopped_compaction_blocks_no_reader_and_writers_name_it(tmp_path: Path) -> None:
+    """A process stopped while it holds a table's fold lock: opening the store, queries,
+    `telelake sql` and `check` go on; a writer that needs the lock gives up after its
+    bound with an error naming the holder, and loses nothing."""
+    import os
+
+    from torture import HOST as T_HOST
+    from torture import event_rows, write_schema
+
+    schema = write_schema(tmp_path)
+    root = tmp_path / "store"
+    with telelake.open(root, schema=schema, host_id=T_HOST) as store:
+        store.write("events", event_rows([("a", i) for i in range(5)], 0))
+    wal_dir = root / "_wal" / "events"
+    # What a crashed direct write leaves: the opener has something to recover.
+    (wal_dir / "direct-aaaaaaaa.fold").write_text('{"segment": "", "targets": []}')
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOLD_LOCK, str(wal_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        _, status = os.waitpid(holder.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        done: list[int] = []
+
+        def reader() -> None:  # in a thread: the old code waited here forever
+            with telelake.open(root, schema=schema, host_id=T_HOST) as s:
+                done.append(s.sql("SELECT count(*) FROM events").scalar())
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        thread.join(120)
+        assert done == [5]
+        cli = subprocess.run(
+            [str(Path(sys.executable).parent / "telelake"), "sql", "--root", str(root),
+             "SELECT count(*) AS n FROM events", "--format", "csv"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert cli.stdout.split() == ["n", "5"]
+        with telelake.open(root, schema=schema, host_id=T_HOST, lock_timeout=0.2) as store:
+            assert store.check().findings == []  # a reader: it does not wait either
+            store.write("events", event_rows([("b", i) for i in range(3)], 0))
+            with pytest.raises(telelake.LockTimeoutError) as caught:
+                store.fold()
+            assert caught.value.pid == holder.pid
+            assert f"process {holder.pid} (stopped)" in str(caught.value)
+            assert f"kill -CONT {holder.pid}" in str(caught.value)
+            assert store.sql("SELECT count(*) FROM events").scalar() == 8  # nothing lost
+            holder.kill()
+            holder.wait()
+            store.fold()  # the holder is gone: its lock with it
+            assert not (wal_dir / "direct-aaaaaaaa.fold").exists()
+        with telelake.open(root, schema=schema, host_id=T_HOST) as store:
+            assert store.sql("SELECT count(*) FROM events").scalar() == 8
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()

@@ -104,6 +104,16 @@ def test_kill_9_torture_slice(tmp_path: Path) -> None:
     assert report.observer_queries > 0
 
 
+def test_damage_torture_slice(tmp_path: Path) -> None:
+    """3 rounds of crashed writers whose segments are then damaged as a bad disk would
+    (issue 19.1); `make torture` runs 30. Each round is one child process."""
+    seed = int(os.environ.get("TORTURE_SEED", "20260501"))
+    report = torture.damage_run(3, seed, tmp_path)
+    assert report.problems == []
+    assert report.kills == 3 and sum(report.leftovers.values()) == 9  # segments damaged
+    assert report.acked["events"] > 20  # not vacuous
+
+
 # -- concurrency -------------------------------------------------------------------------
 
 WRITERS = 8  # of which CRASHERS are killed with SIGKILL now and then and replaced
@@ -771,10 +781,11 @@ def test_later_retry_from_another_process_does_not_replace_the_first(
 
 
 class _FlockHook:
-    """Stands in for the fcntl module inside telelake.lake.wal: runs `hook` once, just
-    before the first flock, i.e. after SegmentWriter created its file but before it
-    locked it. That moment exists in every real run; here another Store (exactly what a
-    second process calling store.fold() does) acts in it deterministically."""
+    """Stands in for the fcntl module inside telelake.durable (which makes and locks the
+    temp file a segment starts as): runs `hook` once, just before the first flock, i.e.
+    after SegmentWriter created its file but before it locked it. That moment exists in
+    every real run; here another Store (exactly what a second process calling
+    store.fold() does) acts in it deterministically."""
 
     def __init__(self, real: Any, hook: Any) -> None:
         self._real = real
@@ -793,7 +804,7 @@ def test_fresh_segment_is_not_folded_away_by_a_concurrent_fold(
 ) -> None:
     keys = [("f", s) for s in range(10)]
     with open_store(root, schema) as writer, open_store(root, schema) as folder:
-        monkeypatch.setattr(wal, "fcntl", _FlockHook(wal.fcntl, folder.fold))
+        monkeypatch.setattr(durable, "fcntl", _FlockHook(durable.fcntl, folder.fold))
         writer.write("events", rows3(keys))  # acknowledged
         monkeypatch.undo()
         # The rows are acknowledged: both processes must see them, and they must be in a
@@ -815,7 +826,7 @@ def test_fresh_segment_claimed_by_a_concurrent_fold_does_not_fail_the_write(
                 held.append(fd)
 
     with open_store(root, schema) as writer:
-        monkeypatch.setattr(wal, "fcntl", _FlockHook(wal.fcntl, claim_fresh_segment))
+        monkeypatch.setattr(durable, "fcntl", _FlockHook(durable.fcntl, claim_fresh_segment))
         try:
             writer.write("events", rows3(keys))
         finally:

@@ -573,3 +573,51 @@ def test_a_failed_run_is_recorded_and_reported(store_root: Path) -> None:
     assert "last run: failed (manual)" in st.stdout
     assert "audit_dayz: unknown key" in st.stderr  # the settings cannot be read either
     assert table_rows(st.stdout)["audit"][1] == str(len(rows))  # the tables are shown
+
+
+# -- temp files of killed writers (issue 19.19) ------------------------------------------
+
+
+def test_temp_files_of_killed_writers_go_on_open_and_in_maintenance(tmp_path: Path) -> None:
+    """A writer killed mid-publish leaves its hidden temp file (up to a Parquet file's
+    size). Files nobody holds are removed by the next open and by maintenance; a live
+    writer's (it holds the temp's lock) stays, however old."""
+    import fcntl
+
+    root = tmp_path / "store"
+    with open_store(root, maintenance=False) as store:
+        store.write("audit", audit_rows((3,), 5, "a"))
+        store.fold()
+    (data_file,) = (root / "audit").rglob("*.parquet")
+    old = time.time() - 3600
+
+    def killed_writer_temp(final: Path, size: int) -> Path:
+        tmp = final.with_name(f".{final.name}.deadbeef.tmp")  # as durable.temp_path_for names it
+        tmp.write_bytes(os.urandom(size))  # nobody holds its lock: its writer is gone
+        os.utime(tmp, (old, old))
+        return tmp
+
+    dead = [
+        killed_writer_temp(data_file.with_name("audit_x.parquet"), 5 << 20),
+        killed_writer_temp(root / "_wal" / "audit" / "20260101T000000Z-1-x.wal", 100),
+        killed_writer_temp(root / "_metadata" / "host_info.json", 10),
+    ]
+    live = killed_writer_temp(data_file.with_name("audit_live.parquet"), 100)
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a live writer holds its temp file (durable.owned_temp)
+    try:
+        os.utime(live, (old, old))
+        with open_store(root, maintenance=False) as store:
+            assert [p for p in dead if p.exists()] == []
+            assert live.exists()
+            assert store.sql("SELECT count(*) FROM audit").scalar() == 5
+            later = killed_writer_temp(data_file.with_name("audit_y.parquet"), 1000)
+            report = store.maintain()
+            assert not later.exists() and live.exists()
+            assert (report.temp_files, report.temp_bytes) == (1, 1000)
+            assert store.check().findings == []  # a live writer's temp is no problem
+    finally:
+        os.close(fd)
+    assert live.exists()  # (a test's own temp: gone once a store opens after its "death")
+    with open_store(root, maintenance=False):
+        assert not live.exists()

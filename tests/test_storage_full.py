@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,33 +103,87 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     return done.returncode == 0
 
 
-def test_full_filesystem_then_space_freed(tmp_path: Path, schema: Path) -> None:
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs (skipped without root), unmounted afterwards."""
     mnt = tmp_path / "small"
     if not _mount_tmpfs(mnt, "3m"):
         if os.environ.get("CI") == "true" and os.geteuid() == 0:
             pytest.fail("could not mount a small tmpfs as root")
         pytest.skip("needs root to mount a small tmpfs")
     try:
-        root = mnt / "store"
-        import telelake
-
-        telelake.open(root, schema).close()  # create the store while there is room
-        ballast = mnt / "ballast"
-        with ballast.open("wb") as fh:  # leave about 200 KiB free
-            free = shutil.disk_usage(mnt).free - 200 * 1024
-            fh.write(b"\0" * max(0, free))
-        result = run_child(root, schema, limit=0)
-        acked = result["acked"]
-        assert isinstance(acked, list) and acked and result["refused"] == 5
-        ballast.unlink()  # space is freed
-        got = stored_seqs(root, schema)  # opening folds the dead writer's segments
-        assert set(acked) <= set(got) and sorted(set(got)) == got
-        import datetime as dt
-
-        with telelake.open(root, schema) as store:
-            base = dt.datetime(2026, 6, 2, tzinfo=dt.UTC)
-            store.write("t", [{"ts": base, "seq": 10**9, "payload": "after"}])
-            assert store.sql("SELECT COUNT(*) FROM t WHERE seq = 1000000000").scalar() == 1
-            assert store.check().ok
+        yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_filesystem_then_space_freed(small_fs: Path, schema: Path) -> None:
+    mnt = small_fs
+    root = mnt / "store"
+    import telelake
+
+    telelake.open(root, schema).close()  # create the store while there is room
+    ballast = mnt / "ballast"
+    with ballast.open("wb") as fh:  # leave about 200 KiB free
+        free = shutil.disk_usage(mnt).free - 200 * 1024
+        fh.write(b"\0" * max(0, free))
+    result = run_child(root, schema, limit=0)
+    acked = result["acked"]
+    assert isinstance(acked, list) and acked and result["refused"] == 5
+    ballast.unlink()  # space is freed
+    got = stored_seqs(root, schema)  # opening folds the dead writer's segments
+    assert set(acked) <= set(got) and sorted(set(got)) == got
+    import datetime as dt
+
+    with telelake.open(root, schema) as store:
+        base = dt.datetime(2026, 6, 2, tzinfo=dt.UTC)
+        store.write("t", [{"ts": base, "seq": 10**9, "payload": "after"}])
+        assert store.sql("SELECT COUNT(*) FROM t WHERE seq = 1000000000").scalar() == 1
+        assert store.check().ok
+
+
+def _fill_up(path: Path) -> None:
+    """Write `path` until the filesystem is 100% full."""
+    with path.open("wb", buffering=0) as fh:
+        chunk = b"\0" * 65536
+        while chunk:
+            try:
+                fh.write(chunk)
+            except OSError:
+                chunk = chunk[: len(chunk) // 2]  # the last few blocks, smaller writes
+
+
+def test_a_full_disk_still_reads_and_close_says_storage_full(small_fs: Path, schema: Path) -> None:
+    """Issue 19.20: reading needs no free space (`telelake sql`, `telelake check`), and
+    close() on a full disk raises StorageFullError (it raised a bare OSError), keeping the
+    rows it could not fold in the WAL for the next open."""
+    mnt = small_fs
+    import datetime as dt
+
+    import telelake
+
+    root = mnt / "store"
+    base = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    store = telelake.open(root, schema, fold_bytes=1 << 30)
+    store.write("t", [{"ts": base, "seq": i, "payload": "folded"} for i in range(10)])
+    store.fold()
+    store.write("t", [{"ts": base, "seq": 10 + i, "payload": "wal"} for i in range(10)])
+    _fill_up(mnt / "ballast")
+    assert shutil.disk_usage(mnt).free == 0
+    exe = str(Path(sys.executable).parent / "telelake")
+    common = ["--root", str(root), "--schema", str(schema)]
+    sql = subprocess.run(
+        [exe, "sql", *common, "SELECT count(*) AS n FROM t", "--format", "csv"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert sql.returncode == 0, sql.stderr
+    assert sql.stdout.split() == ["n", "20"]
+    check = subprocess.run([exe, "check", *common], capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    with pytest.raises(telelake.StorageFullError, match="safe in the WAL"):
+        store.close()
+    (mnt / "ballast").unlink()
+    with telelake.open(root, schema) as again:
+        got = again.sql("SELECT seq FROM t ORDER BY seq").rows()
+        assert [r[0] for r in got] == list(range(20))

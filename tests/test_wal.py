@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 import zlib
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import telelake
+from telelake import durable
 from telelake.lake import wal
 from telelake.schema.model import Column, Table
 from telelake.schema.types import TYPES
@@ -92,9 +94,11 @@ def test_truncation_at_every_offset_of_the_last_record_keeps_the_others(
 
 @FAST
 @given(payload_lists, st.data())
-def test_a_flipped_byte_yields_exactly_the_records_before_it(
+def test_a_flipped_byte_loses_exactly_the_record_holding_it(
     payloads: list[bytes], data: st.DataObject
 ) -> None:
+    """Damage followed by good records is a gap, not the end: every other record is kept
+    (a torn tail only when the damaged record is the last)."""
     buf, starts = encode_all(payloads)
     pos = data.draw(st.integers(0, len(buf) - 1), label="pos")
     mask = data.draw(st.integers(1, 255), label="mask")
@@ -102,9 +106,35 @@ def test_a_flipped_byte_yields_exactly_the_records_before_it(
     damaged[pos] ^= mask
     hit = max(i for i, s in enumerate(starts) if s <= pos)  # the record holding the byte
     decoded = wal.decode_records(bytes(damaged))
-    assert decoded.payloads == payloads[:hit]  # never a wrong payload, never one past it
-    assert decoded.end == starts[hit]
-    assert decoded.problem is not None
+    assert decoded.payloads == payloads[:hit] + payloads[hit + 1 :]  # never a wrong one
+    if hit == len(payloads) - 1:
+        assert (decoded.end, decoded.gaps) == (starts[hit], [])
+        assert decoded.problem is not None
+    else:
+        assert decoded.gaps == [(starts[hit], starts[hit + 1])]
+        assert (decoded.end, decoded.problem) == (len(buf), None)
+
+
+@FAST
+@given(payload_lists, st.data())
+def test_damaged_blocks_lose_only_the_records_they_touch(
+    payloads: list[bytes], data: st.DataObject
+) -> None:
+    """Several damaged spans (zeroed like a lost disk block, or random bytes): the records
+    they do not touch all come back, in order, and nothing else."""
+    buf, starts = encode_all(payloads)
+    ends = [*starts[1:], len(buf)]
+    damaged = bytearray(buf)
+    for _ in range(data.draw(st.integers(1, 3), label="spans")):
+        a = data.draw(st.integers(0, len(buf) - 1), label="start")
+        b = data.draw(st.integers(a + 1, min(len(buf), a + 40)), label="end")
+        zeros = data.draw(st.booleans(), label="zeros")
+        damaged[a:b] = (
+            bytes(b - a) if zeros else data.draw(st.binary(min_size=b - a, max_size=b - a))
+        )
+    intact = [damaged[s:e] == buf[s:e] for s, e in zip(starts, ends, strict=True)]
+    decoded = wal.decode_records(bytes(damaged))
+    assert decoded.payloads == [p for p, ok in zip(payloads, intact, strict=True) if ok]
 
 
 nonzero_garbage = st.binary(min_size=1, max_size=64).filter(any)  # zeros are free space
@@ -303,6 +333,7 @@ def test_zero_length_segment_has_no_schema_and_says_its_header_is_torn(tmp_path:
     assert contents.schema is None
     assert contents.batches == []
     assert contents.problem == wal.HEADER_TORN
+    assert contents.damage is not None  # a named segment is never empty: kept, reported
 
 
 @pytest.mark.parametrize(
@@ -316,6 +347,7 @@ def test_segment_torn_inside_its_header(tmp_path: Path, data: bytes) -> None:
     contents = wal.read_segment(path)
     assert contents.schema is None
     assert contents.problem == wal.HEADER_TORN
+    assert contents.damage is not None
 
 
 @pytest.mark.parametrize(
@@ -331,6 +363,7 @@ def test_foreign_file_has_no_schema_and_a_problem(tmp_path: Path, data: bytes) -
     assert contents.batches == []
     assert contents.problem is not None
     assert contents.problem != wal.HEADER_TORN  # it is foreign, not a crashed writer's
+    assert contents.damage is None  # left for check to quarantine, nothing to salvage
 
 
 def test_only_unlocked_old_hidden_segments_are_removed(tmp_path: Path) -> None:
@@ -345,7 +378,7 @@ def test_only_unlocked_old_hidden_segments_are_removed(tmp_path: Path) -> None:
     old = 1_000_000_000.0
     for p in (dead, tmp_path / ".live.wal.00000000.tmp"):
         os.utime(p, (old, old))
-    assert wal.remove_dead_temps(tmp_path) == 1
+    assert durable.remove_orphan_temps(tmp_path)[0] == 1
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [".live.wal.00000000.tmp", ".young.wal.22222222.tmp"]
     live.close()
@@ -450,6 +483,92 @@ def test_new_store_folds_the_complete_records_of_a_torn_segment(
     with telelake.open(root, schema=schema, host_id=HOST) as store:
         rows = store.sql("SELECT writer, seq FROM events").rows()
         assert sorted(rows) == sorted([*want, *(("after", i) for i in range(5))])
+
+
+def copy_crashed(
+    crashed_root: tuple[Path, Path], tmp_path: Path
+) -> tuple[Path, Path, Path, list[int], bytearray]:
+    """A copy of the crashed store: its root, schema, segment, record offsets and bytes."""
+    src, schema = crashed_root
+    root = tmp_path / "store"
+    shutil.copytree(src, root)
+    segment = only_segment(root)
+    starts, _ = record_starts(segment)
+    return root, schema, segment, starts, bytearray(segment.read_bytes())
+
+
+@pytest.mark.parametrize("damage", ["record 3", "records 2-3", "schema record", "bad magic"])
+def test_damage_before_good_records_loses_only_the_damaged_records(
+    crashed_root: tuple[Path, Path], tmp_path: Path, damage: str
+) -> None:
+    """Issue 19.1: one flipped byte in the middle of a segment used to cost every record
+    after it, silently. Now the records after it are folded, the damaged segment is kept
+    in _quarantine/, the opener warns, and check reports the loss until repair."""
+    root, schema, segment, starts, data = copy_crashed(crashed_root, tmp_path)
+    lost: set[int] = set()  # which writes (batches) are damaged
+    if damage == "record 3":
+        data[starts[3] + 20] ^= 0x01  # the third write: record 0 is the schema
+        lost = {2}
+    elif damage == "records 2-3":  # a zeroed span, like a lost block
+        data[starts[2] + 5 : starts[4] - 3] = bytes(starts[4] - 3 - starts[2] - 5)
+        lost = {1, 2}
+    elif damage == "schema record":  # read with the table's schema instead
+        data[starts[0] + 30] ^= 0xFF
+    else:
+        data[0:4] = b"XXXX"
+    segment.write_bytes(bytes(data))
+    want = [
+        ("crash", s)
+        for b in range(BATCHES)
+        if b not in lost
+        for s in range(b * SIZE, (b + 1) * SIZE)
+    ]
+
+    with pytest.warns(UserWarning, match="is damaged") as caught:
+        store = telelake.open(root, schema=schema, host_id=HOST)
+    with store:
+        assert store.sql("SELECT writer, seq FROM events ORDER BY seq").rows() == want
+        assert not segment.exists()
+        (kept,) = (root / "_quarantine").rglob("*.wal")
+        assert kept.read_bytes() == bytes(data)  # the damaged segment as it was found
+        assert str(kept.relative_to(root)) in str(caught[0].message)
+        report = store.check()
+        assert not report.ok
+        assert [f.path for f in report.findings] == [kept]
+        assert store.check(repair=True).ok
+        assert store.check().findings == []
+        assert kept.exists()
+
+
+def test_check_reports_a_damaged_segment_before_any_open_folds_it(
+    crashed_root: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A read-only look (what `telelake sql` and `check` do) reads the good records after
+    the damage and says what was lost; repair folds them and keeps the segment."""
+    root, schema, segment, starts, data = copy_crashed(crashed_root, tmp_path)
+    data[starts[1] + 15] ^= 0x10
+    segment.write_bytes(bytes(data))
+    contents = wal.read_segment(segment)
+    assert contents.rows == (BATCHES - 1) * SIZE and contents.damage
+    from telelake.store import Store, locate
+
+    path, model = locate(root, schema)
+    with Store(path, model, reading=True) as reader:  # how `telelake sql` opens
+        assert reader.sql("SELECT count(*) FROM events").scalar() == (BATCHES - 1) * SIZE
+        report = reader.check()
+        (finding,) = report.findings
+        assert finding.path == segment and "damaged bytes" in finding.problem
+        assert "35 rows readable" in finding.problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repair reports it itself: no warning
+        with Store(path, model, reading=True) as store:
+            fixed = store.check(repair=True)
+    assert fixed.ok and not segment.exists()
+    (kept,) = (root / "_quarantine").rglob("*.wal")
+    assert kept.read_bytes() == bytes(data)
+    with telelake.open(root, schema=schema, host_id=HOST) as store:
+        assert store.sql("SELECT count(*) FROM events").scalar() == (BATCHES - 1) * SIZE
+        assert store.check().findings == []
 
 
 def big_batch(start: int, rows: int) -> pa.RecordBatch:

@@ -23,7 +23,7 @@ only from that log, never from telelake:
   parent never sees a row twice nor sees the row count go down.
 
 Usage:
-    python tests/torture.py [--kills 200] [--seed 1] [--root DIR]
+    python tests/torture.py [--kills 200] [--damage 30] [--seed 1] [--root DIR]
     python tests/torture.py child ROOT SCHEMA LOG WRITER SEED [RETRY_JSON]
     python tests/torture.py {writer,folder,querier,hold} ...   (roles for test_durability)
 
@@ -481,6 +481,16 @@ class Observer:
         self.store.close()
 
 
+def new_store(root: Path) -> tuple[Path, Path, Path]:
+    """A new store under `root`: its schema file, its root, and a folder for side logs."""
+    schema = write_schema(root)
+    store_root = root / "store"
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    telelake.open(store_root, schema=schema, host_id=HOST).close()
+    return schema, store_root, logs
+
+
 def run(
     kills: int,
     seed: int,
@@ -491,11 +501,7 @@ def run(
 ) -> Report:
     """Run `kills` kill rounds against one store under `root`; return what was found."""
     rng = random.Random(seed)
-    schema = write_schema(root)
-    store_root = root / "store"
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    telelake.open(store_root, schema=schema, host_id=HOST).close()
+    schema, store_root, logs = new_store(root)
     model = Model()
     report = Report()
     retry: dict[str, Any] | None = None
@@ -573,8 +579,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args and args[0] in ROLES:
         return ROLES[args[0]](args[1:])
+    if args and args[0] == "damage-child":
+        damage_child(*args[1:7])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=200)
+    parser.add_argument("--damage", type=int, default=0, help="damage rounds after the kills")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--root", type=Path, default=None, help="keep the store here")
     ns = parser.parse_args(args)
@@ -586,10 +596,154 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="telelake-torture-") as tmp:
             report = run(ns.kills, ns.seed, Path(tmp), progress=True)
     print(report.summary())
+    ok = report.ok
     for problem in report.problems[:50]:
         print("PROBLEM:", problem)
-    print(f"{'OK' if report.ok else 'FAILED'} in {time.monotonic() - start:.1f}s")
-    return 0 if report.ok else 1
+    if ns.damage:
+        print(f"damage: {ns.damage} rounds, seed {ns.seed}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="telelake-damage-") as tmp:
+            damaged = damage_run(ns.damage, ns.seed, Path(tmp))
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(damaged.leftovers.items()))
+        acked, found = damaged.acked["events"], damaged.found["events"]
+        print(f"damaged segments: {kinds}; acknowledged events {acked}, in Parquet {found}")
+        for problem in damaged.problems[:50]:
+            print("PROBLEM:", problem)
+        ok = ok and damaged.ok
+    print(f"{'OK' if ok else 'FAILED'} in {time.monotonic() - start:.1f}s")
+    return 0 if ok else 1
+
+
+# -- damage rounds: crashed writers' segments damaged as a bad disk would ---------------
+
+DAMAGES = ("flip", "zeroed span", "schema record", "torn tail", "empty")
+
+
+def damage_child(root: str, schema: str, log_path: str, name: str, writers: str, seed: str) -> None:
+    """Open WRITERS stores (one segment each), write a few batches through each, print
+    {writer: segment path} and die without folding (like kill -9)."""
+    rng = random.Random(int(seed))
+    log = SideLog(Path(log_path))
+    segments = {}
+    for w in range(int(writers)):
+        writer = f"{name}w{w}"
+        store = telelake.open(root, schema=schema, host_id=HOST, fold_bytes=1 << 30,
+                              fold_age=3600, maintenance=False)  # fmt: skip
+        seq = 0
+        for n in range(rng.randint(2, 9)):
+            keys = [(writer, seq + i) for i in range(rng.randint(1, 6))]
+            seq += len(keys)
+            rid = f"{writer}.{n}"
+            log.put({"op": "attempt", "id": rid, "table": "events", "keys": keys, "version": 0})
+            rows = event_rows(keys, 0)
+            if rng.random() < 0.5:  # columns: an Arrow IPC record, not a rows record
+                store.write("events", {c: [r[c] for r in rows] for c in rows[0]})
+            else:
+                store.write("events", rows)
+            log.put({"op": "ack", "id": rid, "writer": writer})
+        segments[writer] = str(store._lake._segments["events"].path)
+    print(json.dumps(segments), flush=True)
+    os._exit(0)
+
+
+def record_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each record of an intact segment, by walking the length fields
+    (the test's own reading of the format: magic, then `TLR1 | length | crc | payload`)."""
+    pos, spans = 8, []
+    while pos + 12 <= len(data) and data[pos : pos + 4] == b"TLR1":
+        end = pos + 12 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+        spans.append((pos, end))
+        pos = end
+    assert not any(data[pos:]), "a crashed writer's segment ends in zeros"
+    return spans
+
+
+def damage(data: bytes, kind: str, rng: random.Random) -> tuple[bytes, set[int], bool]:
+    """`data` damaged as `kind` says; which writes (0-based, record 1 is write 0) lose
+    their rows, and whether the segment must be kept in `_quarantine/`."""
+    spans = record_spans(data)
+    out = bytearray(data[: spans[-1][1]])  # (the free space after the records goes too)
+    if kind == "empty":
+        return b"", set(range(len(spans) - 1)), True
+    if kind == "torn tail":
+        start, end = spans[-1]
+        return bytes(out[: rng.randint(start + 1, end - 1)]), {len(spans) - 2}, False
+    if kind == "schema record":
+        start, end = spans[0]
+        out[rng.randrange(start, end)] ^= 1 << rng.randrange(8)
+    elif kind == "flip":
+        start, end = spans[rng.randrange(1, len(spans) - 1)]  # with good records after it
+        out[rng.randrange(start, end)] ^= 1 << rng.randrange(8)
+    else:  # a zeroed span, like a block the disk lost, ending before the last record
+        a = rng.randrange(spans[1][0], spans[-1][0])
+        b = min(spans[-1][0], a + rng.randint(1, 64))
+        out[a:b] = bytes(b - a)
+    lost = {i - 1 for i, (s, e) in enumerate(spans) if i and out[s:e] != data[s:e]}
+    return bytes(out), lost, out != bytearray(data[: spans[-1][1]])
+
+
+def damage_run(rounds: int, seed: int, root: Path, *, writers: int = 3) -> Report:
+    """`rounds` times: crash `writers` writers, damage each segment at random, open the
+    store (which salvages), then judge: every acknowledged row outside the damaged
+    records there exactly once, none of the damaged ones, each damaged segment kept in
+    `_quarantine/` byte for byte, a warning per loss, and `check` failing until repair."""
+    import warnings
+
+    rng = random.Random(seed)
+    schema, store_root, logs = new_store(root)
+    model = Model()
+    report = Report()
+    lost_keys: set[Key] = set()
+    for rnd in range(rounds):
+        where = f"damage round {rnd}"
+        log = logs / f"damage-{rnd:04d}.jsonl"
+        args = [sys.executable, str(HERE), "damage-child", str(store_root), str(schema)]
+        args += [str(log), f"d{rnd}", str(writers), str(rng.randrange(1 << 30))]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            report.problems.append(f"{where}: child failed: {done.stderr[-2000:]}")
+            continue
+        segments = json.loads(done.stdout.strip().splitlines()[-1])
+        records = read_side_log(log)
+        model.add_log(records)
+        keys_of: dict[str, list[list[Key]]] = {}  # writer -> keys of each write, in order
+        for rec in records:
+            if rec["op"] == "attempt":
+                writer = rec["keys"][0][0]
+                keys_of.setdefault(writer, []).append([(w, q) for w, q in rec["keys"]])
+        expect_kept: dict[str, bytes] = {}
+        for writer, seg in sorted(segments.items()):
+            path = Path(seg)
+            kind = rng.choice(DAMAGES)
+            data, lost, kept = damage(path.read_bytes(), kind, rng)
+            path.write_bytes(data)
+            report.leftovers[kind] += 1
+            for i in lost:
+                lost_keys.update(keys_of[writer][i])
+            if kept:
+                expect_kept[path.name] = data
+        for key in lost_keys:  # a lost row must stay lost: never guessed, never phantom
+            model.attempts["events"].pop(key, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            store = telelake.open(store_root, schema=schema, host_id=HOST, maintenance=False)
+        with store:
+            report.absorb(verify_store(store, store_root, model, where))
+            told = " ".join(str(w.message) for w in caught)
+            for name, data in expect_kept.items():
+                copies = list((store_root / "_quarantine").rglob(name))
+                if [c.read_bytes() for c in copies] != [data]:
+                    report.problems.append(f"{where}: {name} not kept as found: {copies}")
+                if name not in told:
+                    report.problems.append(f"{where}: no warning about {name}")
+            found = {f.path.name for f in store.check().findings}
+            if found != set(expect_kept):
+                report.problems.append(f"{where}: check reported {found}, not {set(expect_kept)}")
+            if not store.check(repair=True).ok or store.check().findings:
+                report.problems.append(f"{where}: check not clean after repair")
+        report.kills += 1
+    report.acked["events"] = len(model.acked("events"))
+    report.found["events"] = len(physical_rows(store_root, "events"))
+    return report
 
 
 # -- roles for test_durability.py (each a separate process) ---------------------------

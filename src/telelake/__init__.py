@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from telelake.errors import (
+    LockTimeoutError,
     QueryError,
     SchemaError,
     StorageFullError,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from telelake.store import Store, __version__, open
 
 __all__ = [
+    "LockTimeoutError",
     "QueryError",
     "Result",
     "SchemaError",

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from telelake import durable
-from telelake.lake import fold, wal
+from telelake.lake import fold, parquet, wal
 from telelake.metadata import METADATA_DIR
+from telelake.quarantine import keep_copy, mark_reported, quarantine, unreported_losses
 
 if TYPE_CHECKING:
     from telelake.store import Store
 
-QUARANTINE_DIR = "_quarantine"
 STALE_TEMP_SECONDS = 600.0  # a younger temp file may belong to a write in progress
 _JSON_FILES = ("store.json", "schema_version.json", "host_info.json")
 
@@ -57,19 +57,12 @@ class CheckReport:
         self.checked[kind] = self.checked.get(kind, 0) + 1
 
 
-def quarantine(root: Path, path: Path, reason: str, stamp: str) -> Path:
-    """Move `path` under `_quarantine/<stamp>/` with a reason file; returns the new path."""
-    target = root / QUARANTINE_DIR / stamp / path.relative_to(root)
-    durable.ensure_dir(target.parent)
-    os.replace(path, target)
-    target.with_name(target.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
-    durable.fsync_dir(target.parent)
-    durable.fsync_dir(path.parent)
-    return target
+def check_store(store: Store, *, repair: bool = False, deep: bool = False) -> CheckReport:
+    """Check every data file, WAL segment, fold intent and metadata file of a store.
 
-
-def check_store(store: Store, *, repair: bool = False) -> CheckReport:
-    """Check every data file, WAL segment, fold intent and metadata file of a store."""
+    Data files are judged by their footers; with `deep`, every page of every file is
+    also read and checked against its CRC (bit rot that footers do not show).
+    """
     report = CheckReport(repaired=repair)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     lake = store._lake
@@ -88,6 +81,8 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
         for path in lake.files(table):
             report.count("parquet")
             problem = lake.file_problem(table, path)
+            if problem is None and deep:
+                problem = parquet.page_problem(path)
             if problem:
                 found(path, "parquet", problem)
         _check_temp_files(root / table.name, found, report)
@@ -95,38 +90,50 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
         if not wal_dir.is_dir():
             continue
         _check_temp_files(wal_dir, found, report)
-        with fold.table_lock(wal_dir):
-            for intent_path in sorted(wal_dir.glob("*" + fold.INTENT_SUFFIX)):
-                report.count("intent")
-                try:
-                    fold.Intent.load(intent_path)
-                except (OSError, ValueError, KeyError) as exc:
-                    found(intent_path, "intent", f"unreadable fold intent ({exc})")
+        # No fold lock: a check never waits for a fold or compaction. Intents are
+        # replaced atomically, so one read is whole; one that went meanwhile is done.
+        for intent_path in sorted(wal_dir.glob("*" + fold.INTENT_SUFFIX)):
+            report.count("intent")
+            try:
+                fold.Intent.load(intent_path)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError) as exc:
+                found(intent_path, "intent", f"unreadable fold intent ({exc})")
         for seg in sorted(wal_dir.glob("*" + wal.SUFFIX)):
             report.count("wal")
             if wal.is_locked(seg):
                 continue  # its writer is alive and may be mid-append: not ours to judge
-            contents = wal.read_segment(seg)
-            if contents.schema is None:
+            contents = wal.read_segment(seg, lake.wal_schemas(table))
+            if contents.schema is None and contents.damage is None:
                 found(seg, "wal", contents.problem or "unreadable segment")
-            elif contents.problem:
+            elif contents.problem or contents.damage:
                 lost = contents.total_bytes - contents.valid_bytes
-                finding = Finding(
-                    seg,
-                    "wal",
-                    f"{contents.problem}: {lost} bytes after the "
-                    f"last complete record ({contents.rows} rows readable)",
+                problem = "; ".join(
+                    p
+                    for p in (
+                        contents.damage,
+                        contents.problem
+                        and f"{contents.problem}: {lost} bytes after the last complete record",
+                    )
+                    if p
                 )
+                finding = Finding(seg, "wal", f"{problem} ({contents.rows} rows readable)")
                 if repair:
-                    copy = root / QUARANTINE_DIR / stamp / seg.relative_to(root)
-                    durable.ensure_dir(copy.parent)
-                    copy.write_bytes(seg.read_bytes())
-                    copy.with_name(copy.name + ".reason.txt").write_text(finding.problem + "\n")
-                    lake.fold_orphans(table)  # the complete records go to Parquet
+                    kept = keep_copy(root, seg, finding.problem, stamp, reported=True)
+                    lake.fold_orphans(table, reported=True)  # the good records go to Parquet
                     finding.action = (
-                        f"{contents.rows} rows folded; copy in {copy.relative_to(root)}"
+                        f"{contents.rows} rows folded; copy in {kept.relative_to(root)}"
                     )
                 report.findings.append(finding)
+
+    for kept, reason in unreported_losses(root):
+        # Found (and salvaged) while a store opened: reported here once, then marked seen.
+        finding = Finding(kept, "wal", f"lost on open: {reason}")
+        if repair:
+            mark_reported(kept)
+            finding.action = "reported; the copy stays for inspection"
+        report.findings.append(finding)
 
     if store._sql is not None:
         # SQLite checks its own pages and constraints; repair is not ours to attempt
@@ -177,14 +184,14 @@ def _check_temp_files(
     if not base.is_dir():
         return
     now = time.time()
-    for dirpath, _, filenames in os.walk(base):
+    for _dir, _, filenames in os.walk(base):
         for name in filenames:
-            if name.startswith(".") and name.endswith(".tmp"):
-                path = Path(dirpath) / name
+            if durable.is_temp(name):
                 report.count("temp")
-                try:
-                    age = now - path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                if age > STALE_TEMP_SECONDS:
-                    found(path, "temp", f"left by an interrupted write ({age:.0f}s old)")
+    for path, fd in durable.orphan_temps(base, STALE_TEMP_SECONDS):
+        os.close(fd)  # (its writer is gone: nobody holds its lock)
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        found(path, "temp", f"left by a killed writer ({age:.0f}s old)")

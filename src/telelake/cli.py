@@ -317,7 +317,10 @@ def describe(
 @app.command()
 def check(
     repair: Annotated[
-        bool, Opt("--repair", help="Quarantine bad files and fold torn WAL segments")
+        bool, Opt("--repair", help="Quarantine bad files and fold damaged WAL segments")
+    ] = False,
+    deep: Annotated[
+        bool, Opt("--deep", help="Also read every page of every data file, checking its CRC")
     ] = False,
     fmt: FormatOpt = "table",
     root: RootOpt = None,
@@ -325,8 +328,9 @@ def check(
 ) -> None:
     """Read every data file, WAL segment and metadata file; report (and repair) problems."""
 
-    with _open(root, schema) as store:
-        report = store.check(repair=repair)
+    # A plain check only reads (it runs on a full disk); repair writes.
+    with _open(root, schema) if repair else _open_to_read(root, schema) as store:
+        report = store.check(repair=repair, deep=deep)
     checked = ", ".join(f"{n} {kind}" for kind, n in sorted(report.checked.items()))
     if fmt == "table":
         console.print(f"checked {checked or 'nothing'}")

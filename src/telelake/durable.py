@@ -9,7 +9,8 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -78,21 +79,70 @@ def publish(tmp: Path, final: Path, *, replace: bool) -> None:
     fsync_dir(final.parent)
 
 
+def owned_temp(final: Path) -> tuple[Path, int]:
+    """A new temp file next to `final` and an fd holding its exclusive flock: while the
+    writer lives, nobody takes the file for a dead writer's (`remove_orphan_temps`)."""
+    tmp = temp_path_for(final)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a file of our own: never held by anyone else yet
+    return tmp, fd
+
+
 def write_durably(final: Path, write: Callable[[Path], None], *, replace: bool = True) -> None:
     """Call `write(tmp)` to fill a temp file, fsync it and publish it as `final`."""
     ensure_dir(final.parent)
-    tmp = temp_path_for(final)
+    tmp, fd = owned_temp(final)
     try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write(tmp)  # (rewrites the same file: the lock, held by `fd`, stays)
+        os.fsync(fd)
         publish(tmp, final, replace=replace)
     finally:
+        os.close(fd)
         if tmp.exists():
             tmp.unlink()
+
+
+# A temp file younger than this may be one that a writer has just created and not yet
+# locked (or one of a telelake version that did not lock them).
+ORPHAN_TEMP_AGE = 60.0
+
+
+def is_temp(name: str) -> bool:
+    """True for the name of a temp file (`temp_path_for`)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def orphan_temps(base: Path, min_age: float = ORPHAN_TEMP_AGE) -> Iterator[tuple[Path, int]]:
+    """Temp files under `base` whose writer is gone (nobody holds their lock, older than
+    `min_age` seconds), each yielded with its lock held (the caller closes the fd)."""
+    now = time.time()
+    for dirpath, _, names in os.walk(base):
+        for name in names:
+            if not is_temp(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                if now - path.stat().st_mtime < min_age:
+                    continue
+            except FileNotFoundError:
+                continue
+            fd = claim(path)
+            if fd is not None:
+                yield path, fd
+
+
+def remove_orphan_temps(base: Path, min_age: float = ORPHAN_TEMP_AGE) -> tuple[int, int]:
+    """Delete the temp files under `base` that killed writers left behind (see
+    `orphan_temps`); returns how many and their bytes."""
+    count = size = 0
+    for path, fd in orphan_temps(base, min_age):
+        try:
+            size += os.fstat(fd).st_size
+            path.unlink(missing_ok=True)
+            count += 1
+        finally:
+            os.close(fd)
+    return count, size
 
 
 def write_bytes_durably(final: Path, data: bytes) -> None:

@@ -44,5 +44,17 @@ class StorageFullError(StoreError):
     """
 
 
+class LockTimeoutError(StoreError):
+    """Another process held a table's fold lock (a fold, a compaction) longer than this
+    store waits for it (`lock_timeout`); nothing of the call was written.
+
+    `pid` is the holder's process id when known; the message says what to do.
+    """
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class QueryError(TelelakeError):
     """A SQL text or named query failed; the message says which and why."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import os
@@ -21,8 +22,14 @@ from telelake import derive, durable, formats, validate
 from telelake._lazy import lazy
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
 from telelake.durations import parse_age
-from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
-from telelake.lake import fold, layout, parquet, retention, wal
+from telelake.errors import (
+    LockTimeoutError,
+    StorageFullError,
+    StoreError,
+    TelelakeError,
+    ValidationError,
+)
+from telelake.lake import layout, parquet, retention, wal
 from telelake.lake.compact import CompactReport, PartitionResult
 from telelake.lake.retention import RetentionReport, Step
 from telelake.lake.tier import Durability, LakeTier, random_token
@@ -168,6 +175,9 @@ class Store:
             self._write_metadata(
                 VersionInfo(schema.version, [schema.version], old_version, utc_now_iso())
             )
+        if not self.read_only and not self.reading:
+            with contextlib.suppress(OSError):  # best effort, as the tidying below
+                self.remove_orphan_temps()  # a killed writer's half-written files
         if not self.read_only:
             for t in self._lake_tables():
                 self._lake.ensure_anchor(t, only_missing=self.reading)
@@ -176,8 +186,12 @@ class Store:
                 # Finish what crashed processes left: interrupted folds, orphan segments.
                 # Tidying is best effort: rows are safe in the WAL and readable without it.
                 try:
-                    self._lake.recover(t)
-                    self._lake.fold_orphans(t)
+                    # Never waiting for the fold lock: its holder (a fold, a compaction,
+                    # perhaps stopped) is alive, and will be done with what is there.
+                    self._lake.recover(t, wait=False)
+                    self._lake.fold_orphans(t, wait=False)
+                except LockTimeoutError:
+                    pass
                 except OSError as exc:
                     warnings.warn(
                         f"table {t.name!r}: could not fold leftover WAL segments "
@@ -348,7 +362,7 @@ class Store:
                         step.files += 1
                         step.rows += rows.num_rows
                         if write:
-                            with fold.table_lock(self._lake.wal_dir(t)):
+                            with self._lake.table_lock(t):
                                 lake_migrate.migrate_file(
                                     self.root,
                                     t,
@@ -572,13 +586,11 @@ class Store:
                 store=self.schema.name,
                 table=table.name,
             )
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            return StorageFullError(
-                f"store {self.root}, table {table.name!r}: no space left "
-                f"({exc.strerror}); this write was not acknowledged, earlier rows are "
-                "safe; free space and write again"
-            )
-        return None
+        return _storage_full(
+            exc,
+            f"store {self.root}, table {table.name!r}",
+            "this write was not acknowledged, earlier rows are safe; free space and write again",
+        )
 
     def _log(self, record: LogRecord, rows: list[dict[str, Any]]) -> None:
         """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""
@@ -719,6 +731,16 @@ class Store:
     def migration_status(self) -> list[sql_migrations.Status]:
         """Every SQL migration of the schema and whether it is applied."""
         return self.sql_tier.migration_status()
+
+    def remove_orphan_temps(self) -> tuple[int, int]:
+        """Delete the temp files that killed writers left (a Parquet file or metadata
+        being published, a WAL segment being made): only those whose writer is gone.
+        Returns how many and their bytes. Runs on open and in maintenance."""
+        count, size = durable.remove_orphan_temps(self.root / METADATA_DIR)
+        for t in self._lake_tables():
+            n, b = self._lake.remove_orphan_temps(t)
+            count, size = count + n, size + b
+        return count, size
 
     def fold(self, *, own: bool = True) -> int:
         """Fold WAL rows into Parquet: this store's segments and any orphaned ones
@@ -997,15 +1019,17 @@ class Store:
         # Logged (or carried) rows are stored rows, redacted: nothing is derived again.
         self.sql_tier.write(self.table(table), self.validate(table, rows, derived=False))
 
-    def check(self, repair: bool = False) -> CheckReport:
+    def check(self, repair: bool = False, *, deep: bool = False) -> CheckReport:
         """Read every data file, WAL segment and metadata file; report what is wrong.
 
         With `repair=True`, bad files move to `_quarantine/` with a reason file and the
-        readable records of torn WAL segments are folded, so queries work again.
+        good records of damaged WAL segments are folded, so queries work again. With
+        `deep=True`, every page of every data file is read and checked against its
+        checksum (slow: it reads all the data).
         """
         from telelake.check import check_store
 
-        return check_store(self, repair=repair and not self.read_only)
+        return check_store(self, repair=repair and not self.read_only, deep=deep)
 
     def files(self, table: str) -> list[Path]:
         """The data files queries of a lake table read now (retired ones excluded)."""
@@ -1075,8 +1099,26 @@ class Store:
         if self._upkeep is not None:
             self._upkeep.stop()
             self._upkeep = None
-        if not self.read_only:
-            self._lake.close()
+        try:
+            if not self.read_only:
+                self._lake.close()
+        except OSError as exc:
+            # The rows stay in the WAL (acknowledged, read by every query); the next
+            # open folds them. Everything else is still released.
+            mapped = _storage_full(
+                exc,
+                f"store {self.root}",
+                "WAL rows could not be folded into Parquet on close; they are safe in "
+                "the WAL and the next open folds them once there is space",
+            )
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Release the query engine, the SQL database and the log file."""
         if self._engine is not None:
             self._engine.close()
             self._engine = None
@@ -1093,6 +1135,13 @@ class Store:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _storage_full(exc: OSError, where: str, consequence: str) -> StorageFullError | None:
+    """`exc` as StorageFullError if it says the disk (or a size limit) is full, else None."""
+    if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return None
+    return StorageFullError(f"{where}: no space left ({exc.strerror}); {consequence}")
 
 
 class QueryNamespace:
@@ -1128,6 +1177,7 @@ def open(
     fold_rows: int = Durability.fold_rows,
     fold_age: float = Durability.fold_age,
     retire_after: float = Durability.retire_after,
+    lock_timeout: float = Durability.lock_timeout,
     migrate: bool = False,
     maintenance: bool | None = None,
 ) -> Store:
@@ -1151,6 +1201,11 @@ def open(
     a compaction replaced are deleted `retire_after` seconds after it (queries that
     started before it may still be reading them).
 
+    Folds, direct writes and compactions of a table take its fold lock; one held by
+    another process (a compaction, perhaps stopped with Ctrl-Z) is waited for at most
+    `lock_timeout` seconds, then LockTimeoutError names that process. Opening a store
+    and reading it never wait for the lock.
+
     A store of an older major version opens only with `migrate=True`, which rewrites
     its files with the schema's `[migrations.from_N]` first (see docs/lifecycle.md);
     `store.migration` then says what was done.
@@ -1169,6 +1224,7 @@ def open(
         fold_rows=fold_rows,
         fold_age=fold_age,
         retire_after=retire_after,
+        lock_timeout=lock_timeout,
     )
     store = Store(path, model, host_id=host_id, durability=durability, migrate=migrate)
     try:

@@ -96,6 +96,8 @@ class MaintenanceReport:
     disk_bytes_before: int | None = None  # data files of lake tables, before retention
     disk_bytes_after: int | None = None
     errors: list[str] = field(default_factory=list)
+    temp_files: int = 0  # temp files of killed writers removed
+    temp_bytes: int = 0
     skipped: str | None = None  # why a skipped run did nothing
     busy: bool = False  # skipped because someone holds the maintenance lock
     host_id: str = ""
@@ -136,6 +138,8 @@ class MaintenanceReport:
             "disk_bytes_before": self.disk_bytes_before,
             "disk_bytes_after": self.disk_bytes_after,
             "errors": list(self.errors),
+            "temp_files": self.temp_files,
+            "temp_bytes": self.temp_bytes,
         }
 
     @classmethod
@@ -152,6 +156,8 @@ class MaintenanceReport:
             disk_bytes_before=data.get("disk_bytes_before"),
             disk_bytes_after=data.get("disk_bytes_after"),
             errors=[str(e) for e in data.get("errors", [])],
+            temp_files=int(data.get("temp_files", 0)),
+            temp_bytes=int(data.get("temp_bytes", 0)),
             host_id=str(data.get("host_id", "")),
             pid=int(data.get("pid", 0)),
         )
@@ -412,6 +418,13 @@ def _work(
     tiers = {t.name: t.tier for t in store.schema.tables.values()}
     lake = "lake" in tiers.values()
     check()
+    try:
+        report.temp_files, report.temp_bytes = store.remove_orphan_temps()
+    except OSError as exc:
+        report.errors.append(f"temp files: {_error(exc)}")
+    if report.temp_files and on_step is not None:
+        on_step(f"removed {report.temp_files} temp file(s) of killed writers")
+    check()
     if any(tiers.get(t) in ("lake", "sql") for t in settings.days) or (
         lake and settings.max_disk_gb is not None
     ):
@@ -618,6 +631,11 @@ def describe(report: MaintenanceReport) -> list[str]:
         lines.append("compaction merged: " + "; ".join(parts))
     else:
         lines.append("compaction merged nothing")
+    if report.temp_files:
+        lines.append(
+            f"temp files of killed writers removed: {report.temp_files} "
+            f"({report.temp_bytes:,} bytes)"
+        )
     lines.append(f"bytes freed: {report.bytes_freed:,}")
     if report.disk_bytes_before is not None and report.disk_bytes_after is not None:
         lines.append(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from telelake import durable
 from telelake._lazy import lazy
-from telelake.lake import fold, layout
+from telelake.lake import fold, layout, parquet
 from telelake.schema.model import Table
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def read_as_table(path: Path, table: Table) -> pa.Table:
     minor version (missing from the file) read as nulls."""
     # Data files hold only table columns: read them all. ParquetFile.read skips the
     # dataset machinery of pq.read_table (per-file discovery), which dominates small files.
-    data = pq.ParquetFile(path).read()
+    data = parquet.read_verified(path)
     present = set(data.column_names)
     columns = [
         data.column(c.name) if c.name in present else pa.nulls(data.num_rows, c.type.arrow)

@@ -43,6 +43,7 @@ import fcntl
 import functools
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ import duckdb
 
 from telelake import durable
 from telelake._lazy import lazy
+from telelake.errors import LockTimeoutError
 from telelake.lake import layout, parquet
 from telelake.schema.model import Table
 
@@ -141,15 +143,70 @@ class Intent:
 
 
 @contextmanager
-def table_lock(wal_dir: Path) -> Iterator[None]:
-    """Hold the table's fold lock (blocking; released if the process dies)."""
+def table_lock(wal_dir: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the table's fold lock (released if the process dies).
+
+    Waits at most `timeout` seconds (None: as long as it takes; 0: not at all), then
+    raises LockTimeoutError naming the process that holds it (each holder writes its
+    pid into the lock file) and whether it is stopped. Only writers take this lock:
+    readers never wait for a fold or a compaction.
+    """
     durable.ensure_dir(wal_dir)
-    fd = os.open(wal_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    path = wal_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _acquire(fd, path, timeout)
+        mark = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, mark, 0)
+        os.ftruncate(fd, len(mark))
         yield
     finally:
         os.close(fd)
+
+
+def _acquire(fd: int, path: Path, timeout: float | None) -> None:
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _busy(path, timeout) from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+
+def _busy(path: Path, timeout: float) -> LockTimeoutError:
+    """The error for a fold lock held longer than `timeout`: who holds it, what to do."""
+    try:
+        pid: int | None = int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        pid = None
+    who = "another process"
+    advice = "wait for it to finish, or end it"
+    if pid is not None:
+        who = f"process {pid}"
+        try:  # Linux: the state letter after the command name; T is stopped (Ctrl-Z)
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            state = ""
+        if state in ("T", "t"):
+            who += " (stopped)"
+            advice = f"resume it (`kill -CONT {pid}`, or `fg` in its shell) or end it"
+        else:
+            advice = f"wait for it to finish, or end it (`kill {pid}`)"
+    return LockTimeoutError(
+        f"the fold lock {path} is held by {who}, which is folding or compacting this "
+        f"table, for more than {timeout:g}s; {advice}, then try again (nothing of this "
+        "call was written)",
+        pid=pid,
+    )
 
 
 AT = "__tl_at"  # acknowledgement time (µs) of each WAL record: orders writes across writers

@@ -75,7 +75,7 @@ def migrate_rows(
     path: Path, table_dir: Path, table: Table, sql: str | None, store: str
 ) -> pa.Table:
     """One old file's rows as validated rows of the new `table` (partition keys included)."""
-    old = pq.read_table(path)
+    old = parquet.read_verified(path)
     old = old.replace_schema_metadata(None)
     # Partition keys that are not columns (host_id) live in the directory names.
     values = dict(layout.parse_partition(path.parent.relative_to(table_dir)))

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from telelake import durable
+from telelake import durable, quarantine
 from telelake._lazy import lazy
-from telelake.errors import StoreError
+from telelake.errors import LockTimeoutError, StoreError
 from telelake.lake import compact, fold, layout, listing, parquet, prune, retention, upsert, wal
 from telelake.schema.model import Schema, Table
 
@@ -45,6 +45,8 @@ else:
 
 _ALPHABET = string.ascii_lowercase + string.digits
 WAL_DIR = "_wal"
+# Names in a WAL directory that only `recover` (under the fold lock) deals with.
+_LEFTOVERS = (fold.INTENT_SUFFIX, upsert.DEAD_SUFFIX)
 
 
 def random_token(n: int) -> str:
@@ -90,6 +92,10 @@ class Durability:
     # Files replaced by a compaction stay on disk this long after it commits (hidden
     # from new queries), so a query that listed them before still finds them.
     retire_after: float = 120.0
+    # How long a writer (a fold, a direct write, a compaction) waits for a table's fold
+    # lock held by another process before it gives up with LockTimeoutError. Readers
+    # never wait for it.
+    lock_timeout: float = 60.0
 
 
 @dataclass
@@ -307,7 +313,7 @@ class LakeTier:
         try:
             self.fold_own(table)
             self.fold_orphans(table)  # a long-lived writer tidies up after dead ones
-        except OSError as exc:
+        except (OSError, LockTimeoutError) as exc:
             warnings.warn(f"table {table.name!r}: fold postponed: {exc}", stacklevel=stacklevel)
 
     def _fold_soon(self) -> None:
@@ -373,10 +379,13 @@ class LakeTier:
         """Seconds since this writer's segment of `table` was opened."""
         return time.monotonic() - self._opened_at.get(table.name, time.monotonic())
 
-    def commit(self, table: Table, data: pa.Table, segment: Path | None = None) -> int:
+    def commit(
+        self, table: Table, data: pa.Table, segment: Path | None = None, *, wait: bool = True
+    ) -> int:
         """Fold rows into Parquet atomically; with `segment`, retire that segment.
 
-        Runs under the table's fold lock; the caller holds the segment's lock. Returns
+        Runs under the table's fold lock (waiting for it up to `lock_timeout`, or, without
+        `wait`, not at all: LockTimeoutError); the caller holds the segment's lock. Returns
         the rows published: under `ignore`, keys that already exist are dropped (the
         first write wins); under `upsert`, each key's newest version replaces the
         older ones (see lake/upsert.py).
@@ -384,7 +393,7 @@ class LakeTier:
         # A segment's rows come as one chunk per acknowledged write: thousands of tiny
         # chunks make every later step (partition split, sizing, encoding) crawl.
         data = data.combine_chunks()
-        with fold.table_lock(self.wal_dir(table)):
+        with self.table_lock(table, wait=wait):
             self._recover_locked(table)
             if segment is not None and not segment.exists():
                 return 0  # a swap that committed before a crash published it: rolled forward
@@ -485,7 +494,7 @@ class LakeTier:
                 continue
             if not parquet.may_overlap(parquet.column_ranges(path, table.key), bounds):
                 continue
-            file_keys = pq.ParquetFile(path).read(columns=list(table.key))
+            file_keys = parquet.read_verified(path, list(table.key))
             drop = upsert.replaced(table, file_keys, keys)
             if drop.size == 0:
                 continue
@@ -599,8 +608,15 @@ class LakeTier:
                 else:
                     self._segments[name] = seg
 
-    def fold_orphans(self, table: Table) -> int:
-        """Fold segments whose owner is gone (crashed or closed without folding)."""
+    def fold_orphans(self, table: Table, *, reported: bool = False, wait: bool = True) -> int:
+        """Fold segments whose owner is gone (crashed or closed without folding).
+
+        A damaged segment (records lost before good ones, see lake/wal.py) is first
+        copied to `_quarantine/`, then its good records are folded; the loss is a
+        warning, and a problem for `check` until it reports it (`reported`: the caller
+        reports it itself). Without `wait`, LockTimeoutError at once if another process
+        holds the fold lock.
+        """
         done = 0
         wal_dir = self.wal_dir(table)
         if not wal_dir.is_dir():
@@ -613,23 +629,59 @@ class LakeTier:
             if claimed is None:
                 continue  # its owner is alive, or someone else is folding it
             try:
-                contents = wal.read_segment(path)
-                if contents.problem == wal.HEADER_TORN:
-                    path.unlink()  # created by a writer that died (or ran out of space) at once
-                    durable.fsync_dir(wal_dir)
-                    continue
-                if contents.schema is None:
-                    continue  # unreadable: left for `check --repair` to quarantine
-                done += self.commit(table, contents.table(), path)
+                contents = wal.read_segment(path, self.wal_schemas(table))
+                if contents.damage is not None:
+                    self._keep_damaged(table, contents, reported)
+                    if contents.schema is None or not contents.batches:
+                        path.unlink()  # nothing readable: the copy kept is all there is
+                        durable.fsync_dir(wal_dir)
+                        continue
+                elif contents.schema is None:
+                    continue  # not a segment of ours: left for `check --repair` to quarantine
+                done += self.commit(table, contents.table(), path, wait=wait)
             finally:
                 os.close(claimed)
         return done
 
-    def recover(self, table: Table) -> None:
-        """Finish or undo folds that a crash interrupted (intent files left behind)."""
-        if not self.wal_dir(table).is_dir():
+    def _keep_damaged(self, table: Table, contents: wal.SegmentContents, reported: bool) -> None:
+        """Copy a damaged segment to `_quarantine/` before its good records are folded."""
+        reason = (
+            f"table {table.name!r}: WAL segment {contents.path.name} is damaged "
+            f"({contents.damage}); {contents.rows} rows in its good records were kept, "
+            "the damaged records are lost"
+        )
+        kept = quarantine.keep_copy(
+            self.root, contents.path, reason, quarantine.new_stamp(), reported=reported
+        )
+        if not reported:
+            warnings.warn(
+                f"{reason}; a copy is in {kept.relative_to(self.root)}; see `telelake check`",
+                stacklevel=4,
+            )
+
+    def wal_schemas(self, table: Table) -> list[pa.Schema]:
+        """Schemas the batches of a segment of `table` may have, for one whose own schema
+        record is lost: the table's columns and the acknowledgement time (what every
+        write that names no extra column has)."""
+        return [table.arrow_schema.append(pa.field(fold.AT, pa.int64()))]
+
+    def table_lock(
+        self, table: Table, *, wait: bool = True
+    ) -> contextlib.AbstractContextManager[None]:
+        """The fold lock of `table`, waited for up to `lock_timeout` (or not at all)."""
+        return fold.table_lock(self.wal_dir(table), self.durability.lock_timeout if wait else 0)
+
+    def recover(self, table: Table, *, wait: bool = True) -> None:
+        """Finish or undo folds that a crash interrupted (intent files left behind), and
+        remove what dead writers left. Takes the fold lock only when there is something
+        to do (waiting as `commit` does)."""
+        try:
+            names = os.listdir(self.wal_dir(table))
+        except FileNotFoundError:
             return
-        with fold.table_lock(self.wal_dir(table)):
+        if not any(n.endswith(_LEFTOVERS) for n in names):
+            return
+        with self.table_lock(table, wait=wait):
             self._recover_locked(table)
 
     def _recover_locked(self, table: Table) -> None:
@@ -653,7 +705,15 @@ class LakeTier:
             # A dead marker outlives its segment only until here: nothing reads it then.
             if name.endswith(upsert.DEAD_SUFFIX) and upsert.dead_marker_segment(name) not in names:
                 (wal_dir / name).unlink(missing_ok=True)
-        wal.remove_dead_temps(wal_dir)
+
+    def remove_orphan_temps(self, table: Table) -> tuple[int, int]:
+        """Delete temp files killed writers left in the table's folders (a Parquet file
+        being published, a segment being made); returns how many and their bytes."""
+        count = size = 0
+        for base in (self.table_dir(table), self.wal_dir(table)):
+            n, b = durable.remove_orphan_temps(base)
+            count, size = count + n, size + b
+        return count, size
 
     def sync(self) -> None:
         """fdatasync every open segment of this writer."""
@@ -676,7 +736,11 @@ class LakeTier:
         folder = self._folder
         if folder is not None and folder is not threading.current_thread():
             folder.join()
-        self.fold_own()
+        try:
+            self.fold_own()
+        except LockTimeoutError as exc:
+            # The segments stay, closed, for the next fold: their rows are safe and read.
+            warnings.warn(f"rows left in the WAL, not folded: {exc}", stacklevel=3)
 
     # -- compaction ---------------------------------------------------------------------
 
@@ -714,7 +778,7 @@ class LakeTier:
                     0,
                 )
             else:
-                with fold.table_lock(self.wal_dir(table)):
+                with self.table_lock(table):
                     self._recover_locked(table)
                     # Listed again under the lock: what is there now is what we replace.
                     # (Sources of earlier compactions in their grace period excluded.)
@@ -789,7 +853,7 @@ class LakeTier:
     ) -> retention.Step | None:
         """Remove a partition's rows older than `cutoff` (all of them when None)."""
         assert table.parquet is not None and table.time is not None
-        lock = contextlib.nullcontext() if dry_run else fold.table_lock(self.wal_dir(table))
+        lock = contextlib.nullcontext() if dry_run else self.table_lock(table)
         with lock:
             if not dry_run:
                 self._recover_locked(table)
@@ -1065,7 +1129,9 @@ class LakeTier:
     ) -> tuple[list[pa.Table], list[str]]:
         tables, problems = [], []
         for path in segments:
-            contents = self._cache.read(path)
+            contents = self._cache.read(path, self.wal_schemas(table))
+            if contents.damage is not None:
+                problems.append(f"{path}: {contents.damage}")
             if contents.schema is None:
                 problems.append(f"{path}: {contents.problem}")
                 continue

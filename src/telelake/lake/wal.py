@@ -21,7 +21,13 @@ readers convert runs of such records in one go.
 
 A crash can leave a torn last record; readers stop at the first record whose header,
 length or checksum does not hold and report how many bytes they ignored (Prometheus
-TSDB's WAL does the same). Bytes after that point are never trusted.
+TSDB's WAL does the same). A crash cannot damage a record that has complete records
+after it, though: a bad disk or a stray write can. So after a bad record a reader
+resynchronises: it looks for the next record marker at which a whole record with a
+good checksum starts, and goes on from there. The bytes skipped are a *gap*: records
+lost, reported and never guessed at; the records after it are kept. Only when no good
+record follows is the bad part a torn tail. (A checksummed record found that way is
+still only trusted if it decodes.)
 
 The owner keeps zeroed space written ahead of its records (`PREALLOCATE` bytes at a
 time) and writes small records into it, as PostgreSQL zero-fills its WAL segments and
@@ -36,13 +42,12 @@ is free space, not a torn record. A cleanly closed segment is truncated to its r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import struct
 import threading
-import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -61,9 +66,10 @@ MAGIC = b"TLWAL01\n"
 RECORD_MAGIC = b"TLR1"
 _HEADER = struct.Struct("<4sII")
 SUFFIX = ".wal"
-# A segment whose header never made it to disk holds no acknowledged record: the header
-# is fsynced before the first append is even attempted.
-HEADER_TORN = "segment header is torn (no acknowledged record can follow it)"
+# A segment is named only once its header is on disk, so a named one without a whole
+# header was cut short by something else (a bad disk, a stray truncate): whatever records
+# it held are lost.
+HEADER_TORN = "segment cut short inside its header (any records it held are lost)"
 FSYNC_POLICIES = ("always", "batch", "interval", "off")
 PREALLOCATE = 1 << 20  # bytes of zeros written ahead of the records
 # A record bigger than this grows the file as it is written: zeroing its space first
@@ -179,40 +185,70 @@ def encode_record(payload: bytes | memoryview) -> bytes:
 
 @dataclass
 class Decoded:
-    """The complete records found in a byte buffer, and where they stop."""
+    """The good records found in a byte buffer, and where they stop."""
 
     payloads: list[bytes] = field(default_factory=list)
     end: int = 0  # offset just past the last good record
     problem: str | None = None  # why decoding stopped before the end of the buffer
+    # Damaged byte ranges [start, end) with good records after them (lost records).
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)  # offset of each payload's record
 
 
 def decode_records(buf: bytes | memoryview, start: int = 0) -> Decoded:
-    """Decode records from `start` until the buffer ends or a record is bad."""
+    """Decode records from `start` until the buffer ends, resynchronising after a bad
+    record on the next good one (see the module docstring)."""
     out = Decoded(end=start)
     view = memoryview(buf)
     pos = start
     while pos < len(view):
         if view[pos] == 0 and _all_zero(buf, view, pos):
             break  # preallocated space: the records simply end here
-        if len(view) - pos < _HEADER.size:
-            out.problem = f"torn record header at byte {pos}"
-            break
-        magic, length, crc = _HEADER.unpack_from(view, pos)
-        if magic != RECORD_MAGIC:
-            out.problem = f"bad record marker at byte {pos}"
-            break
+        problem = _bad_record(view, pos)
+        if problem is not None:
+            good = _next_good_record(view, pos)
+            if good is None:
+                out.problem = problem
+                break
+            out.gaps.append((pos, good))
+            pos = good
+        length = _HEADER.unpack_from(view, pos)[1]
         body_start = pos + _HEADER.size
-        if len(view) - body_start < length:
-            out.problem = f"torn record at byte {pos} ({length} bytes announced)"
-            break
-        payload = bytes(view[body_start : body_start + length])
-        if zlib.crc32(payload, zlib.crc32(struct.pack("<I", length))) != crc:
-            out.problem = f"checksum mismatch in record at byte {pos}"
-            break
-        out.payloads.append(payload)
+        out.payloads.append(bytes(view[body_start : body_start + length]))
+        out.starts.append(pos)
         pos = body_start + length
         out.end = pos
     return out
+
+
+def _bad_record(view: memoryview, pos: int) -> str | None:
+    """Why no complete record with a good checksum starts at `pos` (None if one does)."""
+    if len(view) - pos < _HEADER.size:
+        return f"torn record header at byte {pos}"
+    magic, length, crc = _HEADER.unpack_from(view, pos)
+    if magic != RECORD_MAGIC:
+        return f"bad record marker at byte {pos}"
+    body_start = pos + _HEADER.size
+    if len(view) - body_start < length:
+        return f"torn record at byte {pos} ({length} bytes announced)"
+    body = view[body_start : body_start + length]
+    if zlib.crc32(body, zlib.crc32(struct.pack("<I", length))) != crc:
+        return f"checksum mismatch in record at byte {pos}"
+    return None
+
+
+def _next_good_record(view: memoryview, pos: int) -> int | None:
+    """The first offset after `pos` where a good record starts (None: nothing after
+    `pos` can be trusted, a torn tail). Only record markers are tried: few, and a
+    good checksum at one of them by chance is a one in four billion event."""
+    data = view.obj if isinstance(view.obj, bytes) and len(view.obj) == len(view) else bytes(view)
+    at = pos
+    while True:
+        at = data.find(RECORD_MAGIC, at + 1)
+        if at < 0:
+            return None
+        if _bad_record(view, at) is None:
+            return at
 
 
 def _all_zero(buf: bytes | memoryview, view: memoryview, pos: int) -> bool:
@@ -236,9 +272,7 @@ class SegmentWriter:
         # Built under a hidden name, locked and with its header on disk before it appears
         # under its real name: no folder can ever see (and take) a half-made segment.
         # The rename keeps the lock, which belongs to the open file, not to the name.
-        tmp = durable.temp_path_for(path)
-        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        tmp, self._fd = durable.owned_temp(path)
         header = MAGIC + encode_record(schema.serialize().to_pybytes())
         try:
             self._write_all(header)
@@ -423,6 +457,10 @@ class SegmentContents:
     valid_bytes: int
     total_bytes: int
     problem: str | None
+    # Loss that is not a torn tail: damaged records with good ones after them, a lost
+    # schema record, a segment cut to nothing. Such a segment is kept in `_quarantine/`.
+    damage: str | None = None
+    trusted_bytes: int = -1  # where the first bad byte is (-1: at valid_bytes)
 
     @property
     def rows(self) -> int:
@@ -434,56 +472,95 @@ class SegmentContents:
         assert self.schema is not None
         return pa.Table.from_batches(self.batches, schema=self.schema)
 
-
-def read_segment(path: Path) -> SegmentContents:
-    """Read the complete records of a segment (the owner may still be appending)."""
-    return _read_open(path, path.read_bytes())
-
-
-def _read_open(path: Path, data: bytes) -> SegmentContents:
-    if not data.startswith(MAGIC):
-        problem = (
-            "not a telelake WAL segment (bad magic)"
-            if len(data) >= len(MAGIC) or not MAGIC.startswith(data)
-            else HEADER_TORN
-        )
-        return SegmentContents(path, None, [], 0, len(data), problem)
-    decoded = decode_records(data, len(MAGIC))
-    if not decoded.payloads:
-        return SegmentContents(path, None, [], len(MAGIC), len(data), HEADER_TORN)
-    try:
-        schema = pa.ipc.read_schema(pa.py_buffer(decoded.payloads[0]))
-        batches = batches_of(decoded.payloads[1:], schema)
-    except DECODE_ERRORS as exc:
-        # A checksummed record that Arrow cannot read was written by something else.
-        return SegmentContents(path, None, [], len(MAGIC), len(data), f"unreadable batch: {exc}")
-    return SegmentContents(path, schema, batches, decoded.end, len(data), decoded.problem)
+    @property
+    def clean_bytes(self) -> int:
+        """Bytes from the start that hold only good records (what follows is suspect)."""
+        return self.valid_bytes if self.trusted_bytes < 0 else self.trusted_bytes
 
 
-def remove_dead_temps(wal_dir: Path, min_age: float = 60.0) -> int:
-    """Remove hidden segments whose writer died before naming them; returns how many.
+def read_segment(path: Path, fallbacks: Sequence[pa.Schema] = ()) -> SegmentContents:
+    """Read the good records of a segment (the owner may still be appending).
 
-    Such a file never held an acknowledged record (the rename comes before the first
-    append). A live writer holds its lock from a moment after creating the file, so
-    only files both unlocked and older than `min_age` seconds are taken.
+    `fallbacks` are schemas to try on the batches when the segment's own schema record
+    is lost (the table's current WAL schema, those of its other segments).
     """
-    removed = 0
-    now = time.time()
-    for path in wal_dir.glob(f".*{SUFFIX}.*.tmp"):
-        try:
-            if now - path.stat().st_mtime < min_age:
-                continue
-        except FileNotFoundError:
+    return _read_open(path, path.read_bytes(), fallbacks)
+
+
+def _read_open(path: Path, data: bytes, fallbacks: Sequence[pa.Schema] = ()) -> SegmentContents:
+    if len(data) < len(MAGIC) and MAGIC.startswith(data):
+        # A segment gets its name only once its header is on disk: a named one this
+        # short was cut by something else, and may have held acknowledged records.
+        return SegmentContents(path, None, [], 0, len(data), HEADER_TORN, HEADER_TORN, 0)
+    magic = data.startswith(MAGIC)
+    decoded = decode_records(data, len(MAGIC) if magic else 0)
+    if not decoded.payloads:
+        problem = HEADER_TORN if magic else "not a telelake WAL segment (bad magic)"
+        damage = HEADER_TORN if magic else None  # (a foreign file is reported, not salvaged)
+        return SegmentContents(path, None, [], len(MAGIC) * magic, len(data), problem, damage, 0)
+    gaps = decoded.gaps  # (a damaged magic is the first gap: decoding started at 0)
+    lost: list[str] = []
+    payloads = decoded.payloads
+    schema: pa.Schema | None = None
+    intact_header = magic and decoded.starts[0] == len(MAGIC)
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(payloads[0]))
+    except DECODE_ERRORS as exc:
+        if intact_header:  # a checksummed first record that is no schema: not ours
+            return SegmentContents(
+                path, None, [], len(MAGIC), len(data), f"unreadable schema: {exc}"
+            )
+    if schema is not None:
+        payloads = payloads[1:]
+    else:
+        lost.append("its schema record is lost")
+    if gaps:
+        size = sum(end - start for start, end in gaps)
+        first = f"bytes {gaps[0][0]}-{gaps[0][1]}" + (
+            f" and {len(gaps) - 1} more" if len(gaps) > 1 else ""
+        )
+        lost.insert(0, f"{size} damaged bytes ({first}) before good records")
+    try:
+        if schema is None:
+            raise ValueError("no schema")
+        batches = batches_of(payloads, schema)
+    except DECODE_ERRORS as exc:
+        if not lost:  # checksummed records Arrow cannot read were written by something else
+            return SegmentContents(
+                path, None, [], len(MAGIC), len(data), f"unreadable batch: {exc}"
+            )
+        schema, batches, bad = _salvage_batches(payloads, [schema, *fallbacks])
+        if bad:
+            lost.append(f"{bad} checksummed record(s) that do not decode")
+    if not lost:
+        return SegmentContents(path, schema, batches, decoded.end, len(data), decoded.problem)
+    trusted = gaps[0][0] if gaps else len(MAGIC)
+    return SegmentContents(
+        path, schema, batches, decoded.end, len(data), decoded.problem, "; ".join(lost), trusted
+    )
+
+
+def _salvage_batches(
+    payloads: list[bytes], schemas: Sequence[pa.Schema | None]
+) -> tuple[pa.Schema | None, list[pa.RecordBatch], int]:
+    """The batches of the payloads of a damaged segment under the candidate schema that
+    decodes most of them, one by one; and how many it could not decode."""
+    best: tuple[pa.Schema | None, list[pa.RecordBatch], int] = (None, [], len(payloads))
+    for schema in schemas:
+        if schema is None:
             continue
-        fd = durable.claim(path)
-        if fd is None:
-            continue
-        try:
-            path.unlink(missing_ok=True)
-            removed += 1
-        finally:
-            os.close(fd)
-    return removed
+        batches: list[pa.RecordBatch] = []
+        bad = 0
+        for payload in payloads:
+            try:
+                batches.extend(batches_of([payload], schema))
+            except DECODE_ERRORS:
+                bad += 1
+        if bad < best[2] or best[0] is None:
+            best = (schema, batches, bad)
+        if not bad:
+            break
+    return best
 
 
 def is_locked(path: Path) -> bool:
@@ -532,17 +609,23 @@ class SegmentCache:
         self._seen: dict[Path, tuple[int, SegmentContents]] = {}
         self._lock = threading.Lock()  # queries and folds of one store may run in threads
 
-    def read(self, path: Path) -> SegmentContents:
-        """The complete records of `path` now (FileNotFoundError if it is gone)."""
+    def read(self, path: Path, fallbacks: Sequence[pa.Schema] = ()) -> SegmentContents:
+        """The good records of `path` now (FileNotFoundError if it is gone); `fallbacks`
+        as `read_segment` takes them."""
         with self._lock:
-            return self._read(path)
+            return self._read(path, fallbacks)
 
-    def _read(self, path: Path) -> SegmentContents:
+    def _read(self, path: Path, fallbacks: Sequence[pa.Schema]) -> SegmentContents:
         with path.open("rb") as fh:
             st = os.fstat(fh.fileno())
             cached = self._seen.get(path)
-            if cached is None or cached[0] != st.st_ino or cached[1].schema is None:
-                contents = _read_open(path, fh.read())
+            if (
+                cached is None
+                or cached[0] != st.st_ino
+                or cached[1].schema is None
+                or cached[1].damage is not None
+            ):
+                contents = _read_open(path, fh.read(), fallbacks)
             else:
                 old = cached[1]
                 fh.seek(old.valid_bytes)
@@ -551,10 +634,12 @@ class SegmentCache:
                     return old
                 assert old.schema is not None
                 try:
+                    if decoded.gaps:  # damage: a whole read says what was lost
+                        raise ValueError("damaged")
                     batches = old.batches + batches_of(decoded.payloads, old.schema)
                 except DECODE_ERRORS:  # checksummed, yet not ours: report it as a reread does
                     fh.seek(0)
-                    contents = _read_open(path, fh.read())
+                    contents = _read_open(path, fh.read(), fallbacks)
                 else:
                     contents = SegmentContents(
                         path,

@@ -153,8 +153,8 @@ def _wal_strings(path: Path) -> Iterator[Group]:
         yield from _byte_runs(path)
         return
     yield from _table_strings(contents.table())
-    if contents.problem is not None:  # whatever follows the complete records
-        yield from _byte_runs(path, start=contents.valid_bytes)
+    if contents.problem is not None or contents.damage is not None:
+        yield from _byte_runs(path, start=contents.clean_bytes)  # whatever is not a good record
 
 
 def _sqlite_strings(path: Path) -> Iterator[Group]:
