@@ -25,10 +25,10 @@ lint: install
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src
 
-## Tests run on every core (pytest-xdist), a test file per worker: module fixtures are
-## built once. TESTFLAGS=-n0 runs them in one process.
+## Tests run on every core (pytest-xdist; an idle worker takes tests from a busy one).
+## TESTFLAGS=-n0 runs them in one process.
 unit: install
-	$(BIN)/python -m pytest -n auto --dist loadfile $(TESTFLAGS)
+	$(BIN)/python -m pytest -n auto --dist worksteal $(TESTFLAGS)
 
 test: lint unit docs-check
 
