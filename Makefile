@@ -25,8 +25,10 @@ lint: install
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 	$(BIN)/mypy src
 
+## Tests run on every core (pytest-xdist; an idle worker takes tests from a busy one).
+## TESTFLAGS=-n0 runs them in one process.
 unit: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal $(TESTFLAGS)
 
 test: lint unit docs-check
 

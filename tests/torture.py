@@ -435,6 +435,15 @@ def verify_store(store: telelake.Store, root: Path, model: Model, where: str) ->
     return total
 
 
+def wait_for_ack(log: Path, proc: subprocess.Popen[str], limit: float = 60.0) -> None:
+    """Until the child's side log holds an acknowledgement (or it died, or `limit` s)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end and proc.poll() is None:
+        if any(rec["op"] == "ack" for rec in read_side_log(log)):
+            return
+        time.sleep(0.01)
+
+
 def spawn_child(
     root: Path, schema: Path, log: Path, writer: str, seed: int, retry: dict[str, Any] | None
 ) -> subprocess.Popen[str]:
@@ -515,9 +524,15 @@ def run(
         proc = spawn_child(store_root, schema, log, f"r{rnd}", rng.randrange(1 << 30), retry)
         # Most rounds start the clock once the child has opened the store, so that even a
         # slow machine acknowledges rows; the others may kill it during open's recovery.
+        # (The child says "imported" first: read up to "opened".) A third of those rounds
+        # also wait for the first acknowledgement, so that a loaded machine (CI running
+        # tests in parallel) still acknowledges rows in every run.
         if rng.random() < 0.7:
             assert proc.stdout is not None
-            proc.stdout.readline()  # "opened" (or EOF if the child died)
+            while proc.stdout.readline() not in ("opened\n", ""):
+                pass
+            if rng.random() < 0.33:
+                wait_for_ack(log, proc)
         deadline = time.monotonic() + rng.uniform(*delay)
         while time.monotonic() < deadline:
             if observer is not None:

@@ -43,6 +43,10 @@ class _LazyConsole:
         return self._console
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
+        # A message is one line whatever the width, so that a path in it survives `grep`
+        # and copy-paste (a terminal wraps it for the eye); tables keep their layout.
+        if all(isinstance(o, str) for o in objects):
+            kwargs.setdefault("soft_wrap", True)
         self.rich.print(*objects, **kwargs)
 
 
