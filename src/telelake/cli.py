@@ -710,7 +710,7 @@ def migrate_down(
             "development/testing, or --confirm-rollback to confirm a production rollback"
         )
     with _open(root, schema) as store:
-        done = store.migrate_sql("down", to)
+        done = store.migrate_sql("down", to, confirm=True)  # --dev / --confirm-rollback
     for version in done:
         console.print(f"reverted sql migration {version}")
     if not done:

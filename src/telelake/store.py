@@ -705,11 +705,23 @@ class Store:
 
     # -- sql migrations -----------------------------------------------------------------
 
-    def migrate_sql(self, direction: str = "up", target: int | None = None) -> list[int]:
-        """Apply (`up`) or revert (`down` to `target`) SQL migrations; versions done."""
+    def migrate_sql(
+        self, direction: str = "up", target: int | None = None, *, confirm: bool = False
+    ) -> list[int]:
+        """Apply (`up`) or revert (`down` to `target`) SQL migrations; versions done.
+
+        Reverting can drop data, so `down` needs `confirm=True`: the operator's explicit
+        confirmation of a rollback (spec 001; the CLI's `--dev` / `--confirm-rollback`).
+        """
         if direction == "up":
             return [m.version for m in self.sql_tier.migrate_up(target)]
         if direction == "down":
+            if confirm is not True:  # exactly True: not any truthy value passed by mistake
+                raise StoreError(
+                    f"store {self.root}: migrate_sql('down') reverts schema changes and can "
+                    "drop data; confirm the rollback with migrate_sql('down', target, "
+                    "confirm=True)"
+                )
             if target is None:
                 applied = [s.version for s in self.migration_status() if s.state == "applied"]
                 target = applied[-2] if len(applied) > 1 else 0
