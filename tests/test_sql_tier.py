@@ -356,14 +356,12 @@ def test_a_migration_without_down_sql_is_refused_when_migrations_load(
 def test_a_built_in_migration_without_down_sql_is_refused(tmp_path: Path) -> None:
     schema = schema_copy(tmp_path)  # the built-in search_ops, as shipped
     (schema.parent / "migrations" / "0001_create_tables.down.sql").unlink()
-    with pytest.raises(telelake.StoreError, match="0001_create_tables.down.sql is missing"):
+    with pytest.raises(telelake.StoreError, match=r"0001_create_tables\.down\.sql is missing"):
         open_ops(tmp_path / "store", schema)
 
 
 @pytest.mark.parametrize("confirm", [None, False, 1, "yes"])
-def test_reverting_from_python_needs_an_explicit_confirmation(
-    tmp_path: Path, confirm: Any
-) -> None:
+def test_reverting_from_python_needs_an_explicit_confirmation(tmp_path: Path, confirm: Any) -> None:
     root = tmp_path / "store"
     with open_ops(root) as store:
         seed(store)

@@ -956,6 +956,7 @@ class Store:
         *,
         keep: int | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        name_style: str = "dated",
     ) -> BackupReport:
         """Copy the store's SQL database with SQLite's online backup API.
 
@@ -963,8 +964,10 @@ class Store:
         `integrity_check` on the copy; a failed check raises StoreError and leaves no
         file that looks like a good backup. The copy is
         `<directory>/<database stem>.backup.YYYYMMDD.sqlite` (`..._HHMMSS` when that
-        day has one already); `directory` defaults to `<root>/backups`. With `keep`
-        (default: `backups_keep` in config.json, else all), only the newest remain.
+        day has one already), or with `name_style="timestamped"` spec 003's other name,
+        `<database stem>_backup_YYYYMMDD_HHMMSS.sqlite`; `directory` defaults to
+        `<root>/backups`. With `keep` (default: `backups_keep` in config.json, else
+        all), only the newest remain, whatever their style.
         """
         from telelake.sql.backup import backup_database
 
@@ -972,7 +975,9 @@ class Store:
             keep = self.retention().backups_keep
         path = self.sql_tier.path
         folder = Path(directory) if directory is not None else self.root / "backups"
-        return backup_database(path, folder, stem=path.stem, keep=keep, on_progress=on_progress)
+        return backup_database(
+            path, folder, stem=path.stem, keep=keep, on_progress=on_progress, name_style=name_style
+        )
 
     def recover(self, on_file: Callable[[Path], None] | None = None) -> ReplayReport:
         """Rebuild the SQL database from the NDJSON log, keeping what the log lacks.

@@ -3,8 +3,9 @@
 A migration is a pair of files shipped with the schema, `NNNN_name.up.sql` and
 `NNNN_name.down.sql`. Every migration ships its down SQL (spec 001: "every migration must
 include explicit `down` SQL"): a migration without it is refused when the migrations are
-loaded, that is on every open, not only when one is reverted. Applied migrations are recorded in the schema's tracking table
-(`ops_schema_migrations` for search_ops) with the SHA-256 of their up SQL. Before
+loaded, that is on every open, not only when one is reverted. Applied migrations are
+recorded in the schema's tracking table (`ops_schema_migrations` for search_ops) with the
+SHA-256 of their up SQL. Before
 anything new is applied, every recorded checksum is compared with the files: an
 edited migration stops everything with a clear error, as in Flyway or sqlx.
 A schema without a migrations folder has one implicit migration: its tables, generated.
