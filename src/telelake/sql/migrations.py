@@ -5,9 +5,9 @@ A migration is a pair of files shipped with the schema, `NNNN_name.up.sql` and
 include explicit `down` SQL"): a migration without it is refused when the migrations are
 loaded, that is on every open, not only when one is reverted. Applied migrations are
 recorded in the schema's tracking table (`ops_schema_migrations` for search_ops) with the
-SHA-256 of their up SQL. Before
-anything new is applied, every recorded checksum is compared with the files: an
-edited migration stops everything with a clear error, as in Flyway or sqlx.
+SHA-256 of their up SQL. Before anything new is applied, every recorded checksum is
+compared with the files: an edited migration stops everything with a clear error, as in
+Flyway or sqlx.
 A schema without a migrations folder has one implicit migration: its tables, generated.
 Built-in schemas ship theirs as files, frozen: a schema change is a new migration.
 
