@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import re
 import sqlite3
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +48,8 @@ PRAGMAS = (
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
 PAGE_TABLE = "_telelake_rollup_pages"  # telelake's own bookkeeping, not part of the schema
 OLD_STATE_TABLE = "_telelake_rollup_state"  # one row per window, before pages
+FORMAT_TABLE = "_telelake_rollup_format"  # the page format every page is in (one row)
+UPGRADE_PAGES = 1000  # old-format pages rewritten per transaction
 DIRTY_TABLE = "_telelake_rollup_dirty"  # windows of lake-source rollups awaiting a refresh
 
 
@@ -166,6 +169,7 @@ class SqlTier:
                     "PRIMARY KEY (rollup, grp, window, start)) WITHOUT ROWID"
                 )
                 self._upgrade_states()
+                self._upgrade_pages()
                 self.con.execute(
                     f"CREATE TABLE IF NOT EXISTS {DIRTY_TABLE} (rollup TEXT NOT NULL, "
                     "grp TEXT NOT NULL, window TEXT NOT NULL, start INTEGER NOT NULL, "
@@ -199,6 +203,34 @@ class SqlTier:
                 states = pages.decode_window(rollup, keys, [blob for *_, blob in rows])
                 self._write_pages(con, rollup, states)
             con.execute(f"DROP TABLE {OLD_STATE_TABLE}")
+
+    def _upgrade_pages(self) -> None:
+        """Rewrite pages of an older format (pages.OLD_FORMAT) in the current one, once.
+
+        A store whose pages are all current says so in FORMAT_TABLE, so an open costs
+        one lookup. Otherwise the old pages are rewritten a batch per transaction (a
+        crash in between leaves pages of both formats, which decode() reads alike) and
+        the table is filled in last.
+        """
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        if self.con.execute(exists, (FORMAT_TABLE,)).fetchone() is not None:
+            return
+        old = struct.pack("<I", pages.OLD_FORMAT)
+        for rollup in self.schema.rollups.values():
+            while True:
+                with self.transaction() as con:
+                    found = con.execute(
+                        f"SELECT grp, window, start, state FROM {PAGE_TABLE} WHERE rollup = ? "
+                        f"AND substr(state, 1, 4) = ? LIMIT {UPGRADE_PAGES}",
+                        (rollup.name, old),
+                    ).fetchall()
+                    self._rewrite_pages(con, rollup, found)
+                if len(found) < UPGRADE_PAGES:
+                    break
+        with self.transaction() as con:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {FORMAT_TABLE} (format INTEGER NOT NULL)")
+            if con.execute(f"SELECT 1 FROM {FORMAT_TABLE}").fetchone() is None:
+                con.execute(f"INSERT INTO {FORMAT_TABLE} VALUES (?)", (pages.FORMAT,))
 
     def migrate_down(self, target: int) -> list[migrations.Migration]:
         """Revert migrations newer than `target`."""
@@ -571,16 +603,27 @@ class SqlTier:
                 "WHERE rollup = ? AND start < ?",
                 (rollup.name, cutoff),
             ).fetchall()
-            if not split:
-                return
-            states = pages.decode(rollup, [(g, w, blob) for g, w, _, blob in split])
-            keep = [i for i, k in enumerate(states.keys) if k[-1] >= cutoff]
-            con.executemany(
-                f"DELETE FROM {PAGE_TABLE} WHERE rollup = ? AND grp = ? AND window = ? "
-                "AND start = ?",
-                [(rollup.name, g, w, start) for g, w, start, _ in split],
-            )
-            self._write_pages(con, rollup, windows.select(states, keep))
+            self._rewrite_pages(con, rollup, split, lambda key: key[-1] >= cutoff)
+
+    def _rewrite_pages(
+        self,
+        con: sqlite3.Connection,
+        rollup: Rollup,
+        found: list[tuple[str, str, int, bytes]],
+        keep: Callable[[windows.Key], bool] | None = None,
+    ) -> None:
+        """Replace the pages `found` (grp, window, start, state): their windows (those
+        `keep` accepts) written again, in the current format."""
+        if not found:
+            return
+        states = pages.decode(rollup, [(g, w, blob) for g, w, _, blob in found])
+        if keep is not None:
+            states = windows.select(states, [i for i, k in enumerate(states.keys) if keep(k)])
+        con.executemany(
+            f"DELETE FROM {PAGE_TABLE} WHERE rollup = ? AND grp = ? AND window = ? AND start = ?",
+            [(rollup.name, g, w, start) for g, w, start, _ in found],
+        )
+        self._write_pages(con, rollup, states)
 
     @staticmethod
     def _cutoff(table: Table, now: dt.datetime, days: int) -> int:
