@@ -230,8 +230,8 @@ def expected_after_upgrade(
     """The summaries once `late` events are written into a store upgraded while holding
     `before`: a window that held old events kept no values and knew no latency extremes,
     so when late events update it its percentiles are the sketch's, unclamped. Windows
-    late events do not touch keep their rows (written by this telelake before the
-    downgrade of their states done by the test); new windows follow today's rule."""
+    late events do not touch keep the rows the test's first write gave them (today's
+    rule: the test replaced only their states); new windows follow today's rule."""
     want = expected_summaries([*before, *late])
     rewritten = by_window(before).keys() & by_window(late).keys()
     for key, exact in exact_percentiles([*before, *late]).items():
