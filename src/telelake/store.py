@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import os
 import threading
 import time
@@ -832,6 +833,7 @@ class Store:
         now: dt.datetime | None = None,
         on_step: Callable[[Step], None] | None = None,
         fold_own: bool = True,
+        on_batch: Callable[[str, int], None] | None = None,
     ) -> RetentionReport:
         """Remove rows older than each table's retention, then keep under `max_disk_gb`.
 
@@ -842,6 +844,8 @@ class Store:
         files are hidden from new queries at once and deleted after `retire_after`
         seconds. With `dry_run`, nothing changes and the report says what would go.
         WAL rows are folded first (with `fold_own=False`, orphaned segments only).
+        Sql tables lose their rows in batches of 5,000, one transaction each;
+        `on_batch(table, rows)` is called after each (it may raise to stop in between).
         """
         if not dry_run:
             self._refuse_if_read_only()
@@ -859,7 +863,14 @@ class Store:
             days = settings.days.get(t.name)
             if t.tier != "sql" or days is None:
                 continue
-            rows = self.sql_tier.expire(t, now, days, dry_run=dry_run)
+            rows = self.sql_tier.expire(
+                t,
+                now,
+                days,
+                dry_run=dry_run,
+                days_of=settings.days,
+                on_batch=None if on_batch is None else functools.partial(on_batch, t.name),
+            )
             step = Step(t.name, f"rows older than {days} days", "delete", 0, rows, 0)
             report.steps.append(step)
             if on_step is not None:

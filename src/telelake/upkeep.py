@@ -416,8 +416,18 @@ def _work(
         lake and settings.max_disk_gb is not None
     ):
 
+        def batch(table: str, rows: int) -> None:
+            # Sql tables are counted batch by batch: a run stopped between two batches
+            # still records what the first removed.
+            if rows:
+                report.removed.setdefault(table, Removed()).rows += rows
+            check()
+
         def removed(step: Step) -> None:
-            if step.rows or step.files:
+            if tiers.get(step.table) == "sql":  # its rows were counted by batch()
+                if step.rows and on_step is not None:
+                    on_step(f"retention {step.table}: {step.rows:,} {step.partition}")
+            elif step.rows or step.files:
                 r = report.removed.setdefault(step.table, Removed())
                 r.partitions += 1 if step.files else 0
                 r.files += step.files
@@ -430,7 +440,7 @@ def _work(
         try:
             # Orphaned WAL segments are folded first; this store's own are left to its
             # writers (folding them takes the lock write() needs).
-            done = store.enforce_retention(on_step=removed, fold_own=False)
+            done = store.enforce_retention(on_step=removed, fold_own=False, on_batch=batch)
         except Stopped:
             raise
         except Exception as exc:  # recorded: the next interval tries again

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ PRAGMAS = (
     "PRAGMA cache_size = -65536",
 )
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
+NO_CUTOFF = -(2**63)  # the cutoff of a table kept forever: no row is older
 PAGE_TABLE = "_telelake_rollup_pages"  # telelake's own bookkeeping, not part of the schema
 OLD_STATE_TABLE = "_telelake_rollup_state"  # one row per window, before pages
 FORMAT_TABLE = "_telelake_rollup_format"  # the page format every page is in (one row)
@@ -557,20 +558,32 @@ class SqlTier:
         *,
         dry_run: bool = False,
         on_batch: Callable[[int], None] | None = None,
+        days_of: Mapping[str, int] | None = None,
     ) -> int:
         """Delete rows older than `days` (and matching `retention_where`) in small batches.
 
         Each batch of RETENTION_BATCH rows is its own transaction, so writers of other
-        processes wait for one batch at most. Returns the rows removed.
+        processes wait for one batch at most; `on_batch(rows)` is called after each (it
+        may raise to stop between two batches). Returns the rows removed.
+        `days_of` gives the retention of the other tables, for `retention_where`.
         """
         if table.time is None:
             raise StoreError(f"{self.where}, table {table.name!r} has no time column for retention")
-        cutoff = self._cutoff(table, now, days)
-        # `retention_where` may use :cutoff (this table's cutoff, in its time unit).
+        # `retention_where` may use :cutoff (this table's cutoff, in its time unit) and
+        # :<table>_cutoff, any other sql table's (the lowest value: it keeps every row).
+        params = {
+            f"{t.name}_cutoff": (
+                self._cutoff(t, now, (days_of or {})[t.name])
+                if t.name in (days_of or {})
+                else NO_CUTOFF
+            )
+            for t in self.schema.tables.values()
+            if t.tier == "sql" and t.time is not None
+        }
+        cutoff = params["cutoff"] = self._cutoff(table, now, days)
         cond = f"{table.time} < :cutoff" + (
             f" AND ({table.retention_where})" if table.retention_where else ""
         )
-        params = {"cutoff": cutoff}
         if dry_run:
             found = self.query(f"SELECT count(*) FROM {table.name} WHERE {cond}", params)
             return int(found.column(0)[0].as_py())
