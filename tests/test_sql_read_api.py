@@ -770,6 +770,67 @@ def test_retention_config_override(tmp_path: Path) -> None:
     assert dump(root) == want
 
 
+def test_links_kept_forever_keep_their_resolved_alerts(tmp_path: Path) -> None:
+    """With evidence_links kept forever (null), a resolved alert with any link stays past
+    its 7 days (the cascade would remove the link); one without links goes."""
+    root = tmp_path / "ops"
+    fill_for_retention(root, NOW_MS, seed=4)
+    (root / "config.json").write_text(
+        json.dumps({"telemetry_retention": {"evidence_links_days": None}})
+    )
+    before = dump(root)
+    with open_ops(root) as s:
+        s.write("alerts_timeline", [alert_row("lonely", "p1", "resolved", 0, cutoff(7) - 1)])
+        s.enforce_retention(now=NOW)
+    after = dump(root)
+    linked = {r["alert_id"] for r in before["evidence_links"]}
+    gone = {r["alert_id"] for r in before["alerts_timeline"]} - {
+        r["alert_id"] for r in after["alerts_timeline"]
+    }
+    old_resolved = {
+        r["alert_id"]
+        for r in before["alerts_timeline"]
+        if r["state"] == "resolved" and r["updated_at_ms"] < cutoff(7)
+    }
+    assert old_resolved & linked  # past their 7 days, and linked: they stay
+    assert after["evidence_links"] == before["evidence_links"]
+    assert not gone & linked
+    assert "lonely" not in {r["alert_id"] for r in after["alerts_timeline"]}
+
+
+def test_retention_stops_between_two_batches_and_carries_on_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """on_batch may raise: what the finished batches removed is gone, nothing else; the
+    next run removes the rest."""
+    root = tmp_path / "ops"
+    fill_for_retention(root, NOW_MS, seed=5)
+    before = dump(root)
+    want = expected_after(before, DAYS, NOW_MS)
+    monkeypatch.setattr(telelake.sql.tier, "RETENTION_BATCH", 7)
+    seen: list[tuple[str, int]] = []
+
+    class Enough(Exception):
+        pass
+
+    def two_batches(table: str, rows: int) -> None:
+        seen.append((table, rows))
+        if len(seen) == 2:
+            raise Enough
+
+    with open_ops(root) as s, pytest.raises(Enough):
+        s.enforce_retention(now=NOW, on_batch=two_batches)
+    first = seen[0][0]  # children first: the last table of the schema with rows to lose
+    assert seen == [(first, 7), (first, 7)]
+    middle = dump(root)
+    assert len(middle[first]) == len(before[first]) - 14
+    assert all(r in middle[first] for r in want[first])  # only expired rows went
+    assert {t: middle[t] for t in DAYS if t != first} == {t: before[t] for t in DAYS if t != first}
+    with open_ops(root) as s:
+        s.enforce_retention(now=NOW)
+    assert dump(root) == want
+
+
 def test_retention_in_small_batches_gives_the_same_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

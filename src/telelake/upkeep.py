@@ -11,7 +11,9 @@ Ctrl-C, kill -9) loses and doubles nothing; the next run carries on.
   again each interval while the store stays open. `write()` never waits for it: it
   takes a table's fold lock one partition at a time, as any compaction does, and leaves
   the store's own WAL segments to its writers. `close()` stops it after the step in
-  progress (one table's retention, one partition's compaction).
+  progress (one partition's retention or compaction, one batch of a sql table's
+  retention: sql tables lose their rows in batches of 5,000, spec 001's "hourly in
+  bounded batches by table").
 - **One process at a time**: a run holds `_metadata/maintenance.lock` (a non-blocking
   flock); another opener finding it held skips, and looks again later.
 - **Recorded**: every run (not a skipped one) is appended durably to
