@@ -241,13 +241,19 @@ def expected_after_upgrade(
     return want
 
 
+def store_with_events(root: Path, rng: random.Random, days: int) -> list[dict[str, Any]]:
+    """A search_ops store holding 300 random events over `days` days from BASE_MS."""
+    events = random_events(rng, 300, GROUPS, BASE_MS, days * MS_PER_DAY, "a")
+    with telelake.open(root, schema="search_ops") as store:
+        setup_fleet(store, FLEET)
+        store.write("search_events", events)
+    return events
+
+
 def test_states_of_an_older_store_are_upgraded_to_pages(tmp_path: Path) -> None:
     rng = random.Random(5)
     root = tmp_path / "ops"
-    first = random_events(rng, 300, GROUPS, BASE_MS, 3 * MS_PER_DAY, "a")
-    with telelake.open(root, schema="search_ops") as store:
-        setup_fleet(store, FLEET)
-        store.write("search_events", first)
+    first = store_with_events(root, rng, 3)
     # Rewrite the states as an older telelake kept them: one row per window.
     con = sqlite3.connect(root / DB_NAME)
     with con:
@@ -283,10 +289,7 @@ def test_pages_of_format_1_are_rewritten_on_the_first_open(tmp_path: Path) -> No
     averages exact, percentiles the sketch's), new windows are exact."""
     rng = random.Random(11)
     root = tmp_path / "ops"
-    first = random_events(rng, 300, GROUPS, BASE_MS, 2 * MS_PER_DAY, "a")
-    with telelake.open(root, schema="search_ops") as store:
-        setup_fleet(store, FLEET)
-        store.write("search_events", first)
+    first = store_with_events(root, rng, 2)
     old = format1_pages(first)
     con = sqlite3.connect(root / DB_NAME)
     with con:
