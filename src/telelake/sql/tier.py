@@ -570,13 +570,12 @@ class SqlTier:
         if table.time is None:
             raise StoreError(f"{self.where}, table {table.name!r} has no time column for retention")
         # `retention_where` may use :cutoff (this table's cutoff, in its time unit) and
-        # :<table>_cutoff, any other sql table's (the lowest value: it keeps every row).
+        # :<table>_cutoff, any sql table's (NO_CUTOFF, older than any row, if kept forever).
+        days_of = days_of or {}
         params = {
-            f"{t.name}_cutoff": (
-                self._cutoff(t, now, (days_of or {})[t.name])
-                if t.name in (days_of or {})
-                else NO_CUTOFF
-            )
+            f"{t.name}_cutoff": self._cutoff(t, now, days_of[t.name])
+            if t.name in days_of
+            else NO_CUTOFF
             for t in self.schema.tables.values()
             if t.tier == "sql" and t.time is not None
         }
