@@ -3,8 +3,9 @@
 Everything here is independent of the code under test: window starts are integer
 arithmetic from our own origin, ranks are exact (Fraction) nearest ranks over the sorted
 raw values, retention cutoffs are computed from `now` by hand. Only the sketch's
-bucket_of/value_of are imported, as the *definition* of the reported percentile
-(sketch.py: "equal to value_of(bucket_of(exact p95))").
+bucket_of/value_of are imported, as the *definition* of the percentile reported for a
+window of more than EXACT_UP_TO values (docs/rollups.md: the exact nearest-rank value up
+to that many, else value_of(bucket_of(exact)), clamped to the window's min and max).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ SUMMARY_VALUES = (
 BASE_MS = (dt.datetime(2023, 11, 13, tzinfo=dt.UTC) - EPOCH) // dt.timedelta(milliseconds=1)
 
 SummaryKey = tuple[str, str, str, int]  # project_key, instance_id, window, window_start_ms
+# docs/rollups.md: a window keeps up to this many values of a percentile column, exactly
+# (copied from the documentation, not imported; a test checks the two agree).
+EXACT_UP_TO = 64
 
 
 def to_ms(when: dt.datetime) -> int:
@@ -162,11 +166,20 @@ def first_wins(batches: Iterable[Iterable[dict[str, Any]]]) -> dict[str, dict[st
     return kept
 
 
-def nearest_rank_value(sorted_values: Sequence[int], q: Fraction) -> int:
+def nearest_rank_value(sorted_values: Sequence[float], q: Fraction) -> float:
     """The exact nearest-rank q-quantile: the ceil(q*n)-th smallest value (rank >= 1)."""
     n = len(sorted_values)
     k = max(1, math.ceil(q * n))
     return sorted_values[k - 1]
+
+
+def reported_percentile(sorted_values: Sequence[float], q: Fraction) -> float:
+    """The percentile a rollup reports for a window's values: exact up to EXACT_UP_TO
+    values, else the sketch's, clamped to the window's min and max."""
+    exact = nearest_rank_value(sorted_values, q)
+    if len(sorted_values) <= EXACT_UP_TO:
+        return exact
+    return min(max(value_of(bucket_of(exact)), sorted_values[0]), sorted_values[-1])
 
 
 def expected_summaries(events: Iterable[dict[str, Any]]) -> dict[SummaryKey, tuple[Any, ...]]:
@@ -179,9 +192,7 @@ def expected_summaries(events: Iterable[dict[str, Any]]) -> dict[SummaryKey, tup
     out: dict[SummaryKey, tuple[Any, ...]] = {}
     for key, rows in groups.items():
         latencies = sorted(r["latency_us"] for r in rows)
-        pcts = [
-            round(value_of(bucket_of(nearest_rank_value(latencies, q)))) for q in QUANTILES.values()
-        ]
+        pcts = [round(reported_percentile(latencies, q)) for q in QUANTILES.values()]
         results = [r["result_count"] for r in rows if r["result_count"] is not None]
         avg = float(Fraction(sum(results), len(results))) if results else None
         out[key] = (len(rows), *pcts, avg)

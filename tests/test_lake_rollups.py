@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 import telelake
-from opsdata import ORIGIN_MS, nearest_rank_value, to_ms, window_start
-from telelake.rollup.sketch import bucket_of, value_of
+from opsdata import ORIGIN_MS, reported_percentile, to_ms, window_start
 
 SCHEMA = """
 name = "svc"
@@ -79,7 +78,7 @@ def expected(rows: dict[str, dict[str, Any]]) -> dict[tuple[Any, ...], tuple[Any
     out = {}
     for key, members in groups.items():
         values = sorted(m["latency_ms"] for m in members if m["latency_ms"] is not None)
-        p90 = value_of(bucket_of(nearest_rank_value(values, Fraction(9, 10)))) if values else None
+        p90 = reported_percentile(values, Fraction(9, 10)) if values else None
         out[key] = (len(members), p90, max(values) if values else None)
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from typing import Any
 import pytest
 
 import telelake
+import telelake.sql.tier
+from opsdata import db_rows, random_events, setup_fleet, to_ms
 from telelake import upkeep
 
 HOST = "feedfacecafebeef"
@@ -541,6 +544,37 @@ def test_cli_maintain_refuses_a_bad_interval(store_root: Path) -> None:
     out = cli("maintain", "--every", "often", root=store_root)
     assert out.returncode == 1
     assert "--every: not an age: 'often'" in out.stderr
+
+
+def test_search_ops_retention_runs_by_itself_hourly_in_bounded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spec 001: "Retention cleanup runs hourly in bounded batches by table". A search_ops
+    store opened for writing runs it in the background (maintenance_interval 1h by
+    default), deleting batch by batch, and records what each table lost."""
+    root = tmp_path / "ops"
+    now_ms = to_ms(NOW)
+    rng = random.Random(3)
+    groups = [("p", "i")]
+    events = random_events(rng, 60, groups, now_ms - 20 * 86_400_000, 10 * 86_400_000, "old")
+    events += random_events(rng, 40, groups, now_ms - 3 * 86_400_000, 86_400_000, "new")
+    with telelake.open(root, schema="search_ops", maintenance=False) as store:
+        setup_fleet(store, {"p": ["i"]})
+        store.write("search_events", events)
+    cut = now_ms - 7 * 86_400_000  # rows sit days away from it: the real clock is safe
+    expired = {e["event_id"] for e in events if e["ts_ms"] < cut}
+    assert len(expired) == 60
+    # No summary is older than 90 days: only search_events loses rows, in 9 batches.
+    monkeypatch.setattr(telelake.sql.tier, "RETENTION_BATCH", 7)
+    monkeypatch.delenv("TELELAKE_MAINTENANCE")  # the default: on
+    with telelake.open(root, schema="search_ops") as store:
+        report = wait_for_look(store)
+        assert store.status().automatic.startswith("every 1h")
+    assert report.status == "ok" and report.trigger == "background"
+    assert {t: r.rows for t, r in report.removed.items()} == {"search_events": 60}
+    left = {r[0] for r in db_rows(root, "SELECT event_id FROM search_events")}
+    assert left == {e["event_id"] for e in events} - expired
+    assert recorded(root)[-1]["retention"]["search_events"]["rows"] == 60
 
 
 def test_background_thread_does_not_outlive_close(store_root: Path) -> None:

@@ -179,6 +179,75 @@ def test_backups_on_the_same_day_and_second_get_distinct_names(tmp_path: Path) -
     assert list_backups(out, "other") == []
 
 
+def test_the_timestamped_style_is_the_specs_second_name(tmp_path: Path) -> None:
+    """Spec 003: `telemetry_backup_{YYYYMMDD_HHMMSS}.sqlite`, on request; the same second
+    twice gets a counter, as in the dated style."""
+    db = ops_store(tmp_path / "store", events=10)
+    out = tmp_path / "backups"
+    made = [
+        backup_database(db, out, stem="telemetry", now=NOW, name_style="timestamped").path
+        for _ in range(2)
+    ]
+    assert [p.name for p in made] == [
+        "telemetry_backup_20240305_143015.sqlite",
+        "telemetry_backup_20240305_143015_2.sqlite",
+    ]
+    assert table_contents(made[0]) == table_contents(db)
+    with pytest.raises(StoreError, match="dated, timestamped"):
+        backup_database(db, out, stem="telemetry", now=NOW, name_style="daily")
+
+
+def test_both_styles_are_listed_in_time_order_and_retained_together(tmp_path: Path) -> None:
+    db = ops_store(tmp_path / "store", events=10)
+    out = tmp_path / "backups"
+    plan = [  # (time, style), made out of order
+        (NOW.replace(hour=9), "timestamped"),
+        (NOW.replace(hour=8), "dated"),
+        (NOW.replace(day=4), "timestamped"),
+        (NOW.replace(hour=9), "dated"),  # the second a timestamped backup holds
+        (NOW.replace(day=6), "dated"),
+    ]
+    made = {
+        (when, style): backup_database(db, out, stem="telemetry", now=when, name_style=style).path
+        for when, style in plan
+    }
+    names = {key: path.name for key, path in made.items()}
+    assert names == {
+        plan[0]: "telemetry_backup_20240305_093015.sqlite",
+        # The day has a backup already: the dated style adds the time, as it always does.
+        plan[1]: "telemetry.backup.20240305_083015.sqlite",
+        plan[2]: "telemetry_backup_20240304_143015.sqlite",
+        plan[3]: "telemetry.backup.20240305_093015_2.sqlite",  # never the same time twice
+        plan[4]: "telemetry.backup.20240306.sqlite",
+    }
+    # Oldest first by the time in the name, whatever the style; within one second, in the
+    # order they were made (sorted here by hand).
+    by_time = sorted(plan, key=lambda k: (k[0], plan.index(k)))
+    assert list_backups(out, "telemetry") == [made[k] for k in by_time]
+    report = backup_database(
+        db, out, stem="telemetry", now=NOW.replace(day=7), keep=2, name_style="timestamped"
+    )
+    assert report.removed == [made[k] for k in by_time[:-1]]
+    assert list_backups(out, "telemetry") == [made[by_time[-1]], report.path]
+
+
+def test_cli_backup_name_style(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    db = ops_store(root, events=10)
+    run = [sys.executable, "-m", "telelake", "backup", "--root", str(root), "--quiet"]
+    done = subprocess.run([*run, "--name-style", "timestamped"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    [made] = (root / "backups").iterdir()
+    stem = db.stem
+    assert made.name.startswith(f"{stem}_backup_") and len(made.name) == len(
+        f"{stem}_backup_YYYYMMDD_HHMMSS.sqlite"
+    )
+    assert str(made) in done.stdout.replace("\n", "")
+    bad = subprocess.run([*run, "--name-style", "weekly"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "dated, timestamped" in bad.stderr
+    assert [p.name for p in (root / "backups").iterdir()] == [made.name]
+
+
 def corrupt_db(path: Path, *, whole_page: bool) -> None:
     """A database whose table b-tree has a page of garbage in the middle of the file.
 

@@ -519,7 +519,7 @@ DAYS = {
     "index_inventory_snapshots": 7,
     "resource_samples": 7,
     "search_summaries": 90,
-    "alerts_timeline": 90,
+    "alerts_timeline": 7,  # spec 001: "timeline snapshots: default 7 days" (resolved ones)
     "evidence_links": 90,
 }
 TIME = {
@@ -599,10 +599,12 @@ def fill_for_retention(root: Path, now_ms: int, seed: int = 0) -> None:
                 for k, ts in enumerate(sorted(set(times(80, *span))))
             ],
         )
-        # Alerts: resolved ones on both sides of the 90-day cutoff; open and acknowledged
-        # ones far older than it, which must stay.
+        # Alerts: resolved ones on both sides of the 7-day and the 90-day cutoff (the
+        # links' one); open and acknowledged ones far older than them, which must stay.
         alerts = []
-        for k, upd in enumerate(times(40, now_ms - 200 * MS_PER_DAY, now_ms, c90)):
+        updates = times(40, now_ms - 200 * MS_PER_DAY, now_ms, c90)
+        updates += times(20, now_ms - 14 * MS_PER_DAY, now_ms, c7)
+        for k, upd in enumerate(updates):
             state = (
                 ["resolved", "resolved", "open", "acknowledged"][k % 4] if k >= 3 else "resolved"
             )
@@ -645,8 +647,11 @@ def dump(root: Path) -> dict[str, list[dict[str, Any]]]:
 def expected_after(
     before: dict[str, list[dict[str, Any]]], days: dict[str, int], now_ms: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """Brute force: rows older than their table's cutoff go, except unresolved alerts."""
+    """Brute force: rows older than their table's cutoff go, except unresolved alerts and
+    alerts an evidence link younger than the links' cutoff points at."""
     out = {}
+    links_cut = now_ms - days["evidence_links"] * MS_PER_DAY
+    linked = {r["alert_id"] for r in before["evidence_links"] if r["created_at_ms"] >= links_cut}
     for table, rows in before.items():
         if table not in days:
             out[table] = rows
@@ -654,7 +659,11 @@ def expected_after(
         cut = now_ms - days[table] * MS_PER_DAY
         keep = [r for r in rows if r[TIME[table]] >= cut]
         if table == "alerts_timeline":
-            keep = [r for r in rows if r[TIME[table]] >= cut or r["state"] != "resolved"]
+            keep = [
+                r
+                for r in rows
+                if r[TIME[table]] >= cut or r["state"] != "resolved" or r["alert_id"] in linked
+            ]
         out[table] = keep
     alive = {r["alert_id"] for r in out["alerts_timeline"]}
     out["evidence_links"] = [r for r in out["evidence_links"] if r["alert_id"] in alive]
@@ -682,8 +691,16 @@ def test_retention_removes_exactly_the_old_rows(tmp_path: Path) -> None:
         r["state"] != "resolved" and r["updated_at_ms"] < cutoff(90)
         for r in before["alerts_timeline"]
     )
-    # Evidence links here are never newer than their alert's last update, so every link
-    # of an expired alert is itself older than 90 days: the plain rule holds for them.
+    # Resolved alerts past their 7 days both go and stay (a link younger than 90 days).
+    resolved_old = [
+        r["alert_id"]
+        for r in before["alerts_timeline"]
+        if r["state"] == "resolved" and r["updated_at_ms"] < cutoff(7)
+    ]
+    kept = {r["alert_id"] for r in want["alerts_timeline"]}
+    assert {a in kept for a in resolved_old} == {True, False}
+    # An alert goes only when its links are all past their 90 days: links keep to the
+    # plain rule.
     links_by_time = [r for r in before["evidence_links"] if r["created_at_ms"] >= cutoff(90)]
     assert sorted(links_by_time, key=repr) == want["evidence_links"]
 
@@ -748,6 +765,67 @@ def test_retention_config_override(tmp_path: Path) -> None:
     days = {**DAYS, "search_events": 3}
     want = expected_after(before, days, NOW_MS)
     assert len(want["search_events"]) < len(expected_after(before, DAYS, NOW_MS)["search_events"])
+    with open_ops(root) as s:
+        s.enforce_retention(now=NOW)
+    assert dump(root) == want
+
+
+def test_links_kept_forever_keep_their_resolved_alerts(tmp_path: Path) -> None:
+    """With evidence_links kept forever (null), a resolved alert with any link stays past
+    its 7 days (the cascade would remove the link); one without links goes."""
+    root = tmp_path / "ops"
+    fill_for_retention(root, NOW_MS, seed=4)
+    (root / "config.json").write_text(
+        json.dumps({"telemetry_retention": {"evidence_links_days": None}})
+    )
+    before = dump(root)
+    with open_ops(root) as s:
+        s.write("alerts_timeline", [alert_row("lonely", "p1", "resolved", 0, cutoff(7) - 1)])
+        s.enforce_retention(now=NOW)
+    after = dump(root)
+    linked = {r["alert_id"] for r in before["evidence_links"]}
+    gone = {r["alert_id"] for r in before["alerts_timeline"]} - {
+        r["alert_id"] for r in after["alerts_timeline"]
+    }
+    old_resolved = {
+        r["alert_id"]
+        for r in before["alerts_timeline"]
+        if r["state"] == "resolved" and r["updated_at_ms"] < cutoff(7)
+    }
+    assert old_resolved & linked  # past their 7 days, and linked: they stay
+    assert after["evidence_links"] == before["evidence_links"]
+    assert not gone & linked
+    assert "lonely" not in {r["alert_id"] for r in after["alerts_timeline"]}
+
+
+def test_retention_stops_between_two_batches_and_carries_on_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """on_batch may raise: what the finished batches removed is gone, nothing else; the
+    next run removes the rest."""
+    root = tmp_path / "ops"
+    fill_for_retention(root, NOW_MS, seed=5)
+    before = dump(root)
+    want = expected_after(before, DAYS, NOW_MS)
+    monkeypatch.setattr(telelake.sql.tier, "RETENTION_BATCH", 7)
+    seen: list[tuple[str, int]] = []
+
+    class Enough(Exception):
+        pass
+
+    def two_batches(table: str, rows: int) -> None:
+        seen.append((table, rows))
+        if len(seen) == 2:
+            raise Enough
+
+    with open_ops(root) as s, pytest.raises(Enough):
+        s.enforce_retention(now=NOW, on_batch=two_batches)
+    first = seen[0][0]  # children first: the last table of the schema with rows to lose
+    assert seen == [(first, 7), (first, 7)]
+    middle = dump(root)
+    assert len(middle[first]) == len(before[first]) - 14
+    assert all(r in middle[first] for r in want[first])  # only expired rows went
+    assert {t: middle[t] for t in DAYS if t != first} == {t: before[t] for t in DAYS if t != first}
     with open_ops(root) as s:
         s.enforce_retention(now=NOW)
     assert dump(root) == want

@@ -10,6 +10,7 @@ is read with sqlite3 directly, never through the code under test.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import random
 import sqlite3
@@ -28,19 +29,23 @@ from hypothesis import strategies as st
 import telelake
 from opsdata import (
     BASE_MS,
+    EXACT_UP_TO,
     MS_PER_DAY,
+    QUANTILES,
     WINDOWS,
     assert_summaries_match,
     db_events,
     db_summaries,
     event_row,
     first_wins,
+    nearest_rank_value,
     random_events,
+    reported_percentile,
     setup_fleet,
     to_ms,
     window_start,
 )
-from telelake.rollup import sketch
+from telelake.rollup import sketch, windows
 
 FLEET = {"p1": ["i1", "i2"], "p2": ["i3"]}
 # (project, instance) pairs events use; ("p2", "i1") is legal: the FKs are independent.
@@ -179,6 +184,89 @@ def test_summaries_equal_brute_force_property(pool: list[Any], data: st.DataObje
             for batch in batches:
                 store.write("search_events", batch)
         assert_summaries_match(root, first_wins(batches).values())
+
+
+# -- exact percentiles for small windows, every percentile within [min, max] ---------------
+
+
+def test_ten_events_of_1000_us_report_1000_us(ops: telelake.Store) -> None:
+    """Spec 001's dashboards: ten equal latencies are that latency at every percentile,
+    not the sketch's bucket value next to it."""
+    assert round(sketch.value_of(sketch.bucket_of(1000))) != 1000  # what the sketch says
+    events = [event_row(f"e{k}", "p1", "i1", BASE_MS + k * 1000, 1000, 1) for k in range(10)]
+    ops.write("search_events", events[:4])
+    ops.write("search_events", events[4:])  # merged windows too
+    got = db_summaries(ops.root)
+    assert len(got) == len(WINDOWS)
+    assert {v[:4] for v in got.values()} == {(10, 1000, 1000, 1000)}
+
+
+def test_the_documented_bound_is_the_one_in_force() -> None:
+    """opsdata.EXACT_UP_TO is copied from docs/rollups.md; the code must agree with both."""
+    docs = (TESTS_DIR.parent / "docs" / "rollups.md").read_text(encoding="utf-8")
+    assert f"up to {EXACT_UP_TO} values" in docs
+    assert windows.EXACT_UP_TO == EXACT_UP_TO
+
+
+@pytest.mark.parametrize("n", [EXACT_UP_TO, EXACT_UP_TO + 1])
+def test_a_window_is_exact_up_to_the_bound_and_within_alpha_beyond(
+    ops: telelake.Store, n: int
+) -> None:
+    """Written in three batches, so the kept values are merged across the bound."""
+    rng = random.Random(n)
+    latencies = [int(math.exp(rng.uniform(0, 20))) for _ in range(n)]
+    events = [event_row(f"e{k}", "p1", "i1", BASE_MS + k, v, 1) for k, v in enumerate(latencies)]
+    for part in (events[: n // 3], events[n // 3 : n - 1], events[n - 1 :]):
+        ops.write("search_events", part)
+    ordered = sorted(latencies)
+    for key, row in db_summaries(ops.root).items():
+        for reported, q in zip(row[1:4], QUANTILES.values(), strict=True):
+            exact = nearest_rank_value(ordered, q)
+            assert reported == round(reported_percentile(ordered, q)), (key, q)
+            if n <= EXACT_UP_TO:
+                assert reported == exact, (key, q)
+            else:
+                assert abs(reported - exact) <= sketch.ALPHA * exact + 1, (key, q)
+
+
+LATENCY = st.one_of(
+    st.integers(0, 10),  # zeros and ties
+    st.sampled_from([999, 1000, 1001]),
+    st.integers(0, 10**12),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    latencies=st.lists(LATENCY, min_size=1, max_size=3 * EXACT_UP_TO),
+    cuts=st.lists(st.integers(0, 3 * EXACT_UP_TO), max_size=3),
+)
+def test_percentiles_lie_within_min_max_and_are_exact_up_to_the_bound(
+    latencies: list[int], cuts: list[int]
+) -> None:
+    """One instance, all events in one minute (so each of the seven windows holds them
+    all), written in batches cut at `cuts`: each reported percentile lies in [min, max]
+    of the window and is the exact nearest-rank one while the window holds at most
+    EXACT_UP_TO values."""
+    events = [event_row(f"e{k}", "p1", "i1", BASE_MS + k, v, None) for k, v in enumerate(latencies)]
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    ordered = sorted(latencies)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ops"
+        with open_ops(root) as store:
+            setup_fleet(store, FLEET)
+            for lo, hi in itertools.pairwise(bounds):
+                store.write("search_events", events[lo:hi])
+        got = db_summaries(root)
+    assert len(got) == len(WINDOWS)
+    for row in got.values():
+        assert row[0] == len(latencies)
+        for reported, q in zip(row[1:4], QUANTILES.values(), strict=True):
+            assert ordered[0] <= reported <= ordered[-1]
+            if len(latencies) <= EXACT_UP_TO:
+                assert reported == nearest_rank_value(ordered, q)
+            else:
+                assert reported == round(reported_percentile(ordered, q))
 
 
 # -- exactly the touched windows change ---------------------------------------------------

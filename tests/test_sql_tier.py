@@ -257,6 +257,7 @@ def test_a_changed_migration_stops_everything_with_a_clear_error(tmp_path: Path)
     (schema.parent / "migrations" / "0002_more.up.sql").write_text(
         "CREATE INDEX ix_x ON projects(display_name);\n"
     )
+    (schema.parent / "migrations" / "0002_more.down.sql").write_text("DROP INDEX ix_x;\n")
     with pytest.raises(
         telelake.StoreError, match=r"migration 1 \(create_tables\) changed after it was applied"
     ):
@@ -323,19 +324,56 @@ def test_a_new_migration_applies_on_open_and_reverts_only_when_allowed(tmp_path:
     assert ",pending," in status.stdout.splitlines()[2]
 
 
-def test_a_migration_without_down_sql_cannot_be_reverted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("down", [None, "", "-- nothing to undo\n"])
+def test_a_migration_without_down_sql_is_refused_when_migrations_load(
+    tmp_path: Path, down: str | None
+) -> None:
+    """Spec 001: every migration ships explicit down SQL. A missing (or empty) down file
+    stops the open itself, before anything is applied, naming the migration's files."""
     schema = schema_copy(tmp_path)
-    (schema.parent / "migrations" / "0002_forward_only.up.sql").write_text(
+    root = tmp_path / "store"
+    with open_ops(root, schema):
+        pass
+    folder = schema.parent / "migrations"
+    (folder / "0002_forward_only.up.sql").write_text(
         "CREATE INDEX ix_fwd ON projects(display_name);\n"
     )
-    with (
-        open_ops(tmp_path / "store", schema) as store,
-        pytest.raises(telelake.StoreError, match="ships no down SQL"),
-    ):
-        store.migrate_sql("down")
-    assert raw(
-        tmp_path / "store", "SELECT reversible FROM ops_schema_migrations WHERE version = 2"
-    ) == [(0,)]
+    if down is not None:
+        (folder / "0002_forward_only.down.sql").write_text(down)
+    up_file = str(folder / "0002_forward_only.up.sql")
+    with pytest.raises(telelake.StoreError, match="ships no down SQL") as caught:
+        open_ops(root, schema)
+    assert up_file in str(caught.value)
+    assert "0002_forward_only.down.sql" in str(caught.value)
+    assert raw(root, "SELECT version FROM ops_schema_migrations") == [(1,)]
+    assert raw(root, "SELECT count(*) FROM sqlite_master WHERE name = 'ix_fwd'") == [(0,)]
+    # A new store with that schema is refused just the same: nothing is created.
+    with pytest.raises(telelake.StoreError, match="ships no down SQL"):
+        open_ops(tmp_path / "fresh", schema)
+    assert raw(tmp_path / "fresh", "SELECT name FROM sqlite_master") == []
+
+
+def test_a_built_in_migration_without_down_sql_is_refused(tmp_path: Path) -> None:
+    schema = schema_copy(tmp_path)  # the built-in search_ops, as shipped
+    (schema.parent / "migrations" / "0001_create_tables.down.sql").unlink()
+    with pytest.raises(telelake.StoreError, match=r"0001_create_tables\.down\.sql is missing"):
+        open_ops(tmp_path / "store", schema)
+
+
+@pytest.mark.parametrize("confirm", [None, False, 1, "yes"])
+def test_reverting_from_python_needs_an_explicit_confirmation(tmp_path: Path, confirm: Any) -> None:
+    root = tmp_path / "store"
+    with open_ops(root) as store:
+        seed(store)
+        kwargs = {} if confirm is None else {"confirm": confirm}
+        with pytest.raises(telelake.StoreError, match=r"confirm=True") as caught:
+            store.migrate_sql("down", 0, **kwargs)
+        assert str(root) in str(caught.value)
+        assert raw(root, "SELECT count(*) FROM projects") == [(1,)]
+        assert store.migrate_sql("down", 0, confirm=True) == [1]
+    tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'projects'"
+    assert raw(root, tables) == []
+    assert raw(root, "SELECT count(*) FROM ops_schema_migrations") == [(0,)]
 
 
 def test_check_reports_rows_whose_parent_is_gone(tmp_path: Path) -> None:

@@ -718,7 +718,7 @@ def migrate_down(
             "development/testing, or --confirm-rollback to confirm a production rollback"
         )
     with _open(root, schema) as store:
-        done = store.migrate_sql("down", to)
+        done = store.migrate_sql("down", to, confirm=True)  # --dev / --confirm-rollback
     for version in done:
         console.print(f"reverted sql migration {version}")
     if not done:
@@ -754,18 +754,30 @@ def backup(
         Path | None, Opt("--to", help="Folder for the copy (default: <root>/backups)")
     ] = None,
     keep: Annotated[int | None, Opt("--keep", help="Keep only the newest N backups", min=1)] = None,
+    name_style: Annotated[
+        str,
+        Opt(
+            "--name-style",
+            help="dated: <db>.backup.YYYYMMDD.sqlite (_HHMMSS when the day has one); "
+            "timestamped: <db>_backup_YYYYMMDD_HHMMSS.sqlite",
+            metavar="dated|timestamped",
+        ),
+    ] = "dated",
     quiet: QuietOpt = False,
     root: RootOpt = None,
     schema: SchemaOpt = None,
 ) -> None:
-    """Back up the store's SQL database online, checking it before and after."""
+    """Back up the store's SQL database online, checking it before and after.
+
+    The copy's name is either of spec 003's: dated (the default) or timestamped.
+    """
     with _open(root, schema) as store, _progress(quiet) as progress:
         task = progress.add_task("copying pages", total=None)
 
         def tell(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        report = store.backup(to, keep=keep, on_progress=tell)
+        report = store.backup(to, keep=keep, on_progress=tell, name_style=name_style)
     console.print(
         f"backup {report.path} ({report.bytes:,} bytes, {report.pages:,} pages): "
         f"quick_check {report.quick_check}, integrity_check {report.integrity_check}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import os
 import threading
 import time
@@ -717,11 +718,23 @@ class Store:
 
     # -- sql migrations -----------------------------------------------------------------
 
-    def migrate_sql(self, direction: str = "up", target: int | None = None) -> list[int]:
-        """Apply (`up`) or revert (`down` to `target`) SQL migrations; versions done."""
+    def migrate_sql(
+        self, direction: str = "up", target: int | None = None, *, confirm: bool = False
+    ) -> list[int]:
+        """Apply (`up`) or revert (`down` to `target`) SQL migrations; versions done.
+
+        Reverting can drop data, so `down` needs `confirm=True`: the operator's explicit
+        confirmation of a rollback (spec 001; the CLI's `--dev` / `--confirm-rollback`).
+        """
         if direction == "up":
             return [m.version for m in self.sql_tier.migrate_up(target)]
         if direction == "down":
+            if confirm is not True:  # exactly True: not any truthy value passed by mistake
+                raise StoreError(
+                    f"store {self.root}: migrate_sql('down') reverts schema changes and can "
+                    "drop data; confirm the rollback with migrate_sql('down', target, "
+                    "confirm=True)"
+                )
             if target is None:
                 applied = [s.version for s in self.migration_status() if s.state == "applied"]
                 target = applied[-2] if len(applied) > 1 else 0
@@ -842,6 +855,7 @@ class Store:
         now: dt.datetime | None = None,
         on_step: Callable[[Step], None] | None = None,
         fold_own: bool = True,
+        on_batch: Callable[[str, int], None] | None = None,
     ) -> RetentionReport:
         """Remove rows older than each table's retention, then keep under `max_disk_gb`.
 
@@ -852,6 +866,8 @@ class Store:
         files are hidden from new queries at once and deleted after `retire_after`
         seconds. With `dry_run`, nothing changes and the report says what would go.
         WAL rows are folded first (with `fold_own=False`, orphaned segments only).
+        Sql tables lose their rows in batches of 5,000, one transaction each;
+        `on_batch(table, rows)` is called after each (it may raise to stop in between).
         """
         if not dry_run:
             self._refuse_if_read_only()
@@ -869,7 +885,14 @@ class Store:
             days = settings.days.get(t.name)
             if t.tier != "sql" or days is None:
                 continue
-            rows = self.sql_tier.expire(t, now, days, dry_run=dry_run)
+            rows = self.sql_tier.expire(
+                t,
+                now,
+                days,
+                dry_run=dry_run,
+                days_of=settings.days,
+                on_batch=None if on_batch is None else functools.partial(on_batch, t.name),
+            )
             step = Step(t.name, f"rows older than {days} days", "delete", 0, rows, 0)
             report.steps.append(step)
             if on_step is not None:
@@ -966,6 +989,7 @@ class Store:
         *,
         keep: int | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        name_style: str = "dated",
     ) -> BackupReport:
         """Copy the store's SQL database with SQLite's online backup API.
 
@@ -973,8 +997,10 @@ class Store:
         `integrity_check` on the copy; a failed check raises StoreError and leaves no
         file that looks like a good backup. The copy is
         `<directory>/<database stem>.backup.YYYYMMDD.sqlite` (`..._HHMMSS` when that
-        day has one already); `directory` defaults to `<root>/backups`. With `keep`
-        (default: `backups_keep` in config.json, else all), only the newest remain.
+        day has one already), or with `name_style="timestamped"` spec 003's other name,
+        `<database stem>_backup_YYYYMMDD_HHMMSS.sqlite`; `directory` defaults to
+        `<root>/backups`. With `keep` (default: `backups_keep` in config.json, else
+        all), only the newest remain, whatever their style.
         """
         from telelake.sql.backup import backup_database
 
@@ -982,7 +1008,9 @@ class Store:
             keep = self.retention().backups_keep
         path = self.sql_tier.path
         folder = Path(directory) if directory is not None else self.root / "backups"
-        return backup_database(path, folder, stem=path.stem, keep=keep, on_progress=on_progress)
+        return backup_database(
+            path, folder, stem=path.stem, keep=keep, on_progress=on_progress, name_style=name_style
+        )
 
     def recover(self, on_file: Callable[[Path], None] | None = None) -> ReplayReport:
         """Rebuild the SQL database from the NDJSON log, keeping what the log lacks.

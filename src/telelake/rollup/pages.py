@@ -10,9 +10,16 @@ touches, whole.
 A page's blob holds its windows' states column by column, so it is cut out of and read
 back into `States` with NumPy slices, never a loop over windows (little-endian):
 
-    u32 format (1)   u32 n windows   u32 sketch columns
+    u32 format (2)   u32 n windows   u32 sketch columns
     i64 starts[n]    f64 head[n x width]  (rows, then count/sum/min/max per stat column)
     per sketch column: i32 sizes[n]  i32 buckets[m]  i64 counts[m]  (m = sum of sizes)
+                       i32 kept[n]   f64 values[v]   (v = sum of kept: the exact values)
+
+Format 1 (telelake before exact percentiles) had no kept values, and its stat columns
+were only those of non-percentile aggregates. decode() reads it: its windows keep no
+values (their percentiles come from the sketch) and a percentile-only column's extremes
+are unknown (-inf, +inf: no clamp). The first open of such a store rewrites its pages in
+format 2 (SqlTier._upgrade_pages).
 
 Nothing here touches a database.
 """
@@ -35,7 +42,8 @@ else:
     np = lazy("numpy")
 
 PAGE_MS = 3_600_000  # windows shorter than an hour share a page of an hour
-FORMAT = 1
+FORMAT = 2
+OLD_FORMAT = 1  # before exact percentiles: read, never written
 _HEADER = struct.Struct("<III")
 
 
@@ -92,18 +100,15 @@ def encode(rollup: Rollup, states: States) -> list[Page]:
     sketches = []
     for c in sketch_columns(rollup):
         window, bucket, count = states.sketches[c]
-        if np.any(window[1:] < window[:-1]):  # States keep them sorted; be sure
-            by_window = np.argsort(window, kind="stable")
-            window, bucket, count = window[by_window], bucket[by_window], count[by_window]
-        # Each window's buckets are one sorted run: move whole runs into page order.
-        sizes = np.bincount(window, minlength=len(states))
-        run_start = np.cumsum(sizes) - sizes
-        moved = sizes[order]
-        offset = np.cumsum(moved) - moved
-        take = np.arange(int(moved.sum())) + np.repeat(run_start[order] - offset, moved)
-        cuts = np.append(offset, int(moved.sum()))[bounds]
+        # Each window's buckets (and kept values) are one sorted run: whole runs move.
+        sizes, cuts, (bucket, count) = _runs(window, len(states), order, bounds, bucket, count)
+        window, value = states.exact.get(c, (np.zeros(0, np.int64), np.zeros(0)))
+        kept, kept_cuts, (value,) = _runs(window, len(states), order, bounds, value)
         sketches.append(
-            (moved.astype("<i4"), bucket[take].astype("<i4"), count[take].astype("<i8"), cuts)
+            (
+                (sizes, cuts, bucket.astype("<i4"), count.astype("<i8")),
+                (kept, kept_cuts, value.astype("<f8")),
+            )
         )
     lengths = dict(rollup.windows)
     pages = []
@@ -114,12 +119,35 @@ def encode(rollup: Rollup, states: States) -> list[Page]:
             starts[lo:hi].tobytes(),
             head[lo:hi].tobytes(),
         ]
-        for sizes, bucket, count, cuts in sketches:
+        for (sizes, cuts, bucket, count), (kept, kept_cuts, value) in sketches:
             a, b = int(cuts[p]), int(cuts[p + 1])
             parts += [sizes[lo:hi].tobytes(), bucket[a:b].tobytes(), count[a:b].tobytes()]
+            a, b = int(kept_cuts[p]), int(kept_cuts[p + 1])
+            parts += [kept[lo:hi].tobytes(), value[a:b].tobytes()]
         stop = first + span_of(lengths[label])
         pages.append(Page(grp, label, first, stop, b"".join(parts)))
     return pages
+
+
+def _runs(
+    window: np.ndarray,
+    k: int,
+    order: np.ndarray,
+    bounds: np.ndarray,
+    *arrays: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Per-window runs (a sketch's buckets, a window's kept values) moved into page
+    order: each window's run size (i32), where each page's runs start, and the arrays."""
+    if np.any(window[1:] < window[:-1]):  # States keep them sorted; be sure
+        by_window = np.argsort(window, kind="stable")
+        window, arrays = window[by_window], tuple(a[by_window] for a in arrays)
+    sizes = np.bincount(window, minlength=k)
+    run_start = np.cumsum(sizes) - sizes
+    moved = sizes[order]
+    offset = np.cumsum(moved) - moved
+    take = np.arange(int(moved.sum())) + np.repeat(run_start[order] - offset, moved)
+    cuts = np.append(offset, int(moved.sum()))[bounds]
+    return moved.astype("<i4"), cuts, tuple(a[take] for a in arrays)
 
 
 def _head(rollup: Rollup, states: States) -> np.ndarray:
@@ -129,26 +157,46 @@ def _head(rollup: Rollup, states: States) -> np.ndarray:
     return np.hstack(columns)
 
 
+def _old_stat_columns(rollup: Rollup) -> list[str]:
+    """The stat columns of format 1: those of non-percentile aggregates only."""
+    return sorted({a.column for a in rollup.aggregates if a.column and a.func != "quantile"})
+
+
 def decode(rollup: Rollup, pages: Iterable[tuple[str, str, bytes]]) -> States:
-    """The windows held by pages given as (group text, label, blob): the inverse of encode."""
+    """The windows held by pages given as (group text, label, blob): the inverse of encode
+    (format 1 pages too, see the module's docstring)."""
     stats_cols, sketch_cols = stat_columns(rollup), sketch_columns(rollup)
+    old_cols = _old_stat_columns(rollup)
     width = 1 + 4 * len(stats_cols)
     keys: list[Key] = []
     heads: list[np.ndarray] = []
     pieces: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
         c: [] for c in sketch_cols
     }
+    kept: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in sketch_cols}
     groups: dict[str, list[Any]] = {}
     for grp, label, blob in pages:
         fmt, n, columns = _HEADER.unpack_from(blob)
-        if fmt != FORMAT or columns != len(sketch_cols):
+        if fmt not in (FORMAT, OLD_FORMAT) or columns != len(sketch_cols):
             raise ValueError(f"rollup {rollup.name!r}: unreadable state page (format {fmt})")
+        cols = stats_cols if fmt == FORMAT else old_cols
         at = _HEADER.size
         starts = np.frombuffer(blob, "<i8", n, at)
         at += 8 * n
-        heads.append(np.frombuffer(blob, "<f8", n * width, at).reshape(n, width))
-        at += 8 * n * width
+        stored = np.frombuffer(blob, "<f8", n * (1 + 4 * len(cols)), at).reshape(n, -1)
+        at += stored.nbytes
         offset = len(keys)
+        head = stored
+        if fmt == OLD_FORMAT:
+            head = np.empty((n, width))
+            head[:, 0] = stored[:, 0]
+            place = {c: j for j, c in enumerate(cols)}
+            for j, c in enumerate(stats_cols):
+                if c in place:
+                    i = place[c]
+                    head[:, 1 + 4 * j : 5 + 4 * j] = stored[:, 1 + 4 * i : 5 + 4 * i]
+                else:  # a percentile-only column: counted below, extremes unknown
+                    head[:, 1 + 4 * j : 5 + 4 * j] = (0.0, np.nan, -np.inf, np.inf)
         for c in sketch_cols:
             sizes = np.frombuffer(blob, "<i4", n, at)
             m = int(sizes.sum())
@@ -156,38 +204,59 @@ def decode(rollup: Rollup, pages: Iterable[tuple[str, str, bytes]]) -> States:
             bucket = np.frombuffer(blob, "<i4", m, at).astype(np.int64)
             count = np.frombuffer(blob, "<i8", m, at + 4 * m).astype(np.int64)
             at += 12 * m
-            window = np.repeat(np.arange(offset, offset + n, dtype=np.int64), sizes)
-            pieces[c].append((window, bucket, count))
+            local = np.repeat(np.arange(n, dtype=np.int64), sizes)
+            pieces[c].append((local + offset, bucket, count))
+            if fmt == FORMAT:
+                held = np.frombuffer(blob, "<i4", n, at)
+                v = int(held.sum())
+                at += 4 * n
+                value = np.frombuffer(blob, "<f8", v, at).copy()
+                at += 8 * v
+                window = np.repeat(np.arange(offset, offset + n, dtype=np.int64), held)
+                kept[c].append((window, value))
+            elif c not in old_cols:
+                j = stats_cols.index(c)
+                total = np.bincount(local, weights=count, minlength=n)
+                head[:, 1 + 4 * j] = total
+                head[total == 0, 3 + 4 * j : 5 + 4 * j] = np.nan  # no value: empty extremes
+        heads.append(head)
         group = groups.get(grp)
         if group is None:
             group = groups[grp] = json.loads(grp)
         keys += [(*group, label, s) for s in starts.tolist()]
     head = np.vstack(heads) if heads else np.zeros((0, width))
     empty = np.zeros(0, np.int64)
+
+    def joined(parts: Sequence[tuple[np.ndarray, ...]], i: int, none: np.ndarray) -> np.ndarray:
+        return np.concatenate([p[i] for p in parts]) if parts else none
+
     return States(
         keys,
         head[:, 0].astype(np.int64),
         {c: head[:, 1 + 4 * j : 5 + 4 * j].copy() for j, c in enumerate(stats_cols)},
         {
             c: (
-                np.concatenate([p[0] for p in pieces[c]]) if pieces[c] else empty,
-                np.concatenate([p[1] for p in pieces[c]]) if pieces[c] else empty,
-                np.concatenate([p[2] for p in pieces[c]]) if pieces[c] else empty,
+                joined(pieces[c], 0, empty),
+                joined(pieces[c], 1, empty),
+                joined(pieces[c], 2, empty),
             )
             for c in sketch_cols
         },
+        {c: (joined(kept[c], 0, empty), joined(kept[c], 1, np.zeros(0))) for c in sketch_cols},
     )
 
 
 def decode_window(rollup: Rollup, keys: list[Key], blobs: list[bytes]) -> States:
     """States stored one blob per window (telelake before pages, for the upgrade):
-    f64 head[width], then per sketch column i64 m, i64 buckets[m], i64 counts[m]."""
-    stats_cols, sketch_cols = stat_columns(rollup), sketch_columns(rollup)
+    f64 head[width], then per sketch column i64 m, i64 buckets[m], i64 counts[m] (the
+    stat columns and the sketches of format 1)."""
+    stats_cols, sketch_cols = _old_stat_columns(rollup), sketch_columns(rollup)
     width = 1 + 4 * len(stats_cols)
     pages = []
     for key, blob in zip(keys, blobs, strict=True):
         at = width * 8
-        parts = [_HEADER.pack(FORMAT, 1, len(sketch_cols)), struct.pack("<q", key[-1]), blob[:at]]
+        head = [_HEADER.pack(OLD_FORMAT, 1, len(sketch_cols)), struct.pack("<q", key[-1])]
+        parts = [*head, blob[:at]]
         for _ in sketch_cols:
             (m,) = struct.unpack_from("<q", blob, at)
             bucket = np.frombuffer(blob, "<i8", m, at + 8)

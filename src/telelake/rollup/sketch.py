@@ -1,4 +1,6 @@
-"""The percentile method of rollups: a mergeable log-bucket sketch (DDSketch's idea).
+"""The percentile method of rollups beyond windows.EXACT_UP_TO values: a mergeable
+log-bucket sketch (DDSketch's idea). (Smaller windows keep their values and report exact
+percentiles; every percentile is clamped to the window's min and max: windows.py.)
 
 Exact percentiles cannot be merged: the p95 of a week is not a function of the p95s
 of its days. So each window keeps, per column, how many values fell in each bucket

@@ -1,9 +1,15 @@
 """Rollup arithmetic, column-wise: window starts, per-window partial states, merge, finalize.
 
 A *state* is what a window must remember to be updated later without its raw rows: the
-row count, per column (count, sum, min, max), and a sketch per percentile column (see
-sketch.py). States merge by addition, so a late event, or a window whose raw rows
-retention already removed, is updated exactly. Everything is computed for all touched
+row count, per column (count, sum, min, max), and per percentile column a sketch (see
+sketch.py) plus, while the window holds at most EXACT_UP_TO values of it, those values
+themselves. States merge by addition (and by concatenating the kept values), so a late
+event, or a window whose raw rows retention already removed, is updated exactly.
+
+A percentile is the nearest-rank percentile (sketch.py): exact, from the kept values,
+while a window holds at most EXACT_UP_TO values; beyond that, from the sketch (within
+sketch.ALPHA). Either way it is clamped to the window's exact min and max, so ten events
+of 1,000 µs report p50 = p95 = p99 = 1,000 µs. Everything is computed for all touched
 windows at once with Arrow and NumPy (a batch touches thousands of 1-minute windows;
 a Python loop per window would cost more than writing the rows). Nothing here touches
 a database.
@@ -14,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +42,11 @@ else:
 ORIGIN_MS = 946_857_600_000
 
 Key = tuple[Any, ...]  # group values..., window label, window start (ms)
+
+# A window keeps the raw values of a percentile column while it holds at most this many
+# (non-null) of them: its percentiles are then exact. 64 values cost 512 bytes a window
+# at most; a window holding more has a sketch that is small whatever its size.
+EXACT_UP_TO = 64
 
 
 def epoch_ms(times: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -78,8 +89,10 @@ def _windows(rollup: Rollup, rows: pa.Table) -> Iterator[tuple[list[Key], np.nda
 
 
 def stat_columns(rollup: Rollup) -> list[str]:
-    """Columns that need count/sum/min/max."""
-    return sorted({a.column for a in rollup.aggregates if a.column and a.func != "quantile"})
+    """Columns that need count/sum/min/max: every aggregated column (a percentile column
+    needs its count and extremes: its exact values are kept up to a count, and every
+    percentile is clamped to the extremes)."""
+    return sorted({a.column for a in rollup.aggregates if a.column})
 
 
 def sketch_columns(rollup: Rollup) -> list[str]:
@@ -91,14 +104,18 @@ def sketch_columns(rollup: Rollup) -> list[str]:
 class States:
     """Partial states of K windows, one row each.
 
-    `stats[c]` is a K x 4 float array: non-null count, sum, min, max (NaN when empty);
-    `sketches[c]` are three arrays (window index, bucket, count) sorted by window, bucket.
+    `stats[c]` is a K x 4 float array: non-null count, sum, min, max (NaN when empty;
+    -inf/+inf when unknown: states stored before extremes were kept for percentile-only
+    columns); `sketches[c]` are three arrays (window index, bucket, count) sorted by
+    window, bucket; `exact[c]` two arrays (window index, value) sorted by window, value:
+    every value of each window holding at most EXACT_UP_TO of them, none of the others.
     """
 
     keys: list[Key]
     rows: np.ndarray
     stats: dict[str, np.ndarray]
     sketches: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    exact: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -140,8 +157,24 @@ def aggregate(rollup: Rollup, rows: pa.Table) -> States:
             c: _pack(inverse[ok], b[ok], np.ones(int(ok.sum()), np.int64))
             for c, (b, ok) in buckets.items()
         }
-        parts.append(States(keys, count, stats, sketches))
+        exact = {
+            c: _keep_exact(inverse[ok], values[c][ok], stats[c][:, 0])
+            for c, (_, ok) in buckets.items()
+        }
+        parts.append(States(keys, count, stats, sketches, exact))
     return _stack(parts)
+
+
+def _keep_exact(
+    window: np.ndarray, value: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the windows that hold them all and at most EXACT_UP_TO (`counts`:
+    each window's number of values), sorted by window, then value."""
+    held = np.bincount(window, minlength=len(counts))
+    keep = ((held == counts) & (counts <= EXACT_UP_TO))[window]
+    window, value = window[keep], value[keep]
+    order = np.lexsort((value, window))
+    return window[order].astype(np.int64), value[order].astype(np.float64)
 
 
 def _stack(parts: list[States]) -> States:
@@ -155,11 +188,19 @@ def _stack(parts: list[States]) -> States:
             np.concatenate([p.sketches[c][1] for p in parts]),
             np.concatenate([p.sketches[c][2] for p in parts]),
         )
+    exact = {
+        c: (
+            np.concatenate([p.exact[c][0] + offsets[i] for i, p in enumerate(parts)]),
+            np.concatenate([p.exact[c][1] for p in parts]),
+        )
+        for c in parts[0].exact
+    }
     return States(
         list(itertools.chain.from_iterable(p.keys for p in parts)),
         np.concatenate([p.rows for p in parts]),
         {c: np.concatenate([p.stats[c] for p in parts]) for c in parts[0].stats},
         sketches,
+        exact,
     )
 
 
@@ -274,13 +315,20 @@ def concat(parts: list[States]) -> States:
         buckets = np.concatenate([p.sketches[c][1] for p in parts])
         counts = np.concatenate([p.sketches[c][2] for p in parts])
         sketches[c] = _pack(windows, buckets, counts)
+    exact = {}
+    for c in first.exact if first else {}:
+        windows = np.concatenate(
+            [new_id[offsets[i] + p.exact[c][0]] for i, p in enumerate(parts)]
+        ).astype(np.int64)
+        values = np.concatenate([p.exact[c][1] for p in parts])
+        exact[c] = _keep_exact(windows, values, stats[c][:, 0])
     ordered = [key for key, _ in sorted(index.items(), key=lambda kv: kv[1])]
-    return States(ordered, rows, stats, sketches)
+    return States(ordered, rows, stats, sketches, exact)
 
 
 def finalize(rollup: Rollup, target: Table, states: States) -> dict[str, list[Any]]:
     """The target rows of the windows, column by column."""
-    k, g = len(states), len(rollup.group)
+    g = len(rollup.group)
     out: dict[str, list[Any]] = {
         name: [key[i] for key in states.keys] for i, name in enumerate(rollup.group)
     }
@@ -292,7 +340,7 @@ def finalize(rollup: Rollup, target: Table, states: States) -> dict[str, list[An
             values = states.rows.astype(np.float64)
         elif agg.func == "quantile":
             assert agg.column is not None and agg.q is not None
-            values = _quantiles(states.sketches[agg.column], k, agg.q)
+            values = _quantiles(states, agg.column, agg.q)
         else:
             assert agg.column is not None
             n, total, low, high = states.stats[agg.column].T
@@ -323,7 +371,34 @@ def _python_values(values: np.ndarray, kind: str) -> list[Any]:
     return listed
 
 
-def _quantiles(packed: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, q: float) -> np.ndarray:
+def _quantiles(states: States, column: str, q: float) -> np.ndarray:
+    """The nearest-rank q-quantile of `column` in each window (NaN for an empty one):
+    exact where the window kept its values, else its sketch's; clamped to [min, max]."""
+    k = len(states)
+    out = _sketch_quantiles(states.sketches[column], k, q)
+    window, value = states.exact.get(column, (np.zeros(0, np.int64), np.zeros(0)))
+    if len(window):
+        held = np.bincount(window, minlength=k)
+        first = np.searchsorted(window, np.arange(k), side="left")
+        has = held > 0
+        rank = _ranks(q, held)
+        out[has] = value[(first + rank - 1)[has]]
+    _, _, low, high = states.stats[column].T
+    known = ~np.isnan(out)
+    out[known] = np.clip(out[known], low[known], high[known])
+    return out
+
+
+def _ranks(q: float, n: np.ndarray) -> np.ndarray:
+    """sketch.nearest_rank() of every count in `n`, in exact integer arithmetic."""
+    fraction = Fraction(q).limit_denominator(10**6)  # 0.95 is 19/20, not 0.9499999...
+    a, b = fraction.numerator, fraction.denominator
+    return np.asarray(np.maximum(1, (a * n + b - 1) // b), np.int64)
+
+
+def _sketch_quantiles(
+    packed: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, q: float
+) -> np.ndarray:
     """The nearest-rank q-quantile of each window's sketch (NaN for an empty one)."""
     window, bucket, count = packed
     out = np.full(k, np.nan)
@@ -333,9 +408,7 @@ def _quantiles(packed: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, q: flo
     total = np.bincount(window, weights=count, minlength=k).astype(np.int64)
     first = np.searchsorted(window, np.arange(k), side="left")
     has = total > 0
-    fraction = Fraction(q).limit_denominator(10**6)  # 0.95 is 19/20, not 0.9499999...
-    a, b = fraction.numerator, fraction.denominator
-    rank = np.maximum(1, (a * total + b - 1) // b)
+    rank = _ranks(q, total)
     start = np.where(
         has, cum[np.minimum(first, len(cum) - 1)] - count[np.minimum(first, len(cum) - 1)], 0
     )
@@ -359,9 +432,14 @@ def select(states: States | None, keep: list[int]) -> States:
     for c, (window, bucket, count) in states.sketches.items():
         mask = remap[window] >= 0
         sketches[c] = (remap[window[mask]], bucket[mask], count[mask])
+    exact = {}
+    for c, (window, value) in states.exact.items():
+        mask = remap[window] >= 0
+        exact[c] = (remap[window[mask]], value[mask])
     return States(
         list(map(states.keys.__getitem__, keep)),
         states.rows[chosen],
         {c: v[chosen] for c, v in states.stats.items()},
         sketches,
+        exact,
     )

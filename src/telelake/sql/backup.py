@@ -8,9 +8,17 @@ write (copying the file would not be: sqlite.org/howtocorrupt.html). The steps:
    backup holds an exclusive `flock` on it throughout, so the next backup can tell a
    temp file left by a killed backup (unlocked: removed) from one being written now.
 3. `PRAGMA integrity_check` on the copy; a problem removes the temp file and raises.
-4. The copy is fsynced, renamed to `{stem}.backup.YYYYMMDD.sqlite` (or
-   `{stem}.backup.YYYYMMDD_HHMMSS.sqlite` if a backup of that day exists, then `..._N`),
-   and the directory is fsynced.
+4. The copy is fsynced, renamed to its name (below), and the directory is fsynced.
+
+Spec 003 gives backups two names; `name_style` picks one:
+
+- `dated` (the default, the spec's first): `{stem}.backup.YYYYMMDD.sqlite`, or
+  `{stem}.backup.YYYYMMDD_HHMMSS.sqlite` if that day has a backup already;
+- `timestamped` (the spec's second): `{stem}_backup_YYYYMMDD_HHMMSS.sqlite`.
+
+Either adds `_N` (2, 3, ...) when that second is taken. Both styles are backups of the
+same database: listed together, oldest first by the time in their names, and counted
+together by retention (`keep`).
 
 So a file named like a backup is always a complete, checked, self-contained database.
 """
@@ -89,25 +97,42 @@ def _problems(what: str, messages: list[str]) -> str:
     return f"{what}: {shown}" + (f" (and {more} more)" if more > 0 else "")
 
 
-_NAME = re.compile(r"\.backup\.(\d{8})(?:_(\d{6})(?:_(\d+))?)?\.sqlite")
+DATED = "dated"
+TIMESTAMPED = "timestamped"
+NAME_STYLES = (DATED, TIMESTAMPED)  # the first is the default
+
+# After the stem: ".backup.DATE[_TIME[_N]]" (dated) or "_backup_DATE_TIME[_N]" (timestamped).
+_NAME = re.compile(
+    r"(?:\.backup\.(\d{8})(?:_(\d{6})(?:_(\d+))?)?|_backup_(\d{8})_(\d{6})(?:_(\d+))?)\.sqlite"
+)
+
+Key = tuple[str, str, int]  # date, time ("" for a dated name without one), counter
 
 
-def _name_key(stem: str, name: str) -> tuple[str, str, int] | None:
+def _name_key(stem: str, name: str) -> Key | None:
     """Sort key from a backup's name (date, time, counter), or None if it is not one."""
     if not name.startswith(stem):
         return None
     m = _NAME.fullmatch(name, len(stem))
     if m is None:
         return None
+    date, time, counter = m.group(1, 2, 3) if m[1] else m.group(4, 5, 6)
     # A date-only name is the first backup of its day (see _candidates), so "" sorts it first.
-    return m[1], m[2] or "", int(m[3] or 0)
+    return date, time or "", int(counter or 0)
+
+
+def _name(stem: str, style: str, key: Key) -> str:
+    """The file name of the backup `key` in `style` (the inverse of _name_key)."""
+    date, time, counter = key
+    stamp = "_".join([date, *([time] if time else []), *([str(counter)] if counter else [])])
+    return f"{stem}.backup.{stamp}.sqlite" if style == DATED else f"{stem}_backup_{stamp}.sqlite"
 
 
 def list_backups(directory: Path, stem: str) -> list[Path]:
     """The published backups of `stem` in `directory`, oldest first (by their names)."""
     if not directory.is_dir():
         return []
-    found: list[tuple[tuple[str, str, int], Path]] = []
+    found: list[tuple[Key, Path]] = []
     for p in directory.iterdir():
         key = _name_key(stem, p.name)
         if key is not None and p.is_file():
@@ -115,18 +140,20 @@ def list_backups(directory: Path, stem: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _candidates(directory: Path, stem: str, now: datetime) -> list[Path]:
-    """Final names to try in order; the date-only name only if the day has no backup yet.
+def _candidates(directory: Path, stem: str, now: datetime, style: str = DATED) -> list[Path]:
+    """Final names to try in order, skipping times a backup (of either style) holds; the
+    date-only name only in the dated style, and only if the day has no backup yet.
 
     Skipping the date-only name once the day has any backup keeps name order equal to
     time order, even after retention deleted the day's first backup.
     """
-    day, second = now.strftime("%Y%m%d"), now.strftime("%Y%m%d_%H%M%S")
-    has_day = any(p.name.startswith(f"{stem}.backup.{day}") for p in list_backups(directory, stem))
-    names = [] if has_day else [f"{stem}.backup.{day}.sqlite"]
-    names.append(f"{stem}.backup.{second}.sqlite")
-    names.extend(f"{stem}.backup.{second}_{n}.sqlite" for n in range(2, 1000))
-    return [directory / n for n in names]
+    day, second = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    taken = {key for p in list_backups(directory, stem) if (key := _name_key(stem, p.name))}
+    keys: list[Key] = []
+    if style == DATED and not any(key[0] == day for key in taken):
+        keys.append((day, "", 0))
+    keys += [(day, second, n) for n in (0, *range(2, 1000))]
+    return [directory / _name(stem, style, key) for key in keys if key not in taken]
 
 
 def _remove(path: Path) -> None:
@@ -186,15 +213,21 @@ def backup_database(
     now: datetime | None = None,
     keep: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    name_style: str = DATED,
 ) -> BackupReport:
     """Back up the SQLite database `source` into `directory` as a checked, single file.
 
-    `now` (default: the current UTC time) dates the file name as given. `keep=N` then
-    deletes the oldest backups of `stem` beyond N, never the one just made.
+    `now` (default: the current UTC time) dates the file name as given, in `name_style`
+    (see the module's docstring). `keep=N` then deletes the oldest backups of `stem`
+    (of either style) beyond N, never the one just made.
     `on_progress(copied_pages, total_pages)` is called after each copy step.
     Raises StoreError, naming the database and its first problems, if either check
     fails; no file named like a backup is left behind then.
     """
+    if name_style not in NAME_STYLES:
+        raise StoreError(
+            f"backup name style must be one of {', '.join(NAME_STYLES)}, not {name_style!r}"
+        )
     if keep is not None and keep < 1:
         raise StoreError(f"backup retention must keep at least 1 backup, not {keep}")
     if not source.is_file():
@@ -231,7 +264,7 @@ def backup_database(
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            final = _publish(tmp, directory, stem, when)
+            final = _publish(tmp, directory, stem, when, name_style)
         finally:
             _remove(tmp)  # a no-op after a publish: the link already took the temp name away
             os.close(lock)
@@ -290,9 +323,9 @@ def remove_stale_partials(directory: Path, stem: str) -> list[Path]:
     return removed
 
 
-def _publish(tmp: Path, directory: Path, stem: str, when: datetime) -> Path:
+def _publish(tmp: Path, directory: Path, stem: str, when: datetime, style: str) -> Path:
     """Link the checked copy under the first free backup name (never overwriting one)."""
-    for final in _candidates(directory, stem, when):
+    for final in _candidates(directory, stem, when, style):
         try:
             publish(tmp, final, replace=False)  # link + unlink + directory fsync
         except FileExistsError:

@@ -1,10 +1,13 @@
 """Versioned, checksummed migrations of a store's SQL database (spec 001 "Migration Strategy").
 
 A migration is a pair of files shipped with the schema, `NNNN_name.up.sql` and
-`NNNN_name.down.sql`. Applied migrations are recorded in the schema's tracking table
-(`ops_schema_migrations` for search_ops) with the SHA-256 of their up SQL. Before
-anything new is applied, every recorded checksum is compared with the files: an
-edited migration stops everything with a clear error, as in Flyway or sqlx.
+`NNNN_name.down.sql`. Every migration ships its down SQL (spec 001: "every migration must
+include explicit `down` SQL"): a migration without it is refused when the migrations are
+loaded, that is on every open, not only when one is reverted. Applied migrations are
+recorded in the schema's tracking table (`ops_schema_migrations` for search_ops) with the
+SHA-256 of their up SQL. Before anything new is applied, every recorded checksum is
+compared with the files: an edited migration stops everything with a clear error, as in
+Flyway or sqlx.
 A schema without a migrations folder has one implicit migration: its tables, generated.
 Built-in schemas ship theirs as files, frozen: a schema change is a new migration.
 
@@ -38,7 +41,7 @@ class Migration:
     version: int
     name: str
     up: str
-    down: str | None
+    down: str
 
     @property
     def checksum(self) -> str:
@@ -47,8 +50,10 @@ class Migration:
 
     @property
     def reversible(self) -> bool:
-        """True when the migration ships its down SQL."""
-        return self.down is not None
+        """Always True: discover() refuses a migration without down SQL. (The tracking
+        table's `reversible` column keeps the spec's shape; rows written by older telelake
+        versions may say 0.)"""
+        return True
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,7 @@ def discover(schema: Schema) -> list[Migration]:
         return [Migration(1, "create_tables", ddl.schema_up(schema), ddl.schema_down(schema))]
     found: dict[int, dict[str, str]] = {}
     names: dict[int, str] = {}
+    stems: dict[int, str] = {}  # "0002_run_cost", as the files spell it
     for path in sorted(folder.iterdir()):
         if path.suffix != ".sql":
             continue
@@ -159,13 +165,21 @@ def discover(schema: Schema) -> list[Migration]:
                 f"migration {version} in {folder} has two names: {names[version]}, {name}"
             )
         found.setdefault(version, {})[direction] = path.read_text(encoding="utf-8")
+        stems.setdefault(version, path.name[: -len(f".{direction}.sql")])
     out = []
     for version in sorted(found):
-        if "up" not in found[version]:
+        stem = folder / stems[version]
+        sql = found[version]
+        if "up" not in sql:
             raise StoreError(f"migration {version} ({names[version]}) in {folder} has no up SQL")
-        out.append(
-            Migration(version, names[version], found[version]["up"], found[version].get("down"))
-        )
+        if not _strip_comments(sql.get("down", "")).strip():
+            missing = "is empty" if "down" in sql else "is missing"
+            raise StoreError(
+                f"migration {stem}.up.sql ships no down SQL ({stem.name}.down.sql {missing}): "
+                "every migration must include explicit down SQL (spec 001); write the SQL "
+                "that reverts it"
+            )
+        out.append(Migration(version, names[version], sql["up"], sql["down"]))
     if out and out[0].version < 1:
         raise StoreError(f"migration versions in {folder} start at 1")
     return out
@@ -306,11 +320,6 @@ def down(con: sqlite3.Connection, schema: Schema, where: str, target: int) -> li
         if row.version <= target:
             break
         m = files[row.version]
-        if m.down is None:
-            raise StoreError(
-                f"{where}: migration {m.version} ({m.name}) ships no down SQL; it cannot be "
-                "reverted"
-            )
         with immediate(con):
             for statement in statements(m.down):
                 con.execute(statement)

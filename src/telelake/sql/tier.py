@@ -13,8 +13,9 @@ import datetime as dt
 import json
 import re
 import sqlite3
+import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,8 +46,11 @@ PRAGMAS = (
     "PRAGMA cache_size = -65536",
 )
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
+NO_CUTOFF = -(2**63)  # the cutoff of a table kept forever: no row is older
 PAGE_TABLE = "_telelake_rollup_pages"  # telelake's own bookkeeping, not part of the schema
 OLD_STATE_TABLE = "_telelake_rollup_state"  # one row per window, before pages
+FORMAT_TABLE = "_telelake_rollup_format"  # the page format every page is in (one row)
+UPGRADE_PAGES = 1000  # old-format pages rewritten per transaction
 DIRTY_TABLE = "_telelake_rollup_dirty"  # windows of lake-source rollups awaiting a refresh
 
 
@@ -166,6 +170,7 @@ class SqlTier:
                     "PRIMARY KEY (rollup, grp, window, start)) WITHOUT ROWID"
                 )
                 self._upgrade_states()
+                self._upgrade_pages()
                 self.con.execute(
                     f"CREATE TABLE IF NOT EXISTS {DIRTY_TABLE} (rollup TEXT NOT NULL, "
                     "grp TEXT NOT NULL, window TEXT NOT NULL, start INTEGER NOT NULL, "
@@ -199,6 +204,34 @@ class SqlTier:
                 states = pages.decode_window(rollup, keys, [blob for *_, blob in rows])
                 self._write_pages(con, rollup, states)
             con.execute(f"DROP TABLE {OLD_STATE_TABLE}")
+
+    def _upgrade_pages(self) -> None:
+        """Rewrite pages of an older format (pages.OLD_FORMAT) in the current one, once.
+
+        A store whose pages are all current says so in FORMAT_TABLE, so an open costs
+        one lookup. Otherwise the old pages are rewritten a batch per transaction (a
+        crash in between leaves pages of both formats, which decode() reads alike) and
+        the table is filled in last.
+        """
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        if self.con.execute(exists, (FORMAT_TABLE,)).fetchone() is not None:
+            return
+        old = struct.pack("<I", pages.OLD_FORMAT)
+        for rollup in self.schema.rollups.values():
+            while True:
+                with self.transaction() as con:
+                    found = con.execute(
+                        f"SELECT grp, window, start, state FROM {PAGE_TABLE} WHERE rollup = ? "
+                        f"AND substr(state, 1, 4) = ? LIMIT {UPGRADE_PAGES}",
+                        (rollup.name, old),
+                    ).fetchall()
+                    self._rewrite_pages(con, rollup, found)
+                if len(found) < UPGRADE_PAGES:
+                    break
+        with self.transaction() as con:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {FORMAT_TABLE} (format INTEGER NOT NULL)")
+            if con.execute(f"SELECT 1 FROM {FORMAT_TABLE}").fetchone() is None:
+                con.execute(f"INSERT INTO {FORMAT_TABLE} VALUES (?)", (pages.FORMAT,))
 
     def migrate_down(self, target: int) -> list[migrations.Migration]:
         """Revert migrations newer than `target`."""
@@ -525,20 +558,31 @@ class SqlTier:
         *,
         dry_run: bool = False,
         on_batch: Callable[[int], None] | None = None,
+        days_of: Mapping[str, int] | None = None,
     ) -> int:
         """Delete rows older than `days` (and matching `retention_where`) in small batches.
 
         Each batch of RETENTION_BATCH rows is its own transaction, so writers of other
-        processes wait for one batch at most. Returns the rows removed.
+        processes wait for one batch at most; `on_batch(rows)` is called after each (it
+        may raise to stop between two batches). Returns the rows removed.
+        `days_of` gives the retention of the other tables, for `retention_where`.
         """
         if table.time is None:
             raise StoreError(f"{self.where}, table {table.name!r} has no time column for retention")
-        cutoff = self._cutoff(table, now, days)
-        # `retention_where` may use :cutoff (this table's cutoff, in its time unit).
+        # `retention_where` may use :cutoff (this table's cutoff, in its time unit) and
+        # :<table>_cutoff, any sql table's (NO_CUTOFF, older than any row, if kept forever).
+        days_of = days_of or {}
+        params = {
+            f"{t.name}_cutoff": self._cutoff(t, now, days_of[t.name])
+            if t.name in days_of
+            else NO_CUTOFF
+            for t in self.schema.tables.values()
+            if t.tier == "sql" and t.time is not None
+        }
+        cutoff = params["cutoff"] = self._cutoff(table, now, days)
         cond = f"{table.time} < :cutoff" + (
             f" AND ({table.retention_where})" if table.retention_where else ""
         )
-        params = {"cutoff": cutoff}
         if dry_run:
             found = self.query(f"SELECT count(*) FROM {table.name} WHERE {cond}", params)
             return int(found.column(0)[0].as_py())
@@ -571,16 +615,27 @@ class SqlTier:
                 "WHERE rollup = ? AND start < ?",
                 (rollup.name, cutoff),
             ).fetchall()
-            if not split:
-                return
-            states = pages.decode(rollup, [(g, w, blob) for g, w, _, blob in split])
-            keep = [i for i, k in enumerate(states.keys) if k[-1] >= cutoff]
-            con.executemany(
-                f"DELETE FROM {PAGE_TABLE} WHERE rollup = ? AND grp = ? AND window = ? "
-                "AND start = ?",
-                [(rollup.name, g, w, start) for g, w, start, _ in split],
-            )
-            self._write_pages(con, rollup, windows.select(states, keep))
+            self._rewrite_pages(con, rollup, split, lambda key: key[-1] >= cutoff)
+
+    def _rewrite_pages(
+        self,
+        con: sqlite3.Connection,
+        rollup: Rollup,
+        found: list[tuple[str, str, int, bytes]],
+        keep: Callable[[windows.Key], bool] | None = None,
+    ) -> None:
+        """Replace the pages `found` (grp, window, start, state): their windows (those
+        `keep` accepts) written again, in the current format."""
+        if not found:
+            return
+        states = pages.decode(rollup, [(g, w, blob) for g, w, _, blob in found])
+        if keep is not None:
+            states = windows.select(states, [i for i, k in enumerate(states.keys) if keep(k)])
+        con.executemany(
+            f"DELETE FROM {PAGE_TABLE} WHERE rollup = ? AND grp = ? AND window = ? AND start = ?",
+            [(rollup.name, g, w, start) for g, w, start, _ in found],
+        )
+        self._write_pages(con, rollup, states)
 
     @staticmethod
     def _cutoff(table: Table, now: dt.datetime, days: int) -> int:
