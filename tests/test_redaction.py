@@ -412,3 +412,60 @@ def test_text_re2_cannot_encode_still_gets_redacted() -> None:
     out, fired = redact_text("\udcff " + text, RULES)
     assert secret not in out and fired
     assert redact_text("ls \udcff -la", RULES) == ("ls \udcff -la", [])
+
+
+# -- config-file forms (YAML `key: value`, INI `key = value`) ---------------------------
+
+# Secrets in the forms of ~/.aws/credentials, ~/.pypirc, a YAML config: text a command
+# line (`python -c`), an agent's summary or an event payload may carry whole.
+CONFIG_FORMS = [
+    ("db:\n  host: db.internal\n  password: Yaml-hunter2\n", "Yaml-hunter2"),
+    ("[default]\naws_secret_access_key = shortAwsSecret\n", "shortAwsSecret"),
+    ("[pypi]\nusername = __token__\npassword = Ini-s3cr3t-pw\n", "Ini-s3cr3t-pw"),
+    ("[github]\ntoken = tok-1234567\n", "tok-1234567"),
+]
+
+
+def test_config_file_forms_never_reach_disk(tmp_path: Path) -> None:
+    """Issue 19.12: Parquet, exports, the NDJSON log, SQLite and backups kept them."""
+    texts = [t for t, _ in CONFIG_FORMS]
+    with telelake.open(tmp_path / "pt") as store:
+        rows = sample_rows(len(texts))
+        for row, text in zip(rows, texts, strict=True):
+            row["cmdline"] = "python -c " + text
+        store.write("proc_samples", rows)
+        store.fold()
+        export_table(store, "proc_samples", "json")
+    with telelake.open(tmp_path / "ar", schema="agent_runs") as store:
+        client = store.run_client()
+        for text in texts:
+            run = client.start_run("agent", input_summary=text)
+            run.event("config", {"file": text})
+            run.end("success", output_summary=text)
+        export_table(store, "agent_runs", "csv")
+        store.backup()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {".parquet", ".ndjson", ".sqlite", ".json", ".csv"} <= {p.suffix for p in files}
+    for path in files:
+        blobs = [path.read_bytes()]
+        if path.suffix == ".parquet":
+            blobs.append(json.dumps(pq.read_table(path).to_pylist(), default=str).encode())
+        for _, secret in CONFIG_FORMS:
+            assert all(secret.encode() not in b for b in blobs), (path, secret)
+    with telelake.open(tmp_path / "ar", schema="agent_runs") as store:
+        kept = {r[0] for r in store.sql("SELECT input_summary FROM agent_runs").rows()}
+    assert "db:\n  host: db.internal\n  password: [REDACTED:pattern:config_secret_value]\n" in kept
+
+
+def test_scan_reports_config_file_forms_written_unredacted(tmp_path: Path) -> None:
+    root = tmp_path / "off"
+    write_config(root, {"enabled": False})
+    with telelake.open(root, schema="agent_runs") as store:
+        client = store.run_client()
+        for text, _ in CONFIG_FORMS:
+            client.start_run("agent", input_summary=text).end("success")
+    report = scan.scan(root)
+    sqlite_rows = {f.where for f in report.findings if f.path.suffix == ".sqlite"}
+    assert len(sqlite_rows) == len(CONFIG_FORMS)
+    assert any(f.path.suffix == ".ndjson" for f in report.findings)  # the JSON-escaped log
+    assert all("config_secret_value" in f.rules for f in report.findings)
