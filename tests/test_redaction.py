@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import datagen
@@ -65,6 +65,7 @@ values = st.one_of(st.none(), paths, st.text(max_size=30))
     st.lists(values, max_size=12),
     st.sampled_from(["truncate:1", "truncate:3", "normalize", "hash", "drop"]),
 )
+@example(["0/\n", "/a/b/c/d\ne"], "truncate:1")  # a newline after the kept part was kept
 def test_column_policies_equal_the_per_value_oracle(column: list[str | None], name: str) -> None:
     got = policy.apply(policy.parse_policy(name), pa.array(column, pa.string()), KEY)
     assert got.to_pylist() == [redaction_oracle.expected(name, v, KEY) for v in column]
@@ -191,13 +192,13 @@ def stored_cmdlines(store: telelake.Store) -> dict[tuple[Any, ...], str | None]:
 def test_the_store_key_is_private_and_stable(tmp_path: Path) -> None:
     root = tmp_path / "s"
     telelake.open(root).close()
-    key_file = root / "_metadata" / policy.KEY_NAME
+    key_file = root / "_metadata" / "redaction.key"
     key = key_file.read_bytes()
     assert len(key) == 32 and stat.S_IMODE(key_file.stat().st_mode) == 0o600
     telelake.open(root).close()
     assert key_file.read_bytes() == key
     telelake.open(tmp_path / "t").close()
-    assert (tmp_path / "t" / "_metadata" / policy.KEY_NAME).read_bytes() != key
+    assert (tmp_path / "t" / "_metadata" / "redaction.key").read_bytes() != key
 
 
 def write_config(root: Path, section: dict[str, Any]) -> None:

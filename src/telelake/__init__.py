@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from telelake.errors import (
     QueryError,
+    RedactionKeyError,
     SchemaError,
     StorageFullError,
     StoreError,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QueryError",
+    "RedactionKeyError",
     "Result",
     "SchemaError",
     "StorageFullError",

@@ -29,7 +29,6 @@ from telelake.lake.tier import Durability, LakeTier, random_token
 from telelake.lake.wal import FSYNC_POLICIES
 from telelake.log import ndjson
 from telelake.metadata import (
-    METADATA_DIR,
     MetadataDir,
     VersionInfo,
     local_host_id,
@@ -213,7 +212,10 @@ class Store:
         )
         redactor = policy.Redactor(policies, json_columns=json_columns)
         if redactor.needs_key:
-            redactor.key = policy.load_key(self.root / METADATA_DIR, create=create_key)
+            from telelake.redact import key
+
+            state = key.open_key(self.root, create=create_key)
+            redactor.key, redactor.key_problem = state.key, state.problem
         return redactor
 
     def _export_ddl(self) -> None:
