@@ -55,7 +55,9 @@ DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
 # marker, which no rule matches, so this bound is only a guard.
 MAX_PASSES = 64
 
-_RULE_KEYS = frozenset({"name", "pattern", "secret_group", "examples", "negatives", "description"})
+_RULE_KEYS = frozenset(
+    {"name", "pattern", "prefilter", "secret_group", "examples", "negatives", "description"}
+)
 _EXAMPLE_KEYS = frozenset({"text", "secret"})
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 # Constructs Python accepts but RE2 refuses (checked again by compiling in RE2 below).
@@ -84,6 +86,15 @@ class Rule:
     examples: tuple[Example, ...]
     negatives: tuple[str, ...]
     regex: re.Pattern[str]
+    # Matches wherever `pattern` does (more often is fine): what the one-scan prefilter
+    # looks for. A rule that skips a command's arguments (`curl ... -u user:pw`) names
+    # just the command here, so the all-rules scan keeps a small RE2 automaton.
+    prefilter: str | None = None
+
+    @property
+    def scan_pattern(self) -> str:
+        """The pattern the all-rules prefilter scan uses for this rule."""
+        return self.prefilter or self.pattern
 
     @property
     def marker(self) -> str:
@@ -123,6 +134,22 @@ def _check_re2(pattern: str) -> str | None:
     return None
 
 
+def _compile(index: int, name: str, key: str, text: str) -> re.Pattern[str]:
+    """`text` compiled, checked to work the same in RE2 and never to match nothing."""
+    try:
+        regex = re.compile(text)
+    except re.error as exc:
+        raise _fail(index, name, f"{key} does not compile: {exc}") from exc
+    if _NOT_RE2.search(text):
+        raise _fail(index, name, f"{key} uses lookaround, a backreference or \\b/\\B/\\Z")
+    re2_error = _check_re2(text)
+    if re2_error is not None:
+        raise _fail(index, name, f"{key} does not compile in RE2: {re2_error}")
+    if regex.match("") is not None:
+        raise _fail(index, name, f"{key} matches the empty string")
+    return regex
+
+
 def _parse_rule(index: int, raw: object, seen: set[str]) -> Rule:
     if not isinstance(raw, dict):
         raise _fail(index, None, "must be a table")
@@ -134,20 +161,14 @@ def _parse_rule(index: int, raw: object, seen: set[str]) -> Rule:
         raise _fail(index, name, "'name' must be a lower_snake string")
     if name in seen:
         raise _fail(index, name, "duplicate rule name")
-    pattern = raw.get("pattern")
+    pattern, prefilter = raw.get("pattern"), raw.get("prefilter")
     if not isinstance(pattern, str) or not pattern:
         raise _fail(index, name, "'pattern' must be a non-empty string")
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise _fail(index, name, f"pattern does not compile: {exc}") from exc
-    if _NOT_RE2.search(pattern):
-        raise _fail(index, name, "pattern uses lookaround, a backreference or \\b/\\B/\\Z")
-    re2_error = _check_re2(pattern)
-    if re2_error is not None:
-        raise _fail(index, name, f"pattern does not compile in RE2: {re2_error}")
-    if regex.match("") is not None:
-        raise _fail(index, name, "pattern matches the empty string")
+    if prefilter is not None and (not isinstance(prefilter, str) or not prefilter):
+        raise _fail(index, name, "'prefilter' must be a non-empty string")
+    regex = _compile(index, name, "pattern", pattern)
+    if prefilter is not None:
+        _compile(index, name, "prefilter", prefilter)
     if regex.groups > 9:
         raise _fail(index, name, "at most 9 capture groups (RE2 replacements use \\1..\\9)")
     secret_group = raw.get("secret_group")
@@ -161,7 +182,11 @@ def _parse_rule(index: int, raw: object, seen: set[str]) -> Rule:
     negatives = raw.get("negatives", [])
     if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
         raise _fail(index, name, "'negatives' must be a list of strings")
-    rule = Rule(name, pattern, secret_group, examples, tuple(negatives), regex)
+    rule = Rule(name, pattern, secret_group, examples, tuple(negatives), regex, prefilter)
+    if prefilter is not None:
+        for example in examples:
+            if not re.search(prefilter, example.text):
+                raise _fail(index, name, f"prefilter misses example {example.text!r}")
     if secret_group is not None:
         for example in examples:
             for match in regex.finditer(example.text):
@@ -219,6 +244,9 @@ def _alternation(patterns: Iterable[str]) -> str:
     return "|".join(f"(?:{p})" for p in patterns)
 
 
+ANY_RULE_MAX_MEM = 64 << 20
+
+
 @functools.lru_cache(maxsize=8)
 def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
     # RE2 (google-re2) scans once for all rules together: about 6 µs for a 250-character
@@ -230,6 +258,9 @@ def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
     # wrapper's offset mapping. Both halve the time of the usual "no" for a short text.
     options = re2.Options()
     options.never_capture = True
+    # RE2's default 8 MB is too little for the DFA of ~130 rules: it would fall back to
+    # its NFA, about 100 times slower. The memory is spent only as states are visited.
+    options.max_mem = ANY_RULE_MAX_MEM
     return re2.compile(("(?m)" if lines else "") + _alternation(patterns), options)
 
 
@@ -266,11 +297,12 @@ _PATTERNS: dict[int, tuple[Sequence[Rule], tuple[str, ...]]] = {}
 
 
 def patterns_of(rules: Sequence[Rule]) -> tuple[str, ...]:
-    """The rules' patterns; remembered for a tuple of rules (it cannot change)."""
+    """The rules' prefilter patterns (:attr:`Rule.scan_pattern`): a string none of them
+    matches is one no rule changes. Remembered for a tuple of rules (it cannot change)."""
     hit = _PATTERNS.get(id(rules))
     if hit is not None and hit[0] is rules:
         return hit[1]
-    patterns = tuple(rule.pattern for rule in rules)
+    patterns = tuple(rule.scan_pattern for rule in rules)
     if isinstance(rules, tuple):
         if len(_PATTERNS) >= 64:
             _PATTERNS.clear()
@@ -311,7 +343,7 @@ def redact_array(arr: pa.Array, rules: Sequence[Rule]) -> pa.Array:
     patterns = patterns_of(rules)
     if len(arr) <= JOINED_SCAN_MAX and not may_match(arr, patterns):
         return arr
-    combined = _alternation(patterns)
+    combined = _alternation(patterns)  # the prefilters: a superset of the matches
     hits = pc.fill_null(pc.match_substring_regex(arr, combined), False)
     if not pc.any(hits).as_py():
         return arr
