@@ -82,19 +82,6 @@ ORDINARY = [
 ]
 
 
-def _real_cmdlines() -> list[str]:
-    out: list[str] = []
-    for entry in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            raw = entry.read_bytes()
-        except OSError:
-            continue
-        text = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        if text:
-            out.append(text)
-    return out
-
-
 # --- rules file ------------------------------------------------------------------------
 
 
@@ -138,15 +125,6 @@ def test_secret_group_keeps_context() -> None:
 def test_ordinary_commands_survive() -> None:
     changed = [(c, redact_text(c, RULES)[0]) for c in ORDINARY if redact_text(c, RULES)[1]]
     assert changed == [], f"false positives: {changed}"
-
-
-def test_real_process_false_positive_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = _real_cmdlines() + ORDINARY
-    hits = [c for c in corpus if redact_text(c, RULES)[1]]
-    rate = len(hits) / len(corpus)
-    with capsys.disabled():
-        print(f"\nredaction false-positive rate: {len(hits)}/{len(corpus)} = {rate:.2%}")
-    assert rate < 0.05
 
 
 # --- engines ---------------------------------------------------------------------------
@@ -251,6 +229,13 @@ def _write(tmp_path: Path, body: str) -> Path:
         ("[[rules]]\nname = 'dup'\npattern = 'a'\n[[rules]]\nname = 'dup'\npattern = 'b'\n", "dup"),
         ("other = 1\n", "unknown top-level key"),
         ("[[rules]\n", "not valid TOML"),
+        ("[[rules]]\nname = 'pf'\npattern = 'ab'\nprefilter = ''\n", "rule 'pf': 'prefilter'"),
+        ("[[rules]]\nname = 'pf'\npattern = 'ab'\nprefilter = 'x*'\n", "prefilter matches the"),
+        (
+            "[[rules]]\nname = 'pf'\npattern = 'ab'\nprefilter = 'z'\n"
+            "examples = [{ text = 'ab', secret = 'ab' }]\n",
+            "rule 'pf': prefilter misses example 'ab'",
+        ),
     ],
 )
 def test_bad_rules_refused(tmp_path: Path, body: str, message: str) -> None:
