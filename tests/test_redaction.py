@@ -9,6 +9,7 @@ under the root: none of the secrets may be there, compressed or not.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import stat
@@ -179,9 +180,15 @@ def test_bad_policies_are_refused_naming_the_column(
 
 def sample_rows(n: int) -> list[dict[str, Any]]:
     """Valid proc_samples rows with distinct keys (from the test data generator)."""
-    rows = datagen.generate(SEED)["proc_samples"]
-    assert len(rows) >= n
-    return [dict(r) for r in rows[:n]]
+    base = datagen.generate(SEED)["proc_samples"]
+    rows = [dict(r) for r in base[:n]]
+    while len(rows) < n:  # more: the same rows again, as later samples (another key)
+        more = [dict(r) for r in base[: n - len(rows)]]
+        for r in more:
+            r["sample_seq"] += 1000 * (len(rows) // len(base))
+            r["sample_ts"] += dt.timedelta(microseconds=len(rows) // len(base))
+        rows += more
+    return rows
 
 
 def stored_cmdlines(store: telelake.Store) -> dict[tuple[Any, ...], str | None]:
@@ -280,6 +287,12 @@ def share(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i::parts] for i in range(parts)]
 
 
+def run_texts(texts: list[str]) -> list[tuple[str, str, str]]:
+    """The texts three by three (the last padded), one agent run each."""
+    padded = texts + texts[: -len(texts) % 3]
+    return [(padded[i], padded[i + 1], padded[i + 2]) for i in range(0, len(padded), 3)]
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root holding a process_triage and an agent_runs store fed the whole corpus."""
@@ -310,14 +323,14 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (base / f"live-segment-{i}.wal").write_bytes(seg.read_bytes())
     with telelake.open(base / "ar", schema="agent_runs") as store:
         client = store.run_client()
-        for i, text in enumerate(texts):
-            run = client.start_run("agent", input_summary=text, git_repo=text)
-            run.event("step", {"argv": ["tool", text], "note": text})
+        for i, (a, b, c) in enumerate(run_texts(texts)):  # each text in the sql tier and the log
+            run = client.start_run("agent", input_summary=a, git_repo=b)
+            run.event("step", {"argv": ["tool", a, b, c], "note": c})
             run.end(
                 "failure" if i % 2 else "success",
-                metrics={"token": text},
-                output_summary=text,
-                error_summary=text,
+                metrics={"token": b},
+                output_summary=c,
+                error_summary=a,
             )
         store.write(
             "commits",
@@ -357,7 +370,8 @@ def test_every_corpus_text_was_written_and_redacted(written: Path) -> None:
     assert want <= kept
     assert all("[REDACTED:pattern:" in w for w in want)
     con = sqlite3.connect(written / "ar" / "db" / "telemetry.sqlite")
-    assert con.execute("SELECT COUNT(*) FROM agent_runs").fetchone()[0] == len(CORPUS)
+    runs = len(run_texts([t for t, _ in CORPUS]))
+    assert con.execute("SELECT COUNT(*) FROM agent_runs").fetchone()[0] == runs
     con.close()
 
 

@@ -261,7 +261,11 @@ def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
     # RE2's default 8 MB is too little for the DFA of ~130 rules: it would fall back to
     # its NFA, about 100 times slower. The memory is spent only as states are visited.
     options.max_mem = ANY_RULE_MAX_MEM
-    return re2.compile(("(?m)" if lines else "") + _alternation(patterns), options)
+    # Anchored at the start behind a lazy `.*?`, a match's start is known: RE2 then needs
+    # no backward pass to place it, five times faster on a text that holds a secret.
+    # Callers use `.match()`.
+    pattern = ("(?m)" if lines else "") + "(?s:.*?)(?:" + _alternation(patterns) + ")"
+    return re2.compile(pattern, options)
 
 
 # Arrow compiles a pattern on every call: about 3 ms for the all-rules alternation, which
@@ -269,6 +273,9 @@ def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
 # of them joined by newlines (compiled once) answers the usual "nothing to redact"
 # first; beyond it Arrow's per-string scan is faster than the join.
 JOINED_SCAN_MAX = 20_000
+# Up to this many strings (with something to redact), :func:`redact_array` takes the
+# one-string path for each: compiling every rule in Arrow costs more than that.
+TEXT_PATH_MAX = 2_000
 
 
 def may_match(arr: pa.Array, patterns: tuple[str, ...]) -> bool:
@@ -288,7 +295,7 @@ def any_match(texts: Sequence[str], patterns: tuple[str, ...]) -> bool:
         return False
     try:
         joined = "\n".join(texts).encode("utf-8")
-        return _any_rule(patterns, lines=True).search(joined) is not None
+        return _any_rule(patterns, lines=True).match(joined) is not None
     except UnicodeError:  # a lone surrogate RE2 cannot encode: assume a hit
         return True
 
@@ -313,7 +320,7 @@ def patterns_of(rules: Sequence[Rule]) -> tuple[str, ...]:
 def redact_text(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
     """Redact ``text``; return it with the names of the rules that fired (in rule order)."""
     try:
-        if not _any_rule(patterns_of(rules)).search(text.encode("utf-8")):
+        if not _any_rule(patterns_of(rules)).match(text.encode("utf-8")):
             return text, []  # the usual case, in one scan: no rule matches anywhere
     except UnicodeError:  # a lone surrogate RE2 cannot encode: take the long way
         pass
@@ -343,6 +350,11 @@ def redact_array(arr: pa.Array, rules: Sequence[Rule]) -> pa.Array:
     patterns = patterns_of(rules)
     if len(arr) <= JOINED_SCAN_MAX and not may_match(arr, patterns):
         return arr
+    if len(arr) <= TEXT_PATH_MAX:
+        # Arrow compiles each of ~130 patterns on every call (over 100 ms in all): for a
+        # few strings, Python's `re` string by string is much faster, same result.
+        texts = [None if v is None else redact_text(v, rules)[0] for v in arr.to_pylist()]
+        return pa.array(texts, arr.type)
     combined = _alternation(patterns)  # the prefilters: a superset of the matches
     hits = pc.fill_null(pc.match_substring_regex(arr, combined), False)
     if not pc.any(hits).as_py():
