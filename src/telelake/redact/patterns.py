@@ -100,6 +100,11 @@ class Rule:
     def marker(self) -> str:
         return pattern_marker(self.name)
 
+    @functools.cached_property
+    def python_template(self) -> str:
+        """The replacement for Python's `re` (made once: it runs for every hit)."""
+        return self.template(r"\g<{}>")
+
     def template(self, backref: str) -> str:
         """Replacement with ``backref`` formatting a group number (``\\g<{}>`` or ``\\{}``)."""
         if self.secret_group is None:
@@ -273,8 +278,8 @@ def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
 # of them joined by newlines (compiled once) answers the usual "nothing to redact"
 # first; beyond it Arrow's per-string scan is faster than the join.
 JOINED_SCAN_MAX = 20_000
-# Up to this many strings (with something to redact), :func:`redact_array` takes the
-# one-string path for each: compiling every rule in Arrow costs more than that.
+# Up to this many strings that may hold something, :func:`redact_array` runs the rules
+# on each in Python: Arrow would compile every rule (~130), twice or more.
 TEXT_PATH_MAX = 2_000
 
 
@@ -319,16 +324,28 @@ def patterns_of(rules: Sequence[Rule]) -> tuple[str, ...]:
 
 def redact_text(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
     """Redact ``text``; return it with the names of the rules that fired (in rule order)."""
+    if not _may_hold(text, patterns_of(rules)):
+        return text, []  # the usual case, in one scan: no rule matches anywhere
+    return _apply_rules(text, rules)
+
+
+def _may_hold(text: str, patterns: tuple[str, ...]) -> bool:
+    """False only when no pattern matches `text`: one RE2 scan, compiled once."""
     try:
-        if not _any_rule(patterns_of(rules)).match(text.encode("utf-8")):
-            return text, []  # the usual case, in one scan: no rule matches anywhere
-    except UnicodeError:  # a lone surrogate RE2 cannot encode: take the long way
-        pass
+        return _any_rule(patterns).match(text.encode("utf-8")) is not None
+    except UnicodeError:  # a lone surrogate RE2 cannot encode: assume a hit
+        return True
+
+
+def _apply_rules(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
+    """The rules in order, pass after pass until nothing changes (Python's `re`)."""
     fired: set[str] = set()
     for _ in range(MAX_PASSES):
         before = text
         for rule in rules:
-            text, count = rule.regex.subn(rule.template(r"\g<{}>"), text)
+            if rule.regex.search(text) is None:  # most rules: cheaper than subn
+                continue
+            text, count = rule.regex.subn(rule.python_template, text)
             if count:
                 fired.add(rule.name)
         if text == before:
@@ -339,27 +356,32 @@ def redact_text(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
 def redact_array(arr: pa.Array, rules: Sequence[Rule]) -> pa.Array:
     """Vectorised :func:`redact_text` over a string array; nulls stay null.
 
-    Each pass first finds, in one RE2 scan with every rule as an alternation, the
-    strings that any rule still matches (a handful in real telemetry, and none once
-    redacted: markers never match), and runs the rules one by one on those only. A
-    string no rule matches is one every pass would leave alone, so the result is the
-    same as :func:`redact_text`'s, pass for pass.
+    First the strings that any rule may match are found (a handful in real telemetry,
+    and none once redacted: markers never match): for up to :data:`JOINED_SCAN_MAX`
+    strings by the compiled-once RE2 check, string by string after one scan of them
+    all; beyond, by Arrow's RE2 with every rule as an alternation. Up to
+    :data:`TEXT_PATH_MAX` of them go through the rules in Python's `re`, string by
+    string; more, through Arrow, rule by rule and pass after pass. A string no rule
+    matches is one every pass would leave alone, so the result is :func:`redact_text`'s.
     """
     if not rules or len(arr) == 0:
         return arr
     patterns = patterns_of(rules)
-    if len(arr) <= JOINED_SCAN_MAX and not may_match(arr, patterns):
-        return arr
-    if len(arr) <= TEXT_PATH_MAX:
-        # Arrow compiles each of ~130 patterns on every call (over 100 ms in all): for a
-        # few strings, Python's `re` string by string is much faster, same result.
-        texts = [None if v is None else redact_text(v, rules)[0] for v in arr.to_pylist()]
-        return pa.array(texts, arr.type)
-    combined = _alternation(patterns)  # the prefilters: a superset of the matches
-    hits = pc.fill_null(pc.match_substring_regex(arr, combined), False)
+    if len(arr) <= JOINED_SCAN_MAX:
+        if not may_match(arr, patterns):
+            return arr
+        # Arrow would compile the ~130-rule alternation on every call (about 0.1 s).
+        flags = [v is not None and _may_hold(v, patterns) for v in arr.to_pylist()]
+        hits = pa.array(flags, pa.bool_())
+    else:
+        hits = pc.fill_null(pc.match_substring_regex(arr, _alternation(patterns)), False)
     if not pc.any(hits).as_py():
         return arr
     found = arr.filter(hits)
+    if len(found) <= TEXT_PATH_MAX:
+        texts = [_apply_rules(v, rules)[0] for v in found.to_pylist()]
+        return pc.replace_with_mask(arr, hits, pa.array(texts, arr.type))
+    combined = _alternation(patterns)  # the prefilters: a superset of the matches
     for _ in range(MAX_PASSES):
         before = found
         for rule in rules:
