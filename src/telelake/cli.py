@@ -587,14 +587,22 @@ def status(
 
 redact_app = App("redact", help="Redaction: check that no secret reached disk; the hashing key.")
 app.add_app(redact_app)
+RedactRootArg = Annotated[
+    Path | None,
+    Arg(metavar="ROOT", help="The store's folder [default: the store root, as --root would give]"),
+]
+
+
+def _redact_target(path: Path | None, root: Path | None, schema: str | None) -> Path:
+    """ROOT, else --root, else the default root of the schema (or the default schema)."""
+    from telelake.store import DEFAULT_SCHEMA, default_root
+
+    return (path or root or default_root(schema or DEFAULT_SCHEMA)).expanduser().resolve()
 
 
 @redact_app.command("scan")
 def redact_scan(
-    path: Annotated[
-        Path | None,
-        Arg(metavar="ROOT", help="Folder to scan [default: the store root, as --root would give]"),
-    ] = None,
+    path: RedactRootArg = None,
     root: RootOpt = None,
     schema: SchemaOpt = None,
     quiet: QuietOpt = False,
@@ -606,10 +614,8 @@ def redact_scan(
     rules, never the text itself.
     """
     from telelake.redact import scan as scanner
-    from telelake.store import DEFAULT_SCHEMA, default_root
 
-    target = path or root or default_root(schema or DEFAULT_SCHEMA)
-    target = target.expanduser().resolve()
+    target = _redact_target(path, root, schema)
     if not target.is_dir():
         _fail(f"{target} is not a folder")
     files = scanner.files_under(target)
@@ -628,10 +634,7 @@ def redact_scan(
 
 @redact_app.command("new-key")
 def redact_new_key(
-    path: Annotated[
-        Path | None,
-        Arg(metavar="ROOT", help="The store [default: the store root, as --root would give]"),
-    ] = None,
+    path: RedactRootArg = None,
     root: RootOpt = None,
     schema: SchemaOpt = None,
     confirm: Annotated[
@@ -646,9 +649,8 @@ def redact_new_key(
     `_metadata/redaction.json`. Run it while no process writes the store.
     """
     from telelake.redact import key
-    from telelake.store import DEFAULT_SCHEMA, default_root
 
-    target = (path or root or default_root(schema or DEFAULT_SCHEMA)).expanduser().resolve()
+    target = _redact_target(path, root, schema)
     if not confirm:
         _fail(
             f"a new key gives values hashed from now on other markers than before in {target}: "
