@@ -91,7 +91,7 @@ class Rule:
     # just the command here, so the all-rules scan keeps a small RE2 automaton.
     prefilter: str | None = None
 
-    @property
+    @functools.cached_property
     def scan_pattern(self) -> str:
         """The pattern the all-rules prefilter scan uses for this rule."""
         return self.prefilter or self.pattern
