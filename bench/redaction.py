@@ -74,7 +74,7 @@ def generate(n: int) -> pa.Table:
 
 def pattern_speed(n: int, progress: Progress) -> tuple[float, float, int, int]:
     """(engine seconds for n lines, Python seconds for PYTHON_LINES, lines changed, secrets)."""
-    rules = load_rules()
+    rules = tuple(load_rules())  # as the store holds them (policy.default_rules)
     cmdlines = generate(n).column("cmdline").combine_chunks()
     start = time.perf_counter()
     out = policy.apply(policy.Policy("pattern"), cmdlines, b"")  # what a store runs

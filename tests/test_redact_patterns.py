@@ -18,6 +18,7 @@ from telelake.redact.patterns import (
     load_rules,
     may_match,
     pattern_marker,
+    patterns_of,
     redact_array,
     redact_text,
 )
@@ -81,19 +82,6 @@ ORDINARY = [
 ]
 
 
-def _real_cmdlines() -> list[str]:
-    out: list[str] = []
-    for entry in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            raw = entry.read_bytes()
-        except OSError:
-            continue
-        text = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        if text:
-            out.append(text)
-    return out
-
-
 # --- rules file ------------------------------------------------------------------------
 
 
@@ -139,15 +127,6 @@ def test_ordinary_commands_survive() -> None:
     assert changed == [], f"false positives: {changed}"
 
 
-def test_real_process_false_positive_rate(capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = _real_cmdlines() + ORDINARY
-    hits = [c for c in corpus if redact_text(c, RULES)[1]]
-    rate = len(hits) / len(corpus)
-    with capsys.disabled():
-        print(f"\nredaction false-positive rate: {len(hits)}/{len(corpus)} = {rate:.2%}")
-    assert rate < 0.05
-
-
 # --- engines ---------------------------------------------------------------------------
 
 _FRAGMENTS = [ex.text for _, ex in EXAMPLES] + [n for _, n in NEGATIVES] + ORDINARY[:10]
@@ -178,8 +157,8 @@ def test_joined_scan_never_misses_a_string_a_rule_matches(values: list[str | Non
     """The one-scan shortcut may say "maybe" too often, never "no" wrongly.
 
     Oracle: Python's `re`, rule by rule, string by string (not RE2, not joined)."""
-    patterns = tuple(rule.pattern for rule in RULES)
-    some = any(re.search(p, v) for p in patterns for v in values if v is not None)
+    patterns = patterns_of(tuple(RULES))  # the prefilters the scan uses
+    some = any(rule.regex.search(v) for rule in RULES for v in values if v is not None)
     if some:
         assert may_match(pa.array(values, pa.string()), patterns)
     if all(v is None for v in values):
@@ -189,14 +168,14 @@ def test_joined_scan_never_misses_a_string_a_rule_matches(values: list[str | Non
 @pytest.mark.parametrize("rule,example", EXAMPLES, ids=lambda x: getattr(x, "name", ""))
 def test_joined_scan_finds_every_example_wherever_it_sits(rule: Rule, example: Example) -> None:
     # Anchored rules (`^`, a text edge) must see each string's start, not only the first.
-    patterns = tuple(r.pattern for r in RULES)
+    patterns = patterns_of(tuple(RULES))
     for values in ([example.text], ["ls -la", example.text], [example.text, None, "ls"]):
         assert may_match(pa.array(values), patterns), (rule.name, values)
 
 
 def test_joined_scan_says_no_for_ordinary_batches() -> None:
     # What makes it worth having: a batch of ordinary command lines is cleared at once.
-    patterns = tuple(rule.pattern for rule in RULES)
+    patterns = patterns_of(tuple(RULES))
     assert not may_match(pa.array(ORDINARY * 3), patterns)
     assert may_match(pa.array([*ORDINARY, "x", "AKIAIOSFODNN7EXAMPLE"]), patterns)
 
@@ -250,6 +229,13 @@ def _write(tmp_path: Path, body: str) -> Path:
         ("[[rules]]\nname = 'dup'\npattern = 'a'\n[[rules]]\nname = 'dup'\npattern = 'b'\n", "dup"),
         ("other = 1\n", "unknown top-level key"),
         ("[[rules]\n", "not valid TOML"),
+        ("[[rules]]\nname = 'pf'\npattern = 'ab'\nprefilter = ''\n", "rule 'pf': 'prefilter'"),
+        ("[[rules]]\nname = 'pf'\npattern = 'ab'\nprefilter = 'x*'\n", "prefilter matches the"),
+        (
+            "[[rules]]\nname = 'pf'\npattern = 'ab'\nprefilter = 'z'\n"
+            "examples = [{ text = 'ab', secret = 'ab' }]\n",
+            "rule 'pf': prefilter misses example 'ab'",
+        ),
     ],
 )
 def test_bad_rules_refused(tmp_path: Path, body: str, message: str) -> None:

@@ -9,6 +9,7 @@ under the root: none of the secrets may be there, compressed or not.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import stat
@@ -20,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import datagen
@@ -65,6 +66,7 @@ values = st.one_of(st.none(), paths, st.text(max_size=30))
     st.lists(values, max_size=12),
     st.sampled_from(["truncate:1", "truncate:3", "normalize", "hash", "drop"]),
 )
+@example(["0/\n", "/a/b/c/d\ne"], "truncate:1")  # a newline after the kept part was kept
 def test_column_policies_equal_the_per_value_oracle(column: list[str | None], name: str) -> None:
     got = policy.apply(policy.parse_policy(name), pa.array(column, pa.string()), KEY)
     assert got.to_pylist() == [redaction_oracle.expected(name, v, KEY) for v in column]
@@ -178,9 +180,15 @@ def test_bad_policies_are_refused_naming_the_column(
 
 def sample_rows(n: int) -> list[dict[str, Any]]:
     """Valid proc_samples rows with distinct keys (from the test data generator)."""
-    rows = datagen.generate(SEED)["proc_samples"]
-    assert len(rows) >= n
-    return [dict(r) for r in rows[:n]]
+    base = datagen.generate(SEED)["proc_samples"]
+    rows = [dict(r) for r in base[:n]]
+    while len(rows) < n:  # more: the same rows again, as later samples (another key)
+        more = [dict(r) for r in base[: n - len(rows)]]
+        for r in more:
+            r["sample_seq"] += 1000 * (len(rows) // len(base))
+            r["sample_ts"] += dt.timedelta(microseconds=len(rows) // len(base))
+        rows += more
+    return rows
 
 
 def stored_cmdlines(store: telelake.Store) -> dict[tuple[Any, ...], str | None]:
@@ -191,13 +199,13 @@ def stored_cmdlines(store: telelake.Store) -> dict[tuple[Any, ...], str | None]:
 def test_the_store_key_is_private_and_stable(tmp_path: Path) -> None:
     root = tmp_path / "s"
     telelake.open(root).close()
-    key_file = root / "_metadata" / policy.KEY_NAME
+    key_file = root / "_metadata" / "redaction.key"
     key = key_file.read_bytes()
     assert len(key) == 32 and stat.S_IMODE(key_file.stat().st_mode) == 0o600
     telelake.open(root).close()
     assert key_file.read_bytes() == key
     telelake.open(tmp_path / "t").close()
-    assert (tmp_path / "t" / "_metadata" / policy.KEY_NAME).read_bytes() != key
+    assert (tmp_path / "t" / "_metadata" / "redaction.key").read_bytes() != key
 
 
 def write_config(root: Path, section: dict[str, Any]) -> None:
@@ -279,6 +287,12 @@ def share(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i::parts] for i in range(parts)]
 
 
+def run_texts(texts: list[str]) -> list[tuple[str, str, str]]:
+    """The texts three by three (the last padded), one agent run each."""
+    padded = texts + texts[: -len(texts) % 3]
+    return [(padded[i], padded[i + 1], padded[i + 2]) for i in range(0, len(padded), 3)]
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root holding a process_triage and an agent_runs store fed the whole corpus."""
@@ -309,14 +323,14 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (base / f"live-segment-{i}.wal").write_bytes(seg.read_bytes())
     with telelake.open(base / "ar", schema="agent_runs") as store:
         client = store.run_client()
-        for i, text in enumerate(texts):
-            run = client.start_run("agent", input_summary=text, git_repo=text)
-            run.event("step", {"argv": ["tool", text], "note": text})
+        for i, (a, b, c) in enumerate(run_texts(texts)):  # each text in the sql tier and the log
+            run = client.start_run("agent", input_summary=a, git_repo=b)
+            run.event("step", {"argv": ["tool", a, b, c], "note": c})
             run.end(
                 "failure" if i % 2 else "success",
-                metrics={"token": text},
-                output_summary=text,
-                error_summary=text,
+                metrics={"token": b},
+                output_summary=c,
+                error_summary=a,
             )
         store.write(
             "commits",
@@ -356,7 +370,8 @@ def test_every_corpus_text_was_written_and_redacted(written: Path) -> None:
     assert want <= kept
     assert all("[REDACTED:pattern:" in w for w in want)
     con = sqlite3.connect(written / "ar" / "db" / "telemetry.sqlite")
-    assert con.execute("SELECT COUNT(*) FROM agent_runs").fetchone()[0] == len(CORPUS)
+    runs = len(run_texts([t for t, _ in CORPUS]))
+    assert con.execute("SELECT COUNT(*) FROM agent_runs").fetchone()[0] == runs
     con.close()
 
 
@@ -412,3 +427,60 @@ def test_text_re2_cannot_encode_still_gets_redacted() -> None:
     out, fired = redact_text("\udcff " + text, RULES)
     assert secret not in out and fired
     assert redact_text("ls \udcff -la", RULES) == ("ls \udcff -la", [])
+
+
+# -- config-file forms (YAML `key: value`, INI `key = value`) ---------------------------
+
+# Secrets in the forms of ~/.aws/credentials, ~/.pypirc, a YAML config: text a command
+# line (`python -c`), an agent's summary or an event payload may carry whole.
+CONFIG_FORMS = [
+    ("db:\n  host: db.internal\n  password: Yaml-hunter2\n", "Yaml-hunter2"),
+    ("[default]\naws_secret_access_key = shortAwsSecret\n", "shortAwsSecret"),
+    ("[pypi]\nusername = __token__\npassword = Ini-s3cr3t-pw\n", "Ini-s3cr3t-pw"),
+    ("[github]\ntoken = tok-1234567\n", "tok-1234567"),
+]
+
+
+def test_config_file_forms_never_reach_disk(tmp_path: Path) -> None:
+    """Issue 19.12: Parquet, exports, the NDJSON log, SQLite and backups kept them."""
+    texts = [t for t, _ in CONFIG_FORMS]
+    with telelake.open(tmp_path / "pt") as store:
+        rows = sample_rows(len(texts))
+        for row, text in zip(rows, texts, strict=True):
+            row["cmdline"] = "python -c " + text
+        store.write("proc_samples", rows)
+        store.fold()
+        export_table(store, "proc_samples", "json")
+    with telelake.open(tmp_path / "ar", schema="agent_runs") as store:
+        client = store.run_client()
+        for text in texts:
+            run = client.start_run("agent", input_summary=text)
+            run.event("config", {"file": text})
+            run.end("success", output_summary=text)
+        export_table(store, "agent_runs", "csv")
+        store.backup()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {".parquet", ".ndjson", ".sqlite", ".json", ".csv"} <= {p.suffix for p in files}
+    for path in files:
+        blobs = [path.read_bytes()]
+        if path.suffix == ".parquet":
+            blobs.append(json.dumps(pq.read_table(path).to_pylist(), default=str).encode())
+        for _, secret in CONFIG_FORMS:
+            assert all(secret.encode() not in b for b in blobs), (path, secret)
+    with telelake.open(tmp_path / "ar", schema="agent_runs") as store:
+        kept = {r[0] for r in store.sql("SELECT input_summary FROM agent_runs").rows()}
+    assert "db:\n  host: db.internal\n  password: [REDACTED:pattern:config_secret_value]\n" in kept
+
+
+def test_scan_reports_config_file_forms_written_unredacted(tmp_path: Path) -> None:
+    root = tmp_path / "off"
+    write_config(root, {"enabled": False})
+    with telelake.open(root, schema="agent_runs") as store:
+        client = store.run_client()
+        for text, _ in CONFIG_FORMS:
+            client.start_run("agent", input_summary=text).end("success")
+    report = scan.scan(root)
+    sqlite_rows = {f.where for f in report.findings if f.path.suffix == ".sqlite"}
+    assert len(sqlite_rows) == len(CONFIG_FORMS)
+    assert any(f.path.suffix == ".ndjson" for f in report.findings)  # the JSON-escaped log
+    assert all("config_secret_value" in f.rules for f in report.findings)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from telelake.errors import (
     LockTimeoutError,
     QueryError,
+    RedactionKeyError,
     SchemaError,
     StorageFullError,
     StoreError,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LockTimeoutError",
     "QueryError",
+    "RedactionKeyError",
     "Result",
     "SchemaError",
     "StorageFullError",

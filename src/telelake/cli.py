@@ -593,16 +593,24 @@ def status(
         raise Exit(1)
 
 
-redact_app = App("redact", help="Redaction: check that no secret reached disk.")
+redact_app = App("redact", help="Redaction: check that no secret reached disk; the hashing key.")
 app.add_app(redact_app)
+RedactRootArg = Annotated[
+    Path | None,
+    Arg(metavar="ROOT", help="The store's folder [default: the store root, as --root would give]"),
+]
+
+
+def _redact_target(path: Path | None, root: Path | None, schema: str | None) -> Path:
+    """ROOT, else --root, else the default root of the schema (or the default schema)."""
+    from telelake.store import DEFAULT_SCHEMA, default_root
+
+    return (path or root or default_root(schema or DEFAULT_SCHEMA)).expanduser().resolve()
 
 
 @redact_app.command("scan")
 def redact_scan(
-    path: Annotated[
-        Path | None,
-        Arg(metavar="ROOT", help="Folder to scan [default: the store root, as --root would give]"),
-    ] = None,
+    path: RedactRootArg = None,
     root: RootOpt = None,
     schema: SchemaOpt = None,
     quiet: QuietOpt = False,
@@ -614,10 +622,8 @@ def redact_scan(
     rules, never the text itself.
     """
     from telelake.redact import scan as scanner
-    from telelake.store import DEFAULT_SCHEMA, default_root
 
-    target = path or root or default_root(schema or DEFAULT_SCHEMA)
-    target = target.expanduser().resolve()
+    target = _redact_target(path, root, schema)
     if not target.is_dir():
         _fail(f"{target} is not a folder")
     files = scanner.files_under(target)
@@ -632,6 +638,38 @@ def redact_scan(
         return
     _say_error(f"{summary}: {len(report.findings)} secret-looking string(s) found")
     raise Exit(1)
+
+
+@redact_app.command("new-key")
+def redact_new_key(
+    path: RedactRootArg = None,
+    root: RootOpt = None,
+    schema: SchemaOpt = None,
+    confirm: Annotated[
+        bool, Opt("--confirm", help="Yes: new hash markers will not match the old ones")
+    ] = False,
+) -> None:
+    """Start a new hashing key for a store whose key is lost (or to rotate it).
+
+    Values hashed from now on get other markers than the same values hashed before, so
+    joins and group-bys across the two break: restore the old `_metadata/redaction.key`
+    from a backup instead if you can. The old key's fingerprint stays in
+    `_metadata/redaction.json`. Run it while no process writes the store.
+    """
+    from telelake.redact import key
+
+    target = _redact_target(path, root, schema)
+    if not confirm:
+        _fail(
+            f"a new key gives values hashed from now on other markers than before in {target}: "
+            "restore the old key file if you can, or add --confirm"
+        )
+    try:
+        old, new = key.new_key(target)
+    except TelelakeError as exc:
+        _fail(str(exc))
+    before = f"replaces key {old}" if old else "is the store's first"
+    console.print(f"new redaction key {new} for {target} ({before})")
 
 
 migrate_app = App(

@@ -56,5 +56,13 @@ class LockTimeoutError(StoreError):
         self.pid = pid
 
 
+class RedactionKeyError(StoreError):
+    """The store hashed values with a key it no longer has (deleted or replaced).
+
+    Writes that would hash are refused, and write nothing, until the key file is
+    restored or `telelake redact new-key --confirm` starts a new key.
+    """
+
+
 class QueryError(TelelakeError):
     """A SQL text or named query failed; the message says which and why."""

@@ -228,7 +228,10 @@ class Store:
         )
         redactor = policy.Redactor(policies, json_columns=json_columns)
         if redactor.needs_key:
-            redactor.key = policy.load_key(self.root / METADATA_DIR, create=create_key)
+            from telelake.redact import key
+
+            state = key.open_key(self.root, create=create_key)
+            redactor.key, redactor.key_problem = state.key, state.problem
         return redactor
 
     def _export_ddl(self) -> None:

@@ -55,7 +55,9 @@ DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
 # marker, which no rule matches, so this bound is only a guard.
 MAX_PASSES = 64
 
-_RULE_KEYS = frozenset({"name", "pattern", "secret_group", "examples", "negatives", "description"})
+_RULE_KEYS = frozenset(
+    {"name", "pattern", "prefilter", "secret_group", "examples", "negatives", "description"}
+)
 _EXAMPLE_KEYS = frozenset({"text", "secret"})
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 # Constructs Python accepts but RE2 refuses (checked again by compiling in RE2 below).
@@ -84,10 +86,24 @@ class Rule:
     examples: tuple[Example, ...]
     negatives: tuple[str, ...]
     regex: re.Pattern[str]
+    # Matches wherever `pattern` does (more often is fine): what the one-scan prefilter
+    # looks for. A rule that skips a command's arguments (`curl ... -u user:pw`) names
+    # just the command here, so the all-rules scan keeps a small RE2 automaton.
+    prefilter: str | None = None
+
+    @functools.cached_property
+    def scan_pattern(self) -> str:
+        """The pattern the all-rules prefilter scan uses for this rule."""
+        return self.prefilter or self.pattern
 
     @property
     def marker(self) -> str:
         return pattern_marker(self.name)
+
+    @functools.cached_property
+    def python_template(self) -> str:
+        """The replacement for Python's `re` (made once: it runs for every hit)."""
+        return self.template(r"\g<{}>")
 
     def template(self, backref: str) -> str:
         """Replacement with ``backref`` formatting a group number (``\\g<{}>`` or ``\\{}``)."""
@@ -123,6 +139,22 @@ def _check_re2(pattern: str) -> str | None:
     return None
 
 
+def _compile(index: int, name: str, key: str, text: str) -> re.Pattern[str]:
+    """`text` compiled, checked to work the same in RE2 and never to match nothing."""
+    try:
+        regex = re.compile(text)
+    except re.error as exc:
+        raise _fail(index, name, f"{key} does not compile: {exc}") from exc
+    if _NOT_RE2.search(text):
+        raise _fail(index, name, f"{key} uses lookaround, a backreference or \\b/\\B/\\Z")
+    re2_error = _check_re2(text)
+    if re2_error is not None:
+        raise _fail(index, name, f"{key} does not compile in RE2: {re2_error}")
+    if regex.match("") is not None:
+        raise _fail(index, name, f"{key} matches the empty string")
+    return regex
+
+
 def _parse_rule(index: int, raw: object, seen: set[str]) -> Rule:
     if not isinstance(raw, dict):
         raise _fail(index, None, "must be a table")
@@ -134,20 +166,14 @@ def _parse_rule(index: int, raw: object, seen: set[str]) -> Rule:
         raise _fail(index, name, "'name' must be a lower_snake string")
     if name in seen:
         raise _fail(index, name, "duplicate rule name")
-    pattern = raw.get("pattern")
+    pattern, prefilter = raw.get("pattern"), raw.get("prefilter")
     if not isinstance(pattern, str) or not pattern:
         raise _fail(index, name, "'pattern' must be a non-empty string")
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise _fail(index, name, f"pattern does not compile: {exc}") from exc
-    if _NOT_RE2.search(pattern):
-        raise _fail(index, name, "pattern uses lookaround, a backreference or \\b/\\B/\\Z")
-    re2_error = _check_re2(pattern)
-    if re2_error is not None:
-        raise _fail(index, name, f"pattern does not compile in RE2: {re2_error}")
-    if regex.match("") is not None:
-        raise _fail(index, name, "pattern matches the empty string")
+    if prefilter is not None and (not isinstance(prefilter, str) or not prefilter):
+        raise _fail(index, name, "'prefilter' must be a non-empty string")
+    regex = _compile(index, name, "pattern", pattern)
+    if prefilter is not None:
+        _compile(index, name, "prefilter", prefilter)
     if regex.groups > 9:
         raise _fail(index, name, "at most 9 capture groups (RE2 replacements use \\1..\\9)")
     secret_group = raw.get("secret_group")
@@ -161,7 +187,11 @@ def _parse_rule(index: int, raw: object, seen: set[str]) -> Rule:
     negatives = raw.get("negatives", [])
     if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
         raise _fail(index, name, "'negatives' must be a list of strings")
-    rule = Rule(name, pattern, secret_group, examples, tuple(negatives), regex)
+    rule = Rule(name, pattern, secret_group, examples, tuple(negatives), regex, prefilter)
+    if prefilter is not None:
+        for example in examples:
+            if not re.search(prefilter, example.text):
+                raise _fail(index, name, f"prefilter misses example {example.text!r}")
     if secret_group is not None:
         for example in examples:
             for match in regex.finditer(example.text):
@@ -219,6 +249,9 @@ def _alternation(patterns: Iterable[str]) -> str:
     return "|".join(f"(?:{p})" for p in patterns)
 
 
+ANY_RULE_MAX_MEM = 64 << 20
+
+
 @functools.lru_cache(maxsize=8)
 def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
     # RE2 (google-re2) scans once for all rules together: about 6 µs for a 250-character
@@ -230,7 +263,14 @@ def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
     # wrapper's offset mapping. Both halve the time of the usual "no" for a short text.
     options = re2.Options()
     options.never_capture = True
-    return re2.compile(("(?m)" if lines else "") + _alternation(patterns), options)
+    # RE2's default 8 MB is too little for the DFA of ~130 rules: it would fall back to
+    # its NFA, about 100 times slower. The memory is spent only as states are visited.
+    options.max_mem = ANY_RULE_MAX_MEM
+    # Anchored at the start behind a lazy `.*?`, a match's start is known: RE2 then needs
+    # no backward pass to place it, five times faster on a text that holds a secret.
+    # Callers use `.match()`.
+    pattern = ("(?m)" if lines else "") + "(?s:.*?)(?:" + _alternation(patterns) + ")"
+    return re2.compile(pattern, options)
 
 
 # Arrow compiles a pattern on every call: about 3 ms for the all-rules alternation, which
@@ -238,6 +278,9 @@ def _any_rule(patterns: tuple[str, ...], lines: bool = False) -> Any:
 # of them joined by newlines (compiled once) answers the usual "nothing to redact"
 # first; beyond it Arrow's per-string scan is faster than the join.
 JOINED_SCAN_MAX = 20_000
+# Up to this many strings that may hold something, :func:`redact_array` runs the rules
+# on each in Python: Arrow would compile every rule (~130), twice or more.
+TEXT_PATH_MAX = 2_000
 
 
 def may_match(arr: pa.Array, patterns: tuple[str, ...]) -> bool:
@@ -257,7 +300,7 @@ def any_match(texts: Sequence[str], patterns: tuple[str, ...]) -> bool:
         return False
     try:
         joined = "\n".join(texts).encode("utf-8")
-        return _any_rule(patterns, lines=True).search(joined) is not None
+        return _any_rule(patterns, lines=True).match(joined) is not None
     except UnicodeError:  # a lone surrogate RE2 cannot encode: assume a hit
         return True
 
@@ -266,11 +309,12 @@ _PATTERNS: dict[int, tuple[Sequence[Rule], tuple[str, ...]]] = {}
 
 
 def patterns_of(rules: Sequence[Rule]) -> tuple[str, ...]:
-    """The rules' patterns; remembered for a tuple of rules (it cannot change)."""
+    """The rules' prefilter patterns (:attr:`Rule.scan_pattern`): a string none of them
+    matches is one no rule changes. Remembered for a tuple of rules (it cannot change)."""
     hit = _PATTERNS.get(id(rules))
     if hit is not None and hit[0] is rules:
         return hit[1]
-    patterns = tuple(rule.pattern for rule in rules)
+    patterns = tuple(rule.scan_pattern for rule in rules)
     if isinstance(rules, tuple):
         if len(_PATTERNS) >= 64:
             _PATTERNS.clear()
@@ -280,16 +324,28 @@ def patterns_of(rules: Sequence[Rule]) -> tuple[str, ...]:
 
 def redact_text(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
     """Redact ``text``; return it with the names of the rules that fired (in rule order)."""
+    if not _may_hold(text, patterns_of(rules)):
+        return text, []  # the usual case, in one scan: no rule matches anywhere
+    return _apply_rules(text, rules)
+
+
+def _may_hold(text: str, patterns: tuple[str, ...]) -> bool:
+    """False only when no pattern matches `text`: one RE2 scan, compiled once."""
     try:
-        if not _any_rule(patterns_of(rules)).search(text.encode("utf-8")):
-            return text, []  # the usual case, in one scan: no rule matches anywhere
-    except UnicodeError:  # a lone surrogate RE2 cannot encode: take the long way
-        pass
+        return _any_rule(patterns).match(text.encode("utf-8")) is not None
+    except UnicodeError:  # a lone surrogate RE2 cannot encode: assume a hit
+        return True
+
+
+def _apply_rules(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
+    """The rules in order, pass after pass until nothing changes (Python's `re`)."""
     fired: set[str] = set()
     for _ in range(MAX_PASSES):
         before = text
         for rule in rules:
-            text, count = rule.regex.subn(rule.template(r"\g<{}>"), text)
+            if rule.regex.search(text) is None:  # most rules: cheaper than subn
+                continue
+            text, count = rule.regex.subn(rule.python_template, text)
             if count:
                 fired.add(rule.name)
         if text == before:
@@ -300,22 +356,32 @@ def redact_text(text: str, rules: Sequence[Rule]) -> tuple[str, list[str]]:
 def redact_array(arr: pa.Array, rules: Sequence[Rule]) -> pa.Array:
     """Vectorised :func:`redact_text` over a string array; nulls stay null.
 
-    Each pass first finds, in one RE2 scan with every rule as an alternation, the
-    strings that any rule still matches (a handful in real telemetry, and none once
-    redacted: markers never match), and runs the rules one by one on those only. A
-    string no rule matches is one every pass would leave alone, so the result is the
-    same as :func:`redact_text`'s, pass for pass.
+    First the strings that any rule may match are found (a handful in real telemetry,
+    and none once redacted: markers never match): for up to :data:`JOINED_SCAN_MAX`
+    strings by the compiled-once RE2 check, string by string after one scan of them
+    all; beyond, by Arrow's RE2 with every rule as an alternation. Up to
+    :data:`TEXT_PATH_MAX` of them go through the rules in Python's `re`, string by
+    string; more, through Arrow, rule by rule and pass after pass. A string no rule
+    matches is one every pass would leave alone, so the result is :func:`redact_text`'s.
     """
     if not rules or len(arr) == 0:
         return arr
     patterns = patterns_of(rules)
-    if len(arr) <= JOINED_SCAN_MAX and not may_match(arr, patterns):
-        return arr
-    combined = _alternation(patterns)
-    hits = pc.fill_null(pc.match_substring_regex(arr, combined), False)
+    if len(arr) <= JOINED_SCAN_MAX:
+        if not may_match(arr, patterns):
+            return arr
+        # Arrow would compile the ~130-rule alternation on every call (about 0.1 s).
+        flags = [v is not None and _may_hold(v, patterns) for v in arr.to_pylist()]
+        hits = pa.array(flags, pa.bool_())
+    else:
+        hits = pc.fill_null(pc.match_substring_regex(arr, _alternation(patterns)), False)
     if not pc.any(hits).as_py():
         return arr
     found = arr.filter(hits)
+    if len(found) <= TEXT_PATH_MAX:
+        texts = [_apply_rules(v, rules)[0] for v in found.to_pylist()]
+        return pc.replace_with_mask(arr, hits, pa.array(texts, arr.type))
+    combined = _alternation(patterns)  # the prefilters: a superset of the matches
     for _ in range(MAX_PASSES):
         before = found
         for rule in rules:

@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from telelake import durable
 from telelake._lazy import lazy
+from telelake.errors import RedactionKeyError
 from telelake.redact.patterns import (
     Rule,
     any_match,
@@ -64,8 +61,6 @@ if TYPE_CHECKING:  # the schema model imports Policy from here
 KINDS = ("hash", "pattern", "truncate", "normalize", "drop")
 JSON_KINDS = ("pattern", "drop")  # the policies that keep a json column valid JSON
 OFF = "off"  # a store setting: this column is stored as written
-KEY_NAME = "redaction.key"
-KEY_BYTES = 32
 TRUNCATED = "/…"
 HASHED = re.compile(r"\[REDACTED:hash:[0-9a-f]{6,64}\]")
 VERSION = "<v>"
@@ -134,7 +129,7 @@ def _apply(policy: Policy, arr: pa.Array, key: bytes) -> pa.Array:
         return pa.array(markers, arr.type)
     if policy.kind == "truncate":
         keep = policy.keep - 1
-        pattern = rf"^(/?[^/]+(?:/[^/]+){{{keep}}})/.+$"
+        pattern = rf"^(/?[^/]+(?:/[^/]+){{{keep}}})/(?s:.+)$"  # (?s): a newline is text too
         return pc.replace_substring_regex(arr, pattern, r"\1" + TRUNCATED)
     if policy.kind == "normalize":
         for pattern, replacement in (_HOME, _VERSIONS):
@@ -251,39 +246,6 @@ def _redact_doc(doc: Any, text: str, rules: Sequence[Rule]) -> str:
     return json.dumps(doc, ensure_ascii=False) if changed else text
 
 
-def load_key(metadata_dir: Path, *, create: bool) -> bytes:
-    """The store's secret hashing key, made (random, mode 0600, fsynced) on first need.
-
-    Kept in ``_metadata/`` beside the store's other metadata; backups of the database
-    and exports never include it, so their hash markers cannot be brute-forced either.
-    """
-    path = metadata_dir / KEY_NAME
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        if not create:
-            return b""
-        durable.ensure_dir(metadata_dir)
-        key = secrets.token_bytes(KEY_BYTES)
-        tmp = durable.temp_path_for(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # never replaces a key another process made meanwhile
-        except FileExistsError:
-            key = path.read_bytes()
-        finally:
-            tmp.unlink()
-        durable.fsync_dir(metadata_dir)
-    if len(key) != KEY_BYTES:
-        raise ValueError(f"{path}: a redaction key is {KEY_BYTES} bytes, this one {len(key)}")
-    return key
-
-
 def resolve(
     tables: Sequence[Table], settings: Redaction, where: str
 ) -> dict[str, dict[str, Policy]]:
@@ -325,6 +287,7 @@ class Redactor:
     policies: dict[str, dict[str, Policy]] = field(default_factory=dict)
     key: bytes = b""
     json_columns: frozenset[tuple[str, str]] = frozenset()  # (table, column) of json type
+    key_problem: str | None = None  # why `key` must not be used (see telelake.redact.key)
 
     @property
     def needs_key(self) -> bool:
@@ -335,8 +298,16 @@ class Redactor:
         """The redacted columns of `table` and their policies."""
         return self.policies.get(table, {})
 
+    def _check_key(self, table: str) -> None:
+        """RedactionKeyError if `table` hashes a column and the store's key is not usable."""
+        if self.key_problem is not None and any(
+            p.kind == "hash" for p in self.columns(table).values()
+        ):
+            raise RedactionKeyError(f"table {table!r}: {self.key_problem}")
+
     def table(self, table: str, data: pa.Table) -> pa.Table:
         """`data` with the redacted columns of `table` redacted."""
+        self._check_key(table)
         for name, policy in self.columns(table).items():
             index = data.schema.get_field_index(name)
             if index < 0:
@@ -357,6 +328,7 @@ class Redactor:
         policies = self.columns(table)
         if not policies:
             return rows
+        self._check_key(table)
         out = [dict(r) for r in rows]
         for name, policy in policies.items():
             if (table, name) in self.json_columns:  # one value at a time: no lists to build

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from telelake._lazy import lazy
 from telelake.lake import wal
+from telelake.redact.key import KEY_NAME
 from telelake.redact.patterns import Rule, redact_array, redact_text
-from telelake.redact.policy import KEY_NAME, default_rules
+from telelake.redact.policy import default_rules
 from telelake.sql.connection import read_only
 
 if TYPE_CHECKING:
