@@ -598,3 +598,19 @@ def test_sql_rows_are_the_rows_of_sql(store: telelake.Store) -> None:
         assert [tuple(map(type, r)) for r in plain.rows()] == [
             tuple(map(type, r)) for r in arrow.rows()
         ]
+
+
+@pytest.mark.parametrize("value", ["__HIVE_DEFAULT_PARTITION__", "__hive_default_partition__"])
+def test_a_partition_value_readers_take_for_null_is_refused(
+    store: telelake.Store, value: str
+) -> None:
+    # Issue 19: DuckDB's hive partitioning reads a folder `host_id=__HIVE_DEFAULT_PARTITION__`
+    # as NULL, so the row would read back without its host.
+    rows = datagen.generate(3)["runs"][:2]
+    rows[1]["host_id"] = value
+    for data in (rows, rows * 200):  # the plain (small) path and the Arrow path
+        with pytest.raises(telelake.ValidationError) as err:
+            store.write("runs", data)
+        assert "'host_id'" in str(err.value) and "reserved" in str(err.value)
+        assert "NULL" in str(err.value)
+    assert store.sql("SELECT count(*) FROM runs").scalar() == 0

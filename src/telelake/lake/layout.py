@@ -142,6 +142,10 @@ def partition_path(values: PartitionValues) -> Path:
     return Path(*(f"{k}={v}" for k, v in values)) if values else Path()
 
 
+# The folder name Hive (and DuckDB's hive_partitioning) reads as NULL.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
 def check_key_value(key: str, value: object) -> str:
     """A partition key value as a directory-safe string, or ValueError."""
     text = str(value)
@@ -149,6 +153,11 @@ def check_key_value(key: str, value: object) -> str:
         raise ValueError(
             f"partition key {key!r} value {text[:40]!r} is not usable in a path "
             "(letters, digits and _ . : @ + - only, 1 to 128 characters)"
+        )
+    if text.upper() == HIVE_NULL:
+        raise ValueError(
+            f"partition key {key!r} value {text!r} is reserved: readers of "
+            "partitioned folders take it for NULL"
         )
     return text
 
