@@ -20,7 +20,25 @@ def parse_age(value: str | dt.timedelta) -> dt.timedelta:
         raise ValueError(
             f"not an age: {value!r} (use a number and a unit: 90s, 30m, 12h, 7d or 2w)"
         )
-    return dt.timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    try:
+        return dt.timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    except OverflowError:
+        longest = dt.timedelta.max.days
+        raise ValueError(f"age too long: {value!r} (at most {longest} days)") from None
+
+
+# Retention periods (`retention_days`, `<table>_days`) are at most this many days, about
+# 1000 years: longer means forever, which null (no setting) says.
+MAX_RETENTION_DAYS = 365_000
+
+
+def before(when: dt.datetime, age: dt.timedelta) -> dt.datetime:
+    """`when - age`, or the earliest instant a datetime holds when that is earlier (an
+    age of centuries keeps everything, it does not crash)."""
+    try:
+        return when - age
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def parse_interval(value: object) -> dt.timedelta:

@@ -20,7 +20,7 @@ import platformdirs
 from telelake import derive, durable, formats, validate
 from telelake._lazy import lazy
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
-from telelake.durations import parse_age
+from telelake.durations import before, parse_age
 from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
 from telelake.lake import fold, layout, parquet, retention, wal
 from telelake.lake.compact import CompactReport, PartitionResult
@@ -761,7 +761,7 @@ class Store:
             age = None if older_than is None else parse_age(older_than)
         except ValueError as exc:
             raise StoreError(f"compact: {exc}") from None
-        cutoff = None if age is None else (now or dt.datetime.now(dt.UTC)) - age
+        cutoff = None if age is None else before(now or dt.datetime.now(dt.UTC), age)
         tables = [self.table(table)] if table is not None else self._lake_tables()
         report = CompactReport()
         for t in tables:
@@ -860,7 +860,7 @@ class Store:
             days = settings.days.get(t.name)
             if days is None:
                 continue
-            cutoff = now - dt.timedelta(days=days)
+            cutoff = before(now, dt.timedelta(days=days))
             for step in self._lake.expire(t, cutoff, dry_run=dry_run):
                 report.steps.append(step)
                 done.add((t.name, step.partition))

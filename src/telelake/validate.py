@@ -24,7 +24,14 @@ from telelake._lazy import lazy
 from telelake.errors import ValidationError
 from telelake.redact.patterns import redact_text
 from telelake.redact.policy import default_rules
-from telelake.schema.types import TYPES
+from telelake.schema.types import (
+    TIMESTAMP_MAX,
+    TIMESTAMP_MAX_US,
+    TIMESTAMP_MIN,
+    TIMESTAMP_MIN_US,
+    TIMESTAMP_RANGE,
+    TYPES,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -220,6 +227,9 @@ def _exact_checked(
             try:
                 values = [None if v is None else (v - _EPOCH) // _MICRO for v in values]
             except TypeError:
+                return None
+            present = [v for v in values if v is not None]
+            if present and (min(present) < TIMESTAMP_MIN_US or max(present) > TIMESTAMP_MAX_US):
                 return None
         columns.append(values)
     return plan, columns
@@ -545,6 +555,7 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
         if pa.types.is_timestamp(t):
             if t.tz is None:
                 raise ctx.error(f"timestamps have no time zone: {_NAIVE_HINT}", column=col.name)
+            _check_timestamp_range(col, arr, ctx)
             return arr.cast(TYPES["timestamp"].arrow)
         if pa.types.is_null(t):
             return arr.cast(TYPES["timestamp"].arrow)
@@ -559,7 +570,15 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
         if None in zones or any(z.utcoffset(None) is None for z in zones if z is not None):
             row = next(i for i, v in enumerate(values) if v is not None and v.utcoffset() is None)
             raise ctx.error(f"datetime has no time zone: {_NAIVE_HINT}", column=col.name, row=row)
-        return pa.array(values, type=TYPES["timestamp"].arrow)
+        out_us = pa.array(values, type=TYPES["timestamp"].arrow)
+        try:
+            _check_timestamp_range(col, out_us, ctx)
+        except ValidationError as exc:  # say it with the datetime the user gave
+            assert exc.row is not None
+            raise ctx.error(
+                f"{values[exc.row].isoformat()} {_OUT_OF_RANGE}", column=col.name, row=exc.row
+            ) from None
+        return out_us
     out: list[int | None] = []
     for row, v in enumerate(values):
         try:
@@ -569,13 +588,52 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
     return pa.array(out, type=pa.int64()).cast(TYPES["timestamp"].arrow)
 
 
+def _check_timestamp_range(col: Column, arr: pa.Array, ctx: _Context) -> None:
+    """Refuse the first value of an Arrow timestamp array (any unit) outside the accepted
+    range (`TIMESTAMP_RANGE`), or finer than the microsecond a column stores."""
+    unit = arr.type.unit
+    ints = arr.cast(pa.int64())
+    per = MICROS_PER_UNIT[unit]
+    if per is None:  # nanoseconds
+        lo, hi = TIMESTAMP_MIN_US * 1000, TIMESTAMP_MAX_US * 1000
+    else:  # the whole units inside the range
+        lo, hi = -(-TIMESTAMP_MIN_US // per), TIMESTAMP_MAX_US // per
+    low, high = pc.min_max(ints).values()
+    outside = low.is_valid and (low.as_py() < lo or high.as_py() > hi)
+    finer = per is None and pc.any(pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints))
+    if not outside and not (finer is not False and finer.as_py()):
+        return
+    bad = pc.or_(pc.less(ints, lo), pc.greater(ints, hi))
+    if per is None:
+        bad = pc.or_(bad, pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints))
+    row = pc.index(bad, True).as_py()
+    value = ints[row].as_py()
+    if lo <= value <= hi:
+        reason = f"{value} ns since the epoch {_SUBMICRO}"
+    else:
+        reason = f"{value} {unit} since the epoch {_OUT_OF_RANGE}"
+    raise ctx.error(reason, column=col.name, row=row)
+
+
+_OUT_OF_RANGE = f"is outside the accepted range {TIMESTAMP_RANGE}"
+_SUBMICRO = (
+    "has a fraction of a microsecond, which a timestamp column cannot store; "
+    "round it first (e.g. Series.dt.floor('us'))"
+)
+
+
 def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
-    """Microseconds since the epoch (UTC) for one accepted timestamp value."""
+    """Microseconds since the epoch (UTC) for one accepted timestamp value; ValueError
+    for a value outside `TIMESTAMP_RANGE` or finer than a microsecond."""
     if v is None:
         return None
     if isinstance(v, dt.datetime):
         if v.tzinfo is None or v.tzinfo.utcoffset(v) is None:
             raise ValueError(f"datetime has no time zone: {_NAIVE_HINT}")
+        if getattr(v, "nanosecond", 0):  # a pandas Timestamp
+            raise ValueError(f"{v.isoformat()} {_SUBMICRO}")
+        if not TIMESTAMP_MIN <= v <= TIMESTAMP_MAX:
+            raise ValueError(f"{v.isoformat()} {_OUT_OF_RANGE}")
         delta = v - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(v, str):
@@ -599,10 +657,10 @@ def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"timestamp is not finite: {v}")
     factor = MICROS_PER_UNIT[epoch_unit]
-    micros = int(v) // 1000 if factor is None else round(v * factor)
-    if not -(2**62) < micros < 2**62:
-        raise ValueError(f"timestamp out of range: {v}")
-    return micros
+    micros = int(v) // 1000 if factor is None else v * factor
+    if not TIMESTAMP_MIN_US <= micros <= TIMESTAMP_MAX_US:
+        raise ValueError(f"{v} {epoch_unit} since the epoch {_OUT_OF_RANGE}")
+    return round(micros)
 
 
 def _convert_json(col: Column, values: ColumnData, ctx: _Context) -> pa.Array:
@@ -695,6 +753,8 @@ def _earliest(
     col: Column, values: ColumnData, ctx: _Context, found: ValidationError
 ) -> ValidationError:
     """The first bad row of a column, whichever check noticed a problem first."""
+    if isinstance(values, pa.Array | pa.ChunkedArray) and pa.types.is_timestamp(values.type):
+        return found  # (its values may not be Python datetimes: the range check said)
     first = _first_bad(col, values, ctx)
     if first.row is not None and (found.row is None or first.row < found.row):
         return first

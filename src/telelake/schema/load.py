@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from telelake.durations import parse_age, parse_interval
+from telelake.durations import MAX_RETENTION_DAYS, parse_age, parse_interval
 from telelake.errors import SchemaError
 from telelake.redact.policy import JSON_KINDS, parse_policy
 from telelake.schema import types
@@ -302,9 +302,14 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
         raise SchemaError(f"{where}: 'parquet' applies to lake tables only")
     retention = data.get("retention_days")
     if retention is not None and (
-        isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0
+        isinstance(retention, bool)
+        or not isinstance(retention, int)
+        or not 0 < retention <= MAX_RETENTION_DAYS
     ):
-        raise SchemaError(f"{where}: retention_days must be a positive integer")
+        raise SchemaError(
+            f"{where}: retention_days must be a positive integer up to {MAX_RETENTION_DAYS} "
+            "(leave it out to keep rows forever)"
+        )
     fsync = data.get("fsync")
     if fsync is not None and fsync not in _FSYNC:
         raise SchemaError(f"{where}: fsync must be one of {', '.join(_FSYNC)}")
