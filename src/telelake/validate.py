@@ -85,7 +85,7 @@ def to_arrow(
     # Arrow's inference would silently read naive datetimes as UTC and turn JSON objects
     # into structs, so these columns keep their Python values for the strict checks.
     python_cols = {c.name for c in table.columns if c.type.name in ("timestamp", "json")}
-    columns, nrows = _columns_of(data, ctx, python_cols)
+    columns, nrows = _columns_of(data, ctx, python_cols, table)
     allowed = {c.name: c for c in (*table.columns, *extra)}
     for name in columns:
         if name not in allowed:
@@ -248,8 +248,8 @@ def _exact_rows(table: Table, rows: list[Any], extra: Sequence[Column]) -> pa.Ta
         return None
     try:
         return pa.Table.from_struct_array(pa.array(rows, type=checked[0].struct))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
+        return None  # (a lone surrogate: the general path names its row)
 
 
 class PlainColumns(NamedTuple):
@@ -331,7 +331,7 @@ def value_error(store: str, table: str, column: str, row: int, reason: str) -> V
 
 
 def _columns_of(
-    data: Any, ctx: _Context, python_cols: set[str]
+    data: Any, ctx: _Context, python_cols: set[str], table: Table
 ) -> tuple[dict[str, ColumnData], int]:
     """Split any accepted input into named columns and a row count."""
     if isinstance(data, pa.RecordBatch):
@@ -344,9 +344,13 @@ def _columns_of(
         own = [str(c) for c in data.columns if str(c) in python_cols]
         try:
             tbl = pa.Table.from_pandas(data.drop(columns=own), preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-            raise ctx.error(f"cannot read the DataFrame: {exc}") from exc
-        columns: dict[str, ColumnData] = {n: tbl.column(n) for n in tbl.column_names}
+            columns: dict[str, ColumnData] = {n: tbl.column(n) for n in tbl.column_names}
+        except (pa.ArrowException, TypeError, ValueError):
+            # A column Arrow cannot take as it is (complex, sparse, text with a lone
+            # surrogate...): every column as Python values, checked one by one, so the
+            # error names the row (and a sparse column is read as the dense one).
+            own = [str(c) for c in data.columns]
+            columns = {}
         # pandas spells a missing value NaN or NaT (both unequal to themselves).
         columns.update({n: [None if _missing(v) else v for v in data[n].tolist()] for n in own})
         return columns, len(data)
@@ -354,7 +358,7 @@ def _columns_of(
         return _columns_of_mapping(data, ctx)
     if isinstance(data, Iterable) and not isinstance(data, str | bytes):
         rows = data if isinstance(data, list) else list(data)
-        return _columns_of_rows(rows, ctx, python_cols)
+        return _columns_of_rows(rows, ctx, python_cols, _json_names(table))
     raise ctx.error(
         f"cannot write a {type(data).__name__}: pass a list of dicts, a dict of "
         "columns, an Arrow table or a DataFrame"
@@ -400,8 +404,21 @@ def _columns_of_mapping(
     return columns, next(iter(lengths), 0)
 
 
+def _inferred(rows: list[Any]) -> pa.Array | None:
+    """One C++ pass that infers every column (and reveals every key used in any row);
+    None if some column mixes types Arrow cannot unify."""
+    try:
+        return pa.array(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
+        return None
+
+
+def _json_names(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.columns if c.type.name == "json")
+
+
 def _columns_of_rows(
-    rows: list[Any], ctx: _Context, python_cols: set[str]
+    rows: list[Any], ctx: _Context, python_cols: set[str], json_names: tuple[str, ...]
 ) -> tuple[dict[str, ColumnData], int]:
     ctx.rows = rows
     for index, row in enumerate(rows):
@@ -409,11 +426,13 @@ def _columns_of_rows(
             raise ctx.error(f"rows must be dicts, got {type(row).__name__}", row=index)
     if not rows:
         return {}, 0
-    try:
-        # One C++ pass infers every column; it also reveals every key used in any row.
-        struct = pa.array(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
-        # Some column mixes types Arrow cannot unify: go column by column to find it.
+    # JSON objects and arrays never meet Arrow's inference: it recurses into them with no
+    # depth limit, and a deep enough one overflows the C stack (the process dies).
+    nested = any(type(r.get(n)) in (dict, list) for n in json_names for r in rows)
+    struct = None if nested else _inferred(rows)
+    if struct is None:
+        # Some column mixes types Arrow cannot unify, or holds JSON containers: go
+        # column by column (which also finds the bad value).
         names: dict[str, None] = {}
         for row in rows:
             names.update(dict.fromkeys(row))
@@ -683,17 +702,51 @@ def json_text(v: Any) -> str | None:
         try:
             orjson.loads(v)  # a fast yes: orjson accepts no text the json module refuses
             return v
-        except orjson.JSONDecodeError:
-            pass  # json decides: it also reads numbers beyond a double, lone surrogates
+        except orjson.JSONDecodeError as exc:
+            _refuse_depth(exc)  # else json decides: it also reads numbers beyond a double
+        problem = None if v.isascii() else text_problem(v)
+        if problem:
+            raise ValueError(problem)
         try:
             _JSON_CHECK.decode(v)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON text ({exc.msg} at position {exc.pos})") from None
+        except RecursionError:
+            raise ValueError(_TOO_DEEP) from None
         return v
     try:
-        return json.dumps(v, allow_nan=False, separators=(",", ":"), default=json_default)
+        text = json.dumps(v, allow_nan=False, separators=(",", ":"), default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot store as JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    if len(text) > 2 * MAX_JSON_DEPTH:  # (shorter text cannot be that deep)
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            _refuse_depth(exc)  # (other complaints, e.g. an int beyond 64 bits, are fine)
+    return text
+
+
+# How deeply JSON may nest (orjson's limit): deeper values are refused by name, in text
+# or as Python objects, however deep the caller's stack or high its recursion limit.
+MAX_JSON_DEPTH = 1024
+_TOO_DEEP = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _refuse_depth(exc: orjson.JSONDecodeError) -> None:
+    if exc.msg.startswith("depth limit"):
+        raise ValueError(_TOO_DEEP) from None
+
+
+def text_problem(v: str) -> str | None:
+    """Why a string cannot be stored (it has no UTF-8 form: a lone surrogate), or None."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        lone = v[exc.start]
+        return f"text with a lone surrogate {lone!r} at position {exc.start} has no UTF-8 form"
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -782,7 +835,9 @@ def plain_rows(
     for col, free, _ in plan:
         for index, row in enumerate(rows):
             v = row.get(col.name)
-            if type(v) in free or (v is None and col.nullable):
+            if (type(v) in free and (type(v) is not str or v.isascii())) or (
+                v is None and col.nullable
+            ):
                 continue  # valid whatever the value: no range, no enum, no parse
             problem = value_problem(col, v)
             if problem is not None:
@@ -853,6 +908,10 @@ def value_problem(col: Column, v: Any) -> str | None:
     got = type(v).__name__
     if kind in ("string",):
         ok = isinstance(v, str)
+        if ok and not v.isascii():
+            problem = text_problem(v)
+            if problem:
+                return problem
     elif kind == "bool":
         ok = isinstance(v, bool)
     elif kind in _INT_LIMITS:
@@ -894,6 +953,10 @@ def value_problem(col: Column, v: Any) -> str | None:
         ok = isinstance(v, list | tuple) and all(isinstance(x, str) or x is None for x in v)
         if not ok:
             return "expected a list of strings"
+        for x in v:
+            problem = None if x is None or x.isascii() else text_problem(x)
+            if problem:
+                return problem
     elif kind == "binary":
         ok = isinstance(v, bytes | bytearray | memoryview)
     else:  # pragma: no cover - every logical type is handled above
