@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telelake.durations import parse_interval
+from telelake.durations import MAX_RETENTION_DAYS, parse_interval
 from telelake.errors import StoreError
 from telelake.schema.model import Schema
 
@@ -78,21 +78,13 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, A
     for key, value in section.items():
         at = f"{where}: {SECTION}.{key}"
         if key == "max_disk_gb":
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-            ):
-                raise StoreError(f"{at} must be a positive number of GB (or null: no budget)")
-            out[key] = None if value is None else float(value)
+            out[key] = None if value is None else float(_number(value, at, MAX_DISK_GB, "GB"))
         elif key == "auto_compact":
             if not isinstance(value, bool):
-                raise StoreError(f"{at} must be true or false")
+                raise StoreError(f"{at} must be true or false, not {value!r}")
             out[key] = value
         elif key == "backups_keep":
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise StoreError(f"{at} must be a positive whole number of backups")
-            out[key] = value
+            out[key] = _number(value, at, MAX_BACKUPS, "backups", whole=True)
         elif key == "maintenance_interval":
             try:
                 interval = parse_interval(value)
@@ -100,11 +92,7 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, A
                 raise StoreError(f"{at}: {exc}") from None
             out[key] = interval or None  # "off": no automatic runs
         elif key.endswith("_days") and key[: -len("_days")] in names:
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise StoreError(f"{at} must be a positive whole number of days (or null)")
-            out[key] = value
+            out[key] = _number(value, at, MAX_RETENTION_DAYS, "days", whole=True)
         else:
             known = ", ".join(sorted(f"{t}_days" for t in names))
             raise StoreError(
@@ -112,6 +100,25 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, A
                 "maintenance_interval, backups_keep)"
             )
     return out
+
+
+MAX_DISK_GB = 1_000_000  # a petabyte: more is a typo
+MAX_BACKUPS = 1_000_000
+
+
+def _number(value: Any, at: str, most: int, unit: str, *, whole: bool = False) -> Any:
+    """`value` if it is null or a number in 0 < value <= `most` (a whole one with
+    `whole`); else a StoreError naming the setting (`at`) and the range. (JSON's
+    reader takes NaN, Infinity and 1e400 as floats: none is in range.)"""
+    kind = int if whole else int | float
+    if value is None or (
+        not isinstance(value, bool) and isinstance(value, kind) and 0 < value <= most
+    ):
+        return value
+    what = "whole number" if whole else "number"
+    raise StoreError(
+        f"{at} must be a positive {what} of {unit} up to {most}, or null, not {value!r}"
+    )
 
 
 def resolve_retention(schema: Schema, given: dict[str, Any]) -> Retention:
@@ -212,8 +219,10 @@ def load_retention(root: Path, schema: Schema) -> Retention:
     """The retention settings of the store at `root` holding `schema`: the schema's
     defaults, overridden by its config file if there is one."""
     found = _read(root)
-    given = {} if found is None else parse_retention(found[0], schema.tables, found[1])
-    return resolve_retention(schema, given)
+    if found is None:
+        return resolve_retention(schema, {})
+    parse_redaction(*found)  # the whole file is checked, whichever part is asked for
+    return resolve_retention(schema, parse_retention(found[0], schema.tables, found[1]))
 
 
 def load_redaction(root: Path) -> Redaction:

@@ -41,6 +41,10 @@ def before(when: dt.datetime, age: dt.timedelta) -> dt.datetime:
         return dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
+# The longest maintenance interval: longer is "off" (and a date that far on overflows).
+MAX_INTERVAL = dt.timedelta(days=365)
+
+
 def parse_interval(value: object) -> dt.timedelta:
     """A maintenance interval: `"1h"`-style text, or `"off"` (timedelta(0)); ValueError."""
     if value == "off":
@@ -50,6 +54,8 @@ def parse_interval(value: object) -> dt.timedelta:
     age = parse_age(value)
     if age <= dt.timedelta(0):
         raise ValueError(f'{value!r} is no interval: use a positive duration, or "off"')
+    if age > MAX_INTERVAL:
+        raise ValueError(f'{value!r} is too long: at most {MAX_INTERVAL.days} days, or "off"')
     return age
 
 
