@@ -498,12 +498,12 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
     (
         "retention-zero",
         _set("tables.events.retention_days", 0),
-        (T, "retention_days must be a positive integer"),
+        (T, "retention_days must be a positive whole number of days"),
     ),
     (
         "retention-text",
         _set("tables.events.retention_days", "30"),
-        (T, "retention_days must be a positive integer"),
+        (T, "retention_days must be a positive whole number of days"),
     ),
     ("no-tables", _set("tables", {}), ("needs at least one [tables.<name>] section",)),
     ("empty-columns", _set("tables.events.columns", []), (T, "non-empty 'columns' list")),
@@ -581,6 +581,21 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
             (T, f"column {level!r}", f"partitioned by {level}", "rename"),
         )
         for level in ("year", "month", "day")
+    ),
+    (
+        "retention-days-too-long",
+        _set("tables.events.retention_days", 365_001),
+        (T, "retention_days must be a positive whole number of days up to 365000"),
+    ),
+    (
+        "retention-max-disk-gb-nan",
+        _set("retention", {"max_disk_gb": float("nan")}),
+        ("[retention]: max_disk_gb must be a positive number of GB up to", "not nan"),
+    ),
+    (
+        "retention-interval-too-long",
+        _set("retention", {"maintenance_interval": "99999999999d"}),
+        ("[retention]: maintenance_interval", "too long"),
     ),
     (
         "key-nullable",

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telelake.durations import MAX_RETENTION_DAYS, parse_interval
+from telelake.durations import parse_interval
 from telelake.errors import StoreError
+from telelake.limits import MAX_BACKUPS, MAX_DISK_GB, MAX_RETENTION_DAYS, range_problem
 from telelake.schema.model import Schema
 
 CONFIG_NAME = "config.json"
@@ -102,23 +103,12 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, A
     return out
 
 
-MAX_DISK_GB = 1_000_000  # a petabyte: more is a typo
-MAX_BACKUPS = 1_000_000
-
-
 def _number(value: Any, at: str, most: int, unit: str, *, whole: bool = False) -> Any:
-    """`value` if it is null or a number in 0 < value <= `most` (a whole one with
-    `whole`); else a StoreError naming the setting (`at`) and the range. (JSON's
-    reader takes NaN, Infinity and 1e400 as floats: none is in range.)"""
-    kind = int if whole else int | float
-    if value is None or (
-        not isinstance(value, bool) and isinstance(value, kind) and 0 < value <= most
-    ):
-        return value
-    what = "whole number" if whole else "number"
-    raise StoreError(
-        f"{at} must be a positive {what} of {unit} up to {most}, or null, not {value!r}"
-    )
+    """`value` if `limits.range_problem` finds none, else a StoreError naming it."""
+    problem = range_problem(value, most, unit, whole=whole)
+    if problem:
+        raise StoreError(f"{at} {problem}")
+    return value
 
 
 def resolve_retention(schema: Schema, given: dict[str, Any]) -> Retention:

@@ -27,11 +27,6 @@ def parse_age(value: str | dt.timedelta) -> dt.timedelta:
         raise ValueError(f"age too long: {value!r} (at most {longest} days)") from None
 
 
-# Retention periods (`retention_days`, `<table>_days`) are at most this many days, about
-# 1000 years: longer means forever, which null (no setting) says.
-MAX_RETENTION_DAYS = 365_000
-
-
 def before(when: dt.datetime, age: dt.timedelta) -> dt.datetime:
     """`when - age`, or the earliest instant a datetime holds when that is earlier (an
     age of centuries keeps everything, it does not crash)."""

@@ -14,8 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from telelake.durations import MAX_RETENTION_DAYS, parse_age, parse_interval
+from telelake.durations import parse_age, parse_interval
 from telelake.errors import SchemaError
+from telelake.limits import MAX_BACKUPS, MAX_DISK_GB, MAX_RETENTION_DAYS, range_problem
 from telelake.redact.policy import JSON_KINDS, parse_policy
 from telelake.schema import types
 from telelake.schema.model import (
@@ -301,15 +302,9 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     elif "parquet" in data:
         raise SchemaError(f"{where}: 'parquet' applies to lake tables only")
     retention = data.get("retention_days")
-    if retention is not None and (
-        isinstance(retention, bool)
-        or not isinstance(retention, int)
-        or not 0 < retention <= MAX_RETENTION_DAYS
-    ):
-        raise SchemaError(
-            f"{where}: retention_days must be a positive integer up to {MAX_RETENTION_DAYS} "
-            "(leave it out to keep rows forever)"
-        )
+    problem = range_problem(retention, MAX_RETENTION_DAYS, "days", whole=True)
+    if problem:
+        raise SchemaError(f"{where}: retention_days {problem} (leave it out: kept forever)")
     fsync = data.get("fsync")
     if fsync is not None and fsync not in _FSYNC:
         raise SchemaError(f"{where}: fsync must be one of {', '.join(_FSYNC)}")
@@ -993,15 +988,16 @@ def _parse_retention(raw: Any, where: str) -> RetentionDefaults:
     if not isinstance(raw, dict):
         raise SchemaError(f"{rwhere} must be a table")
     _no_unknown(raw, _RETENTION_KEYS, rwhere)
-    gb = raw.get("max_disk_gb")
-    if gb is not None and (isinstance(gb, bool) or not isinstance(gb, int | float) or gb <= 0):
-        raise SchemaError(f"{rwhere}: max_disk_gb must be a positive number of GB, not {gb!r}")
+    gb, keep = raw.get("max_disk_gb"), raw.get("backups_keep")
+    for key, problem in (
+        ("max_disk_gb", range_problem(gb, MAX_DISK_GB, "GB")),
+        ("backups_keep", range_problem(keep, MAX_BACKUPS, "backups", whole=True)),
+    ):
+        if problem:
+            raise SchemaError(f"{rwhere}: {key} {problem}")
     auto = raw.get("auto_compact")
     if auto is not None and not isinstance(auto, bool):
         raise SchemaError(f"{rwhere}: auto_compact must be true or false, not {auto!r}")
-    keep = raw.get("backups_keep")
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep <= 0):
-        raise SchemaError(f"{rwhere}: backups_keep must be a positive whole number, not {keep!r}")
     interval = None
     if "maintenance_interval" in raw:
         try:
