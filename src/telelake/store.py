@@ -566,7 +566,9 @@ class Store:
     def _lake_error(self, table: Table, exc: OSError | ValueError) -> TelelakeError | None:
         """A lake write's failure as the error that says what happened to the rows (None:
         raise it as it is)."""
-        if isinstance(exc, ValueError):  # a partition key value that is not path-safe
+        if isinstance(exc, layout.KeyValueError):
+            return validate.value_error(self.schema.name, table.name, exc.key, exc.row, str(exc))
+        if isinstance(exc, ValueError):  # (a partition key given no value)
             return ValidationError(
                 f"store {self.schema.name!r}, table {table.name!r}: {exc}; nothing was written",
                 store=self.schema.name,

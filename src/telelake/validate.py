@@ -322,7 +322,9 @@ class _Context:
         )
 
 
-def value_error(store: str, table: str, column: str, row: int, reason: str) -> ValidationError:
+def value_error(
+    store: str, table: str, column: str, row: int | None, reason: str
+) -> ValidationError:
     """The error for one bad value, worded (and redacted) as every validation error is."""
     return _Context(store, table).error(reason, column=column, row=row)
 

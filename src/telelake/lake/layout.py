@@ -159,18 +159,30 @@ def partition_path(values: PartitionValues) -> Path:
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
+class KeyValueError(ValueError):
+    """A partition key value that cannot name a folder: the key, and the row holding
+    the value when the caller knows it."""
+
+    def __init__(self, message: str, key: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.row = row
+
+
 def check_key_value(key: str, value: object) -> str:
-    """A partition key value as a directory-safe string, or ValueError."""
+    """A partition key value as a directory-safe string, or KeyValueError."""
     text = str(value)
     if value is None or not _SAFE_VALUE.match(text) or text in (".", ".."):
-        raise ValueError(
+        raise KeyValueError(
             f"partition key {key!r} value {text[:40]!r} is not usable in a path "
-            "(letters, digits and _ . : @ + - only, 1 to 128 characters)"
+            "(letters, digits and _ . : @ + - only, 1 to 128 characters)",
+            key,
         )
     if text.upper() == HIVE_NULL:
-        raise ValueError(
+        raise KeyValueError(
             f"partition key {key!r} value {text!r} is reserved: readers of "
-            "partitioned folders take it for NULL"
+            "partitioned folders take it for NULL",
+            key,
         )
     return text
 
