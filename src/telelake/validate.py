@@ -621,12 +621,13 @@ def _check_timestamp_range(col: Column, arr: pa.Array, ctx: _Context) -> None:
         lo, hi = -(-TIMESTAMP_MIN_US // per), TIMESTAMP_MAX_US // per
     low, high = pc.min_max(ints).values()
     outside = low.is_valid and (low.as_py() < lo or high.as_py() > hi)
-    finer = per is None and pc.any(pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints))
-    if not outside and not (finer is not False and finer.as_py()):
+    # (nanoseconds that are not whole microseconds: x != x / 1000 * 1000)
+    finer = pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints) if per is None else None
+    if not outside and not (finer is not None and pc.any(finer).as_py()):
         return
     bad = pc.or_(pc.less(ints, lo), pc.greater(ints, hi))
-    if per is None:
-        bad = pc.or_(bad, pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints))
+    if finer is not None:
+        bad = pc.or_(bad, finer)
     row = pc.index(bad, True).as_py()
     value = ints[row].as_py()
     if lo <= value <= hi:
