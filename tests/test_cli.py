@@ -13,6 +13,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import telelake
 
 TELELAKE = str(Path(sys.executable).parent / "telelake")
 
@@ -544,3 +548,71 @@ def test_sql_skips_a_file_that_is_not_the_tables_and_says_so(root: Path) -> None
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["n", "3"]
     assert f"skipping {stray}" in out.stderr and "foreign file" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (b'{"severity": "info", "severity": "error"}', "repeats the key 'severity'"),
+        (b'{"message": NaN}', "NaN"),
+        (b'{"message": "caf\xe9"}', "not UTF-8"),
+        (b'{"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    ],
+    ids=["duplicate-key", "nan", "bad-utf8", "deep"],
+)
+def test_bad_ndjson_lines_are_refused_naming_file_and_line(
+    root: Path, tmp_path: Path, line: bytes, says: str
+) -> None:
+    # Issue 19: NaN was accepted, a repeated key kept its last value, bad UTF-8 named no
+    # file or line, and deep nesting was a RecursionError traceback.
+    path = tmp_path / "in.ndjson"
+    good = json.dumps(audit_row(1)).encode()
+    path.write_bytes(good + b"\n\n" + line + b"\n" + good + b"\n")
+    out = run("write", "audit", str(path), root=root)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, out.stderr
+    assert f"{path}: line 3 " in lines[0] and says in lines[0], lines[0]
+    assert list(root.glob("audit/**/*.parquet")) == []
+
+
+# Lines of known verdict: (bytes, None if fine else what the error says).
+NDJSON_LINES = st.sampled_from(
+    [
+        (b'{"a": 1, "b": [1, {"c": null}]}', None),
+        (b'  {"a": "\\u00e9t\\u00e9"}\r', None),
+        ('{"a": "\u2028 caf\u00e9"}'.encode(), None),  # U+2028 inside a string: one line
+        (b"", None),
+        (b"   ", None),
+        (b'{"a": 1, "a": 1}', "repeats the key 'a'"),
+        (b'{"a": {"b": 1, "b": 2}}', "repeats the key 'b'"),
+        (b'{"a": NaN}', "NaN"),
+        (b'{"a": -Infinity}', "-Infinity"),
+        (b'{"a": "\xff"}', "not UTF-8"),
+        (b'{"a": 1', "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(NDJSON_LINES, max_size=8))
+def test_ndjson_reader_refuses_the_first_bad_line_by_number(
+    lines: list[tuple[bytes, str | None]],
+) -> None:
+    from telelake import formats
+    from telelake.schema import load_schema
+
+    table = load_schema("process_triage").table("audit")
+    data = b"\n".join(line for line, _ in lines)
+    first_bad = next((i for i, (_, says) in enumerate(lines) if says is not None), None)
+    if first_bad is None:
+        rows = formats.read_ndjson(data, table, "in.ndjson")
+        assert len(rows) == sum(1 for line, _ in lines if line.strip())
+        return
+    with pytest.raises(telelake.ValidationError) as err:
+        formats.read_ndjson(data, table, "in.ndjson")
+    assert str(err.value).startswith(f"in.ndjson: line {first_bad + 1} ")
+    assert str(lines[first_bad][1]) in str(err.value)

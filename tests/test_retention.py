@@ -17,9 +17,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import telelake
 from datagen import TABLES, TIME_COLUMN, generate, without
+from telelake.config import parse_retention
 from telelake.lake import compact, layout
 
 HOST = "feedfacecafebeef"
@@ -164,6 +167,11 @@ def test_the_partition_being_written_is_never_dropped(store_root: Path) -> None:
         ({"telemetry_retention": {"max_disk_gb": "10"}}, "max_disk_gb must be a positive"),
         ({"telemetry_retention": {"auto_compact": 1}}, "auto_compact must be true or false"),
         ({"retention": {}}, "unknown key 'retention'"),
+        # Issue 19: an OverflowError, and an error naming neither file nor key.
+        ({"telemetry_retention": {"audit_days": 99999999999}}, "audit_days .* up to 365000"),
+        ({"telemetry_retention": {"max_disk_gb": float("nan")}}, "max_disk_gb .* not nan"),
+        ({"telemetry_retention": {"max_disk_gb": float("inf")}}, "max_disk_gb .* up to"),
+        ({"telemetry_retention": {"maintenance_interval": "9999999d"}}, "at most 365 days"),
     ],
 )
 def test_config_mistakes_are_refused_naming_file_and_key(
@@ -241,3 +249,36 @@ def test_queries_running_during_retention_never_fail_nor_see_rows_come_back(
     assert all(left <= n <= total for n in seen)
     assert seen == sorted(seen, reverse=True)  # removed rows never come back
     assert seen[-1] == left
+
+
+SETTING_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=3)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(["max_disk_gb", "audit_days", "backups_keep"]), value=SETTING_VALUES)
+def test_numeric_settings_accept_exactly_their_range(key: str, value: Any) -> None:
+    # The documented ranges (docs/lifecycle.md), spelt out independently of config.py.
+    if value is None:
+        ok = True
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        ok = False
+    elif key == "max_disk_gb":
+        ok = value == value and 0 < value <= 1_000_000
+    else:
+        ok = isinstance(value, int) and 1 <= value <= (365_000 if key == "audit_days" else 10**6)
+    where = "/some/store/config.json"
+    try:
+        got = parse_retention({"telemetry_retention": {key: value}}, ["audit"], where)
+    except telelake.StoreError as exc:
+        assert not ok, (key, value, str(exc))
+        assert str(exc).startswith(f"{where}: telemetry_retention.{key} must be")
+        assert "up to" in str(exc)
+    else:
+        assert ok, (key, value)
+        assert got[key] == value

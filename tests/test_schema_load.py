@@ -224,7 +224,7 @@ def _base() -> dict[str, Any]:
                     {"name": "ts", "type": "timestamp", "nullable": False},
                     {"name": "kind", "type": "string", "enum": ["a", "b"]},
                     {"name": "n", "type": "int32"},
-                    {"name": "day", "type": "date"},
+                    {"name": "on_day", "type": "date"},
                 ],
             }
         },
@@ -498,12 +498,12 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
     (
         "retention-zero",
         _set("tables.events.retention_days", 0),
-        (T, "retention_days must be a positive integer"),
+        (T, "retention_days must be a positive whole number of days"),
     ),
     (
         "retention-text",
         _set("tables.events.retention_days", "30"),
-        (T, "retention_days must be a positive integer"),
+        (T, "retention_days must be a positive whole number of days"),
     ),
     ("no-tables", _set("tables", {}), ("needs at least one [tables.<name>] section",)),
     ("empty-columns", _set("tables.events.columns", []), (T, "non-empty 'columns' list")),
@@ -555,6 +555,60 @@ ERROR_CASES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
         _add_column({"type": "string"}),
         (T, "column #6", "missing required setting 'name'"),
     ),
+    # Issue 19: names the store keeps for itself, refused with the reason.
+    *(
+        (
+            f"table-{name}",
+            _rename_table(name),
+            (f"table {name!r}", "may not start with '_'", "_wal"),
+        )
+        for name in ("_x", "_wal", "_metadata")
+    ),
+    (
+        "file-prefix-underscore",
+        _set("tables.events.parquet.file_prefix", "_x"),
+        (T, "file_prefix may not start with '_'", "hidden"),
+    ),
+    (
+        "column-internal-name",
+        _add_column({"name": "__tl_at", "type": "int64"}),
+        (T, "column '__tl_at'", "reserved"),
+    ),
+    *(
+        (
+            f"column-named-{level}",
+            _add_column({"name": level, "type": "int32"}),
+            (T, f"column {level!r}", f"partitioned by {level}", "rename"),
+        )
+        for level in ("year", "month", "day")
+    ),
+    (
+        "retention-days-too-long",
+        _set("tables.events.retention_days", 365_001),
+        (T, "retention_days must be a positive whole number of days up to 365000"),
+    ),
+    (
+        "retention-max-disk-gb-nan",
+        _set("retention", {"max_disk_gb": float("nan")}),
+        ("[retention]: max_disk_gb must be a positive number of GB up to", "not nan"),
+    ),
+    (
+        "retention-interval-too-long",
+        _set("retention", {"maintenance_interval": "99999999999d"}),
+        ("[retention]: maintenance_interval", "too long"),
+    ),
+    (
+        "key-nullable",
+        _set(
+            "tables.events.columns",
+            [
+                {"name": "id", "type": "string"},
+                {"name": "ts", "type": "timestamp", "nullable": False},
+                {"name": "kind", "type": "string"},
+            ],
+        ),
+        (T, "column 'id'", "key column must be nullable = false", "NULL key"),
+    ),
 ]
 
 
@@ -587,7 +641,7 @@ def test_base_schema_is_valid(tmp_path: Path) -> None:
     events = schema.table("events")
     assert schema.source == path
     assert schema.major == 1
-    assert events.column_names == ("id", "ts", "kind", "n", "day")
+    assert events.column_names == ("id", "ts", "kind", "n", "on_day")
     assert events.column("kind").enum == ("a", "b")
     assert events.partition.names == ("year", "month", "day", "host_id")
     assert events.virtual_keys == ("host_id",)
@@ -654,6 +708,64 @@ def test_builtin_by_path_equals_builtin_by_name(builtin: Schema) -> None:
 
 
 # -- bugs found -----------------------------------------------------------------------------
+
+
+def test_a_column_named_like_an_unused_time_level_is_fine(tmp_path: Path) -> None:
+    data = _base()
+    _events(data)["partition"]["time"] = ["year", "month"]
+    _events(data)["columns"].append({"name": "day", "type": "int32"})
+    assert "day" in load_schema(_write(tmp_path, data)).table("events").column_names
+
+
+@pytest.mark.parametrize("where", ["query", "migrations"])
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_a_schema_cannot_name_a_file_outside_its_folder(
+    tmp_path: Path, where: str, how: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "passwd").write_text("SELECT 'root:x:0:0'", encoding="utf-8")
+    folder = tmp_path / "schema"
+    folder.mkdir()
+    target = secret / "passwd" if where == "query" else secret
+    if how == "symlink":
+        (folder / "link").symlink_to(target)
+        named = "link"
+    else:
+        named = str(target) if how == "absolute" else f"../secret{'/passwd' * (where == 'query')}"
+    data = _base()
+    if where == "query":
+        data["queries"]["leak"] = {"file": named}
+    else:
+        data["tables"]["kv"] = {"tier": "sql", "columns": [{"name": "k", "type": "string"}]}
+        data["sql"] = {"migrations": named}
+    path = folder / "schema.toml"
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    with pytest.raises(SchemaError, match="leaves the schema's folder") as excinfo:
+        load_schema(path)
+    assert str(path) in str(excinfo.value) and repr(named) in str(excinfo.value)
+
+
+def test_a_file_inside_a_subfolder_is_read(tmp_path: Path) -> None:
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "a.sql").write_text("SELECT 3", encoding="utf-8")
+    data = _base()
+    data["queries"]["a"] = {"file": "q/../q/a.sql"}  # `..` that stays inside is fine
+    assert load_schema(_write(tmp_path, data)).queries["a"].sql == "SELECT 3"
+
+
+def test_a_binary_schema_or_sql_file_is_a_schema_error(tmp_path: Path) -> None:
+    path = tmp_path / "schema.toml"
+    path.write_bytes(b'name = "x"\n\xff\xfe\x00binary')
+    with pytest.raises(SchemaError, match="not UTF-8 text") as excinfo:
+        load_schema(path)
+    assert str(path) in str(excinfo.value)
+    (tmp_path / "bin.sql").write_bytes(b"SELECT \xff")
+    data = _base()
+    data["queries"]["b"] = {"file": "bin.sql"}
+    with pytest.raises(SchemaError, match="not UTF-8 text") as excinfo:
+        load_schema(_write(tmp_path, data))
+    assert "query 'b'" in str(excinfo.value) and "bin.sql" in str(excinfo.value)
 
 
 def test_compression_level_bool_refused(tmp_path: Path) -> None:

@@ -598,3 +598,71 @@ def test_sql_rows_are_the_rows_of_sql(store: telelake.Store) -> None:
         assert [tuple(map(type, r)) for r in plain.rows()] == [
             tuple(map(type, r)) for r in arrow.rows()
         ]
+
+
+@pytest.mark.parametrize("value", ["__HIVE_DEFAULT_PARTITION__", "__hive_default_partition__"])
+def test_a_partition_value_readers_take_for_null_is_refused(
+    store: telelake.Store, value: str
+) -> None:
+    # Issue 19: DuckDB's hive partitioning reads a folder `host_id=__HIVE_DEFAULT_PARTITION__`
+    # as NULL, so the row would read back without its host.
+    rows = datagen.generate(3)["runs"][:2]
+    rows[1]["host_id"] = value
+    for data in (rows, rows * 200):  # the plain (small) path and the Arrow path
+        with pytest.raises(telelake.ValidationError) as err:
+            store.write("runs", data)
+        assert (err.value.table, err.value.column, err.value.row) == ("runs", "host_id", 1)
+        assert "reserved" in str(err.value) and "NULL" in str(err.value)
+        assert "row 1" in str(err.value)
+    assert store.sql("SELECT count(*) FROM runs").scalar() == 0
+
+
+TIERS_SCHEMA = """
+name = "tiers"
+version = "1.0.0"
+
+[tables.lk]
+time = "ts"
+columns = [
+  { name = "ts", type = "timestamp", nullable = false },
+  { name = "s", type = "string" },
+  { name = "j", type = "json" },
+]
+
+[tables.sq]
+tier = "sql"
+columns = [{ name = "s", type = "string" }, { name = "j", type = "json" }]
+
+[tables.lg]
+tier = "log"
+columns = [{ name = "s", type = "string" }, { name = "j", type = "json" }]
+
+[log.records.lg]
+table = "lg"
+"""
+
+
+def test_surrogates_and_deep_json_are_validation_errors_in_every_tier(tmp_path: Path) -> None:
+    # Issue 19: these were UnicodeEncodeError and RecursionError tracebacks (and a JSON
+    # array 20000 levels deep crashed the process in Arrow's inference).
+    schema = tmp_path / "tiers.toml"
+    schema.write_text(TIERS_SCHEMA, encoding="utf-8")
+    deep: Any = 1
+    for _ in range(20_000):
+        deep = [deep]
+    ts = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with telelake.open(tmp_path / "store", schema=str(schema)) as store:
+        for table in ("lk", "sq", "lg"):
+            base = {"ts": ts} if table == "lk" else {}
+            for column, bad, says in (
+                ("s", "caf\udce9", "lone surrogate"),
+                ("j", deep, "nested more than 1024 levels"),
+                ("j", "[" * 5000 + "]" * 5000, "nested more than 1024 levels"),
+            ):
+                rows = [{**base, "s": "ok", "j": {"a": 1}} for _ in range(3)]
+                rows[2][column] = bad
+                with pytest.raises(telelake.ValidationError) as err:
+                    store.write(table, rows)
+                assert (err.value.table, err.value.column, err.value.row) == (table, column, 2)
+                assert says in str(err.value)
+        assert store.sql("SELECT count(*) FROM lk").scalar() == 0

@@ -293,3 +293,28 @@ def test_sqlite_strict_refuses_wrong_type() -> None:
     with pytest.raises(sqlite3.IntegrityError):
         con.execute("INSERT INTO t VALUES ('x')")
     con.close()
+
+
+def test_the_timestamp_range_fits_every_tier_and_every_output_form() -> None:
+    # docs/concepts.md: 1678-01-01 .. 2261-12-31 UTC, whole years.
+    low = dt.datetime(1678, 1, 1, tzinfo=dt.UTC)
+    high = dt.datetime(2261, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC)
+    assert (low, high) == (types.TIMESTAMP_MIN, types.TIMESTAMP_MAX)
+    import pandas as pd
+
+    # pandas datetime64[ns] holds both edges (and so does any wider form).
+    ns = pd.Series(pa.array([low, high], TYPES["timestamp"].arrow).to_pandas())
+    assert ns.astype("datetime64[ns, UTC]").tolist() == [pd.Timestamp(low), pd.Timestamp(high)]
+    # A Python datetime holds a day on either side: any offset, any partition's end.
+    assert dt.datetime.min.replace(tzinfo=dt.UTC) < low - dt.timedelta(days=1)
+    assert high + dt.timedelta(days=1) < dt.datetime.max.replace(tzinfo=dt.UTC)
+    # Parquet (timestamp[us, UTC]) and DuckDB's TIMESTAMPTZ read both edges back.
+    arr = pa.array([low, high], TYPES["timestamp"].arrow)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    with tempfile.TemporaryDirectory() as tmp:
+        pq.write_table(pa.table({"t": arr}), f"{tmp}/t.parquet")
+        assert pq.read_table(f"{tmp}/t.parquet").column("t").to_pylist() == [low, high]
+        got = con.execute(f"SELECT t FROM '{tmp}/t.parquet' ORDER BY t").fetchall()
+    assert [r[0] for r in got] == [low, high]
+    con.close()

@@ -925,12 +925,14 @@ def test_exactly_typed_small_rows_take_the_fast_path() -> None:
 
 
 def _json_module_accepts(text: str) -> bool:
-    """The reference: the json module, with NaN and Infinity refused."""
+    """The reference: the json module, with NaN and Infinity refused, on text that has
+    a UTF-8 form (no lone surrogate character; an escaped one, `"\\ud800"`, is ASCII)."""
 
     def refuse(name: str) -> Any:
         raise ValueError(name)
 
     try:
+        text.encode("utf-8")
         json.loads(text, parse_constant=refuse)
     except (ValueError, RecursionError):
         return False
@@ -977,6 +979,83 @@ near_json = st.lists(
 
 @settings(max_examples=400, deadline=None)
 @given(text=near_json | JSONABLE.map(json.dumps))
-def test_json_text_accepts_exactly_what_the_json_module_reads(text: str) -> None:
+def test_json_text_accepts_exactly_what_the_json_module_reads_as_utf8(text: str) -> None:
     col = one("json").columns[0]
     assert (value_problem(col, text) is None) == _json_module_accepts(text)
+
+
+# -- issue 19: what used to escape as a traceback ---------------------------------------------
+
+
+def _has_surrogate(text: str) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+SOME_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8") | st.characters(categories=["Cs"]), max_size=6
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(SOME_TEXT, min_size=1, max_size=6), kind=st.sampled_from(["string", "list"]))
+def test_a_lone_surrogate_is_refused_at_its_row_in_every_form(texts: list[str], kind: str) -> None:
+    table = Table("t", (col("c", "string"), col("l", "list<string>"), col("n", "int64")))
+    name = "c" if kind == "string" else "l"
+    values: list[Any] = texts if kind == "string" else [[t] for t in texts]
+    bad = next((i for i, t in enumerate(texts) if _has_surrogate(t)), None)
+    rows = [{name: v, "n": i} for i, v in enumerate(values)]
+    forms: dict[str, Any] = {
+        "rows": rows,
+        "columns": {name: values, "n": list(range(len(values)))},
+        # (pandas' own string type cannot hold a lone surrogate: object columns can)
+        "dataframe": pd.DataFrame({name: pd.Series(values, dtype=object), "n": range(len(values))}),
+    }
+    for form, data in forms.items():
+        if bad is None:
+            assert values_of(table, data, name) == values, form
+            continue
+        e = err(table, data)
+        assert (e.column, e.row) == (name, bad), (form, str(e))
+        assert "lone surrogate" in str(e) and "\ud800" not in str(e)
+    if bad is not None:  # the log tier's validator says the same
+        with pytest.raises(ValidationError) as excinfo:
+            plain_rows(table, rows)
+        assert (excinfo.value.column, excinfo.value.row) == (name, bad)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@settings(max_examples=40, deadline=None)
+@given(depth=st.integers(1, 400) | st.integers(1100, 20_000), row=st.integers(0, 2))
+def test_deeply_nested_json_is_a_validation_error_not_a_recursion_error(
+    depth: int, row: int
+) -> None:
+    # Up to a few hundred levels is JSON like any other; beyond 1024 it is refused by
+    # name (its row) whether given as text or as Python lists, in any tier's validator.
+    table = one("json", nullable=True)
+    for value in (_nested(depth), "[" * depth + "1" + "]" * depth):
+        rows: list[dict[str, Any]] = [{"c": 1}, {"c": 2}]
+        rows.insert(row, {"c": value})
+        if depth <= 400:
+            assert json.loads(values_of(table, rows)[row]) == _nested(depth)
+            continue
+        assert (err(table, rows).row, err(table, rows).column) == (row, "c")
+        with pytest.raises(ValidationError, match="nested more than 1024 levels"):
+            plain_rows(table, rows)
+
+
+def test_complex_and_sparse_dataframe_columns() -> None:
+    table = Table("t", (col("f", "float64"), col("n", "int64")))
+    e = err(table, pd.DataFrame({"f": [1.0, 1 + 2j], "n": [1, 2]}))  # complex128: all rows
+    assert (e.column, e.row) == ("f", 0) and "complex" in str(e)
+    e = err(table, pd.DataFrame({"f": pd.Series([1.0, 1 + 2j], dtype=object), "n": [1, 2]}))
+    assert (e.column, e.row) == ("f", 1) and "complex" in str(e)
+    # A sparse column is read as the dense column it stands for.
+    sparse = pd.DataFrame({"f": pd.arrays.SparseArray([0.0, 2.5, None]), "n": [1, 2, 3]})
+    assert values_of(table, sparse, "f") == [0.0, 2.5, None]
+    assert values_of(table, sparse, "n") == [1, 2, 3]

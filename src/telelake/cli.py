@@ -182,7 +182,12 @@ def write(
     root: RootOpt = None,
     schema: SchemaOpt = None,
 ) -> None:
-    """Validate rows from a file and write them to TABLE (all or nothing)."""
+    """Validate rows from a file and write them to TABLE (all or nothing).
+
+    NDJSON is one JSON object a line (blank lines skipped), UTF-8; a line that is not,
+    that spells NaN or Infinity, or that repeats a key is refused naming the file and
+    line, and nothing is written.
+    """
     if input_format not in formats.INPUT_FORMATS:
         _fail(f"unknown format {input_format!r} (one of {', '.join(formats.INPUT_FORMATS)})")
     source = "standard input" if file == "-" else file

@@ -30,6 +30,7 @@ from typing import Any
 
 from telelake.durations import parse_interval
 from telelake.errors import StoreError
+from telelake.limits import MAX_BACKUPS, MAX_DISK_GB, MAX_RETENTION_DAYS, range_problem
 from telelake.schema.model import Schema
 
 CONFIG_NAME = "config.json"
@@ -78,21 +79,13 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, A
     for key, value in section.items():
         at = f"{where}: {SECTION}.{key}"
         if key == "max_disk_gb":
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-            ):
-                raise StoreError(f"{at} must be a positive number of GB (or null: no budget)")
-            out[key] = None if value is None else float(value)
+            out[key] = None if value is None else float(_number(value, at, MAX_DISK_GB, "GB"))
         elif key == "auto_compact":
             if not isinstance(value, bool):
-                raise StoreError(f"{at} must be true or false")
+                raise StoreError(f"{at} must be true or false, not {value!r}")
             out[key] = value
         elif key == "backups_keep":
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise StoreError(f"{at} must be a positive whole number of backups")
-            out[key] = value
+            out[key] = _number(value, at, MAX_BACKUPS, "backups", whole=True)
         elif key == "maintenance_interval":
             try:
                 interval = parse_interval(value)
@@ -100,11 +93,7 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, A
                 raise StoreError(f"{at}: {exc}") from None
             out[key] = interval or None  # "off": no automatic runs
         elif key.endswith("_days") and key[: -len("_days")] in names:
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise StoreError(f"{at} must be a positive whole number of days (or null)")
-            out[key] = value
+            out[key] = _number(value, at, MAX_RETENTION_DAYS, "days", whole=True)
         else:
             known = ", ".join(sorted(f"{t}_days" for t in names))
             raise StoreError(
@@ -112,6 +101,14 @@ def parse_retention(data: Any, tables: Iterable[str], where: str) -> dict[str, A
                 "maintenance_interval, backups_keep)"
             )
     return out
+
+
+def _number(value: Any, at: str, most: int, unit: str, *, whole: bool = False) -> Any:
+    """`value` if `limits.range_problem` finds none, else a StoreError naming it."""
+    problem = range_problem(value, most, unit, whole=whole)
+    if problem:
+        raise StoreError(f"{at} {problem}")
+    return value
 
 
 def resolve_retention(schema: Schema, given: dict[str, Any]) -> Retention:
@@ -212,8 +209,10 @@ def load_retention(root: Path, schema: Schema) -> Retention:
     """The retention settings of the store at `root` holding `schema`: the schema's
     defaults, overridden by its config file if there is one."""
     found = _read(root)
-    given = {} if found is None else parse_retention(found[0], schema.tables, found[1])
-    return resolve_retention(schema, given)
+    if found is None:
+        return resolve_retention(schema, {})
+    parse_redaction(*found)  # the whole file is checked, whichever part is asked for
+    return resolve_retention(schema, parse_retention(found[0], schema.tables, found[1]))
 
 
 def load_redaction(root: Path) -> Redaction:

@@ -20,7 +20,24 @@ def parse_age(value: str | dt.timedelta) -> dt.timedelta:
         raise ValueError(
             f"not an age: {value!r} (use a number and a unit: 90s, 30m, 12h, 7d or 2w)"
         )
-    return dt.timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    try:
+        return dt.timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    except OverflowError:
+        longest = dt.timedelta.max.days
+        raise ValueError(f"age too long: {value!r} (at most {longest} days)") from None
+
+
+def before(when: dt.datetime, age: dt.timedelta) -> dt.datetime:
+    """`when - age`, or the earliest instant a datetime holds when that is earlier (an
+    age of centuries keeps everything, it does not crash)."""
+    try:
+        return when - age
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+# The longest maintenance interval: longer is "off" (and a date that far on overflows).
+MAX_INTERVAL = dt.timedelta(days=365)
 
 
 def parse_interval(value: object) -> dt.timedelta:
@@ -32,6 +49,8 @@ def parse_interval(value: object) -> dt.timedelta:
     age = parse_age(value)
     if age <= dt.timedelta(0):
         raise ValueError(f'{value!r} is no interval: use a positive duration, or "off"')
+    if age > MAX_INTERVAL:
+        raise ValueError(f'{value!r} is too long: at most {MAX_INTERVAL.days} days, or "off"')
     return age
 
 

@@ -54,24 +54,7 @@ def read_rows(data: bytes, fmt: str, table: Table, source: str) -> Any:
     import pyarrow.parquet as pq
 
     if fmt == "ndjson":
-        rows = []
-        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(
-                    f"{source}: line {number} is not JSON ({exc.msg}); nothing was written",
-                    table=table.name,
-                ) from None
-            if not isinstance(row, dict):
-                raise ValidationError(
-                    f"{source}: line {number} is not a JSON object; nothing was written",
-                    table=table.name,
-                )
-            rows.append(row)
-        return rows
+        return read_ndjson(data, table, source)
     if fmt == "csv":
         # Typed conversion of plain columns; timestamps stay text for the validator,
         # which knows about offsets and refuses naive times.
@@ -98,6 +81,59 @@ def read_rows(data: bytes, fmt: str, table: Table, source: str) -> Any:
                 f"{source}: not a Parquet file ({exc}); nothing was written", table=table.name
             ) from None
     raise ValueError(f"unknown input format {fmt!r} (one of {', '.join(INPUT_FORMATS)})")
+
+
+def read_ndjson(data: bytes, table: Table, source: str) -> list[dict[str, Any]]:
+    """The JSON objects of NDJSON `data`, one a line (blank lines skipped); a line that is
+    not UTF-8, not JSON, not an object, spells NaN or Infinity (no JSON has them), or
+    repeats a key (which value was meant?) is a ValidationError naming `source` and the
+    line: nothing is written."""
+    rows = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+            if not line.strip():
+                continue
+            row = _NDJSON.decode(line)
+        except UnicodeDecodeError as exc:
+            problem = f"is not UTF-8 (byte {exc.start + 1} of the line)"
+        except json.JSONDecodeError as exc:
+            problem = f"is not JSON ({exc.msg} at column {exc.colno})"
+        except _Ambiguous as exc:
+            problem = str(exc)
+        except RecursionError:
+            problem = "is JSON nested too deeply to read"
+        else:
+            if isinstance(row, dict):
+                rows.append(row)
+                continue
+            problem = "is not a JSON object"
+        raise ValidationError(
+            f"{source}: line {number} {problem}; nothing was written", table=table.name
+        )
+    return rows
+
+
+class _Ambiguous(ValueError):
+    """A JSON line whose meaning is not one value (a repeated key, NaN)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Ambiguous(f"repeats the key {key!r} (which of its values is meant?)")
+            seen.add(key)
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _Ambiguous(f"spells {name}, which is not JSON (RFC 8259); use null")
+
+
+_NDJSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
 def _plain(v: Any) -> Any:

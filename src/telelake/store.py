@@ -22,7 +22,7 @@ import platformdirs
 from telelake import derive, durable, formats, validate
 from telelake._lazy import lazy
 from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
-from telelake.durations import parse_age
+from telelake.durations import before, parse_age
 from telelake.errors import (
     LockTimeoutError,
     StorageFullError,
@@ -584,7 +584,9 @@ class Store:
     def _lake_error(self, table: Table, exc: OSError | ValueError) -> TelelakeError | None:
         """A lake write's failure as the error that says what happened to the rows (None:
         raise it as it is)."""
-        if isinstance(exc, ValueError):  # a partition key value that is not path-safe
+        if isinstance(exc, layout.KeyValueError):
+            return validate.value_error(self.schema.name, table.name, exc.key, exc.row, str(exc))
+        if isinstance(exc, ValueError):  # (a partition key given no value)
             return ValidationError(
                 f"store {self.schema.name!r}, table {table.name!r}: {exc}; nothing was written",
                 store=self.schema.name,
@@ -799,7 +801,7 @@ class Store:
             age = None if older_than is None else parse_age(older_than)
         except ValueError as exc:
             raise StoreError(f"compact: {exc}") from None
-        cutoff = None if age is None else (now or dt.datetime.now(dt.UTC)) - age
+        cutoff = None if age is None else before(now or dt.datetime.now(dt.UTC), age)
         tables = [self.table(table)] if table is not None else self._lake_tables()
         report = CompactReport()
         for t in tables:
@@ -908,7 +910,7 @@ class Store:
             days = settings.days.get(t.name)
             if days is None:
                 continue
-            cutoff = now - dt.timedelta(days=days)
+            cutoff = before(now, dt.timedelta(days=days))
             for step in self._lake.expire(t, cutoff, dry_run=dry_run):
                 report.steps.append(step)
                 done.add((t.name, step.partition))

@@ -24,7 +24,14 @@ from telelake._lazy import lazy
 from telelake.errors import ValidationError
 from telelake.redact.patterns import redact_text
 from telelake.redact.policy import default_rules
-from telelake.schema.types import TYPES
+from telelake.schema.types import (
+    TIMESTAMP_MAX,
+    TIMESTAMP_MAX_US,
+    TIMESTAMP_MIN,
+    TIMESTAMP_MIN_US,
+    TIMESTAMP_RANGE,
+    TYPES,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -78,7 +85,7 @@ def to_arrow(
     # Arrow's inference would silently read naive datetimes as UTC and turn JSON objects
     # into structs, so these columns keep their Python values for the strict checks.
     python_cols = {c.name for c in table.columns if c.type.name in ("timestamp", "json")}
-    columns, nrows = _columns_of(data, ctx, python_cols)
+    columns, nrows = _columns_of(data, ctx, python_cols, table)
     allowed = {c.name: c for c in (*table.columns, *extra)}
     for name in columns:
         if name not in allowed:
@@ -221,6 +228,9 @@ def _exact_checked(
                 values = [None if v is None else (v - _EPOCH) // _MICRO for v in values]
             except TypeError:
                 return None
+            present = [v for v in values if v is not None]
+            if present and (min(present) < TIMESTAMP_MIN_US or max(present) > TIMESTAMP_MAX_US):
+                return None
         columns.append(values)
     return plan, columns
 
@@ -238,8 +248,8 @@ def _exact_rows(table: Table, rows: list[Any], extra: Sequence[Column]) -> pa.Ta
         return None
     try:
         return pa.Table.from_struct_array(pa.array(rows, type=checked[0].struct))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
+        return None  # (a lone surrogate: the general path names its row)
 
 
 class PlainColumns(NamedTuple):
@@ -312,7 +322,9 @@ class _Context:
         )
 
 
-def value_error(store: str, table: str, column: str, row: int, reason: str) -> ValidationError:
+def value_error(
+    store: str, table: str, column: str, row: int | None, reason: str
+) -> ValidationError:
     """The error for one bad value, worded (and redacted) as every validation error is."""
     return _Context(store, table).error(reason, column=column, row=row)
 
@@ -321,7 +333,7 @@ def value_error(store: str, table: str, column: str, row: int, reason: str) -> V
 
 
 def _columns_of(
-    data: Any, ctx: _Context, python_cols: set[str]
+    data: Any, ctx: _Context, python_cols: set[str], table: Table
 ) -> tuple[dict[str, ColumnData], int]:
     """Split any accepted input into named columns and a row count."""
     if isinstance(data, pa.RecordBatch):
@@ -334,9 +346,13 @@ def _columns_of(
         own = [str(c) for c in data.columns if str(c) in python_cols]
         try:
             tbl = pa.Table.from_pandas(data.drop(columns=own), preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
-            raise ctx.error(f"cannot read the DataFrame: {exc}") from exc
-        columns: dict[str, ColumnData] = {n: tbl.column(n) for n in tbl.column_names}
+            columns: dict[str, ColumnData] = {n: tbl.column(n) for n in tbl.column_names}
+        except (pa.ArrowException, TypeError, ValueError):
+            # A column Arrow cannot take as it is (complex, sparse, text with a lone
+            # surrogate...): every column as Python values, checked one by one, so the
+            # error names the row (and a sparse column is read as the dense one).
+            own = [str(c) for c in data.columns]
+            columns = {}
         # pandas spells a missing value NaN or NaT (both unequal to themselves).
         columns.update({n: [None if _missing(v) else v for v in data[n].tolist()] for n in own})
         return columns, len(data)
@@ -344,7 +360,7 @@ def _columns_of(
         return _columns_of_mapping(data, ctx)
     if isinstance(data, Iterable) and not isinstance(data, str | bytes):
         rows = data if isinstance(data, list) else list(data)
-        return _columns_of_rows(rows, ctx, python_cols)
+        return _columns_of_rows(rows, ctx, python_cols, _json_names(table))
     raise ctx.error(
         f"cannot write a {type(data).__name__}: pass a list of dicts, a dict of "
         "columns, an Arrow table or a DataFrame"
@@ -390,8 +406,21 @@ def _columns_of_mapping(
     return columns, next(iter(lengths), 0)
 
 
+def _inferred(rows: list[Any]) -> pa.Array | None:
+    """One C++ pass that infers every column (and reveals every key used in any row);
+    None if some column mixes types Arrow cannot unify."""
+    try:
+        return pa.array(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
+        return None
+
+
+def _json_names(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.columns if c.type.name == "json")
+
+
 def _columns_of_rows(
-    rows: list[Any], ctx: _Context, python_cols: set[str]
+    rows: list[Any], ctx: _Context, python_cols: set[str], json_names: tuple[str, ...]
 ) -> tuple[dict[str, ColumnData], int]:
     ctx.rows = rows
     for index, row in enumerate(rows):
@@ -399,11 +428,13 @@ def _columns_of_rows(
             raise ctx.error(f"rows must be dicts, got {type(row).__name__}", row=index)
     if not rows:
         return {}, 0
-    try:
-        # One C++ pass infers every column; it also reveals every key used in any row.
-        struct = pa.array(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
-        # Some column mixes types Arrow cannot unify: go column by column to find it.
+    # JSON objects and arrays never meet Arrow's inference: it recurses into them with no
+    # depth limit, and a deep enough one overflows the C stack (the process dies).
+    nested = any(type(r.get(n)) in (dict, list) for n in json_names for r in rows)
+    struct = None if nested else _inferred(rows)
+    if struct is None:
+        # Some column mixes types Arrow cannot unify, or holds JSON containers: go
+        # column by column (which also finds the bad value).
         names: dict[str, None] = {}
         for row in rows:
             names.update(dict.fromkeys(row))
@@ -545,6 +576,7 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
         if pa.types.is_timestamp(t):
             if t.tz is None:
                 raise ctx.error(f"timestamps have no time zone: {_NAIVE_HINT}", column=col.name)
+            _check_timestamp_range(col, arr, ctx)
             return arr.cast(TYPES["timestamp"].arrow)
         if pa.types.is_null(t):
             return arr.cast(TYPES["timestamp"].arrow)
@@ -559,7 +591,15 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
         if None in zones or any(z.utcoffset(None) is None for z in zones if z is not None):
             row = next(i for i, v in enumerate(values) if v is not None and v.utcoffset() is None)
             raise ctx.error(f"datetime has no time zone: {_NAIVE_HINT}", column=col.name, row=row)
-        return pa.array(values, type=TYPES["timestamp"].arrow)
+        out_us = pa.array(values, type=TYPES["timestamp"].arrow)
+        try:
+            _check_timestamp_range(col, out_us, ctx)
+        except ValidationError as exc:  # say it with the datetime the user gave
+            assert exc.row is not None
+            raise ctx.error(
+                f"{values[exc.row].isoformat()} {_OUT_OF_RANGE}", column=col.name, row=exc.row
+            ) from None
+        return out_us
     out: list[int | None] = []
     for row, v in enumerate(values):
         try:
@@ -569,13 +609,53 @@ def _convert_timestamp(col: Column, values: ColumnData, ctx: _Context) -> pa.Arr
     return pa.array(out, type=pa.int64()).cast(TYPES["timestamp"].arrow)
 
 
+def _check_timestamp_range(col: Column, arr: pa.Array, ctx: _Context) -> None:
+    """Refuse the first value of an Arrow timestamp array (any unit) outside the accepted
+    range (`TIMESTAMP_RANGE`), or finer than the microsecond a column stores."""
+    unit = arr.type.unit
+    ints = arr.cast(pa.int64())
+    per = MICROS_PER_UNIT[unit]
+    if per is None:  # nanoseconds
+        lo, hi = TIMESTAMP_MIN_US * 1000, TIMESTAMP_MAX_US * 1000
+    else:  # the whole units inside the range
+        lo, hi = -(-TIMESTAMP_MIN_US // per), TIMESTAMP_MAX_US // per
+    low, high = pc.min_max(ints).values()
+    outside = low.is_valid and (low.as_py() < lo or high.as_py() > hi)
+    # (nanoseconds that are not whole microseconds: x != x / 1000 * 1000)
+    finer = pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints) if per is None else None
+    if not outside and not (finer is not None and pc.any(finer).as_py()):
+        return
+    bad = pc.or_(pc.less(ints, lo), pc.greater(ints, hi))
+    if finer is not None:
+        bad = pc.or_(bad, finer)
+    row = pc.index(bad, True).as_py()
+    value = ints[row].as_py()
+    if lo <= value <= hi:
+        reason = f"{value} ns since the epoch {_SUBMICRO}"
+    else:
+        reason = f"{value} {unit} since the epoch {_OUT_OF_RANGE}"
+    raise ctx.error(reason, column=col.name, row=row)
+
+
+_OUT_OF_RANGE = f"is outside the accepted range {TIMESTAMP_RANGE}"
+_SUBMICRO = (
+    "has a fraction of a microsecond, which a timestamp column cannot store; "
+    "round it first (e.g. Series.dt.floor('us'))"
+)
+
+
 def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
-    """Microseconds since the epoch (UTC) for one accepted timestamp value."""
+    """Microseconds since the epoch (UTC) for one accepted timestamp value; ValueError
+    for a value outside `TIMESTAMP_RANGE` or finer than a microsecond."""
     if v is None:
         return None
     if isinstance(v, dt.datetime):
         if v.tzinfo is None or v.tzinfo.utcoffset(v) is None:
             raise ValueError(f"datetime has no time zone: {_NAIVE_HINT}")
+        if getattr(v, "nanosecond", 0):  # a pandas Timestamp
+            raise ValueError(f"{v.isoformat()} {_SUBMICRO}")
+        if not TIMESTAMP_MIN <= v <= TIMESTAMP_MAX:
+            raise ValueError(f"{v.isoformat()} {_OUT_OF_RANGE}")
         delta = v - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(v, str):
@@ -599,10 +679,10 @@ def timestamp_micros(v: Any, epoch_unit: str | None) -> int | None:
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"timestamp is not finite: {v}")
     factor = MICROS_PER_UNIT[epoch_unit]
-    micros = int(v) // 1000 if factor is None else round(v * factor)
-    if not -(2**62) < micros < 2**62:
-        raise ValueError(f"timestamp out of range: {v}")
-    return micros
+    micros = int(v) // 1000 if factor is None else v * factor
+    if not TIMESTAMP_MIN_US <= micros <= TIMESTAMP_MAX_US:
+        raise ValueError(f"{v} {epoch_unit} since the epoch {_OUT_OF_RANGE}")
+    return round(micros)
 
 
 def _convert_json(col: Column, values: ColumnData, ctx: _Context) -> pa.Array:
@@ -625,17 +705,51 @@ def json_text(v: Any) -> str | None:
         try:
             orjson.loads(v)  # a fast yes: orjson accepts no text the json module refuses
             return v
-        except orjson.JSONDecodeError:
-            pass  # json decides: it also reads numbers beyond a double, lone surrogates
+        except orjson.JSONDecodeError as exc:
+            _refuse_depth(exc)  # else json decides: it also reads numbers beyond a double
+        problem = None if v.isascii() else text_problem(v)
+        if problem:
+            raise ValueError(problem)
         try:
             _JSON_CHECK.decode(v)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON text ({exc.msg} at position {exc.pos})") from None
+        except RecursionError:
+            raise ValueError(_TOO_DEEP) from None
         return v
     try:
-        return json.dumps(v, allow_nan=False, separators=(",", ":"), default=json_default)
+        text = json.dumps(v, allow_nan=False, separators=(",", ":"), default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot store as JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    if len(text) > 2 * MAX_JSON_DEPTH:  # (shorter text cannot be that deep)
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            _refuse_depth(exc)  # (other complaints, e.g. an int beyond 64 bits, are fine)
+    return text
+
+
+# How deeply JSON may nest (orjson's limit): deeper values are refused by name, in text
+# or as Python objects, however deep the caller's stack or high its recursion limit.
+MAX_JSON_DEPTH = 1024
+_TOO_DEEP = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _refuse_depth(exc: orjson.JSONDecodeError) -> None:
+    if exc.msg.startswith("depth limit"):
+        raise ValueError(_TOO_DEEP) from None
+
+
+def text_problem(v: str) -> str | None:
+    """Why a string cannot be stored (it has no UTF-8 form: a lone surrogate), or None."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        lone = v[exc.start]
+        return f"text with a lone surrogate {lone!r} at position {exc.start} has no UTF-8 form"
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -695,6 +809,8 @@ def _earliest(
     col: Column, values: ColumnData, ctx: _Context, found: ValidationError
 ) -> ValidationError:
     """The first bad row of a column, whichever check noticed a problem first."""
+    if isinstance(values, pa.Array | pa.ChunkedArray) and pa.types.is_timestamp(values.type):
+        return found  # (its values may not be Python datetimes: the range check said)
     first = _first_bad(col, values, ctx)
     if first.row is not None and (found.row is None or first.row < found.row):
         return first
@@ -722,7 +838,9 @@ def plain_rows(
     for col, free, _ in plan:
         for index, row in enumerate(rows):
             v = row.get(col.name)
-            if type(v) in free or (v is None and col.nullable):
+            if (type(v) in free and (type(v) is not str or v.isascii())) or (
+                v is None and col.nullable
+            ):
                 continue  # valid whatever the value: no range, no enum, no parse
             problem = value_problem(col, v)
             if problem is not None:
@@ -793,6 +911,10 @@ def value_problem(col: Column, v: Any) -> str | None:
     got = type(v).__name__
     if kind in ("string",):
         ok = isinstance(v, str)
+        if ok and not v.isascii():
+            problem = text_problem(v)
+            if problem:
+                return problem
     elif kind == "bool":
         ok = isinstance(v, bool)
     elif kind in _INT_LIMITS:
@@ -834,6 +956,10 @@ def value_problem(col: Column, v: Any) -> str | None:
         ok = isinstance(v, list | tuple) and all(isinstance(x, str) or x is None for x in v)
         if not ok:
             return "expected a list of strings"
+        for x in v:
+            problem = None if x is None or x.isascii() else text_problem(x)
+            if problem:
+                return problem
     elif kind == "binary":
         ok = isinstance(v, bytes | bytearray | memoryview)
     else:  # pragma: no cover - every logical type is handled above

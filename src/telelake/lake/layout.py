@@ -36,7 +36,6 @@ else:
     pc = lazy("pyarrow.compute")
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
-_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 _WIDTH = {"year": 4, "month": 2, "day": 2, "hour": 2}
 TIME_LEVELS = tuple(_WIDTH)  # the time levels a table may partition by, coarsest first
 
@@ -54,7 +53,8 @@ _SHADOW_SUFFIXES = (".staged", ".retired")
 def file_name(prefix: str, when: dt.datetime, suffix: str, attempt: int = 0) -> str:
     """`<prefix>_<YYYYMMDDTHHMMSSZ>_<suffix>.parquet`; `attempt` N > 0 adds `-N` to the
     suffix (the uniqueness tail)."""
-    stamp = when.astimezone(dt.UTC).strftime(_TIME_FORMAT)
+    w = when.astimezone(dt.UTC)  # (strftime's %Y would not pad a year below 1000)
+    stamp = f"{w.year:04d}{w.month:02d}{w.day:02d}T{w.hour:02d}{w.minute:02d}{w.second:02d}Z"
     tail = suffix if attempt == 0 else f"{suffix}-{attempt}"
     return f"{prefix}_{stamp}_{tail}.parquet"
 
@@ -95,12 +95,25 @@ def name_for(table: Table, rows: pa.Table, now: dt.datetime) -> tuple[dt.datetim
 def _earliest(table: Table, rows: pa.Table) -> dt.datetime | None:
     if table.time is None or rows.num_rows == 0:
         return None
-    value = pc.min(rows.column(table.time)).as_py()
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    column = rows.column(table.time)
+    if pa.types.is_timestamp(column.type):
+        # As microseconds: a row written before the accepted range was enforced may lie
+        # beyond what a Python datetime holds; its file is named after the nearest one.
+        micros = pc.min(column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())).as_py()
+        if micros is None:
+            return None
+        return _EPOCH + dt.timedelta(microseconds=min(max(micros, _MIN_US), _MAX_US))
+    value = pc.min(column).as_py()
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
     return None
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MIN_US = (dt.datetime.min.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+_MAX_US = (dt.datetime.max.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+# Where the time range of the last partition Python can name ends: after every instant.
+END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 def by_session(table: Table, rows: pa.Table) -> list[pa.Table]:
@@ -142,13 +155,34 @@ def partition_path(values: PartitionValues) -> Path:
     return Path(*(f"{k}={v}" for k, v in values)) if values else Path()
 
 
+# The folder name Hive (and DuckDB's hive_partitioning) reads as NULL.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+class KeyValueError(ValueError):
+    """A partition key value that cannot name a folder: the key, and the row holding
+    the value when the caller knows it."""
+
+    def __init__(self, message: str, key: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.row = row
+
+
 def check_key_value(key: str, value: object) -> str:
-    """A partition key value as a directory-safe string, or ValueError."""
+    """A partition key value as a directory-safe string, or KeyValueError."""
     text = str(value)
     if value is None or not _SAFE_VALUE.match(text) or text in (".", ".."):
-        raise ValueError(
+        raise KeyValueError(
             f"partition key {key!r} value {text[:40]!r} is not usable in a path "
-            "(letters, digits and _ . : @ + - only, 1 to 128 characters)"
+            "(letters, digits and _ . : @ + - only, 1 to 128 characters)",
+            key,
+        )
+    if text.upper() == HIVE_NULL:
+        raise KeyValueError(
+            f"partition key {key!r} value {text!r} is reserved: readers of "
+            "partitioned folders take it for NULL",
+            key,
         )
     return text
 
@@ -233,13 +267,16 @@ def partition_end(values: PartitionValues) -> dt.datetime | None:
     if start is None:
         return None
     levels = {k for k, _ in values}
-    if "hour" in levels:
-        return start + dt.timedelta(hours=1)
-    if "day" in levels:
-        return start + dt.timedelta(days=1)
-    if "month" in levels:
-        return (start + dt.timedelta(days=32)).replace(day=1)
-    return start.replace(year=start.year + 1)
+    try:
+        if "hour" in levels:
+            return start + dt.timedelta(hours=1)
+        if "day" in levels:
+            return start + dt.timedelta(days=1)
+        if "month" in levels:
+            return (start + dt.timedelta(days=32)).replace(day=1)
+        return start.replace(year=start.year + 1)
+    except (OverflowError, ValueError):  # the partition of year 9999's end
+        return END_OF_TIME
 
 
 def partition_start(values: PartitionValues) -> dt.datetime | None:

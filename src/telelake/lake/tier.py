@@ -171,8 +171,16 @@ class LakeTier:
         """
         for key in table.partition.keys:
             if key in data.column_names:
-                for value in pc.unique(data.column(key)).to_pylist():
-                    layout.check_key_value(key, value)
+                column = data.column(key)
+                # (distinct values in order of first appearance: the first bad one
+                # is the one of the first bad row)
+                for value in pc.unique(column).to_pylist():
+                    try:
+                        layout.check_key_value(key, value)
+                    except layout.KeyValueError as exc:
+                        where = pc.is_null(column) if value is None else pc.equal(column, value)
+                        exc.row = pc.index(where, True).as_py()
+                        raise
 
     def write(self, table: Table, data: pa.Table, *, direct: bool = False) -> int:
         """Write validated rows; they are acknowledged (durable per policy) on return.
@@ -260,8 +268,12 @@ class LakeTier:
         """
         schema, keys = self._plain_schema(table, fields)
         for index, name in keys:
-            for value in set(columns[index]):
-                layout.check_key_value(name, value)
+            for value in dict.fromkeys(columns[index]):  # in order: the first bad row
+                try:
+                    layout.check_key_value(name, value)
+                except layout.KeyValueError as exc:
+                    exc.row = columns[index].index(value)
+                    raise
         with self._lock:
             stored = rows
             if table.write == "ignore":

@@ -16,6 +16,7 @@ from typing import Any
 
 from telelake.durations import parse_age, parse_interval
 from telelake.errors import SchemaError
+from telelake.limits import MAX_BACKUPS, MAX_DISK_GB, MAX_RETENTION_DAYS, range_problem
 from telelake.redact.policy import JSON_KINDS, parse_policy
 from telelake.schema import types
 from telelake.schema.model import (
@@ -54,6 +55,14 @@ _COMPRESSIONS = {
     "none": None,
 }
 _MAX_ROW_GROUP = 1 << 30
+# Why store names may not start with "_": the store keeps its own folders under such
+# names, and Parquet readers skip files and folders named so (as hidden).
+_UNDERSCORE = (
+    "the store's own folders are named so (_metadata, _wal) and readers skip files "
+    "and folders named so as hidden"
+)
+# Column names that start so are telelake's own (`__tl_at`, the WAL's write order).
+_INTERNAL_PREFIX = "__"
 
 _SCHEMA_KEYS = {
     "name",
@@ -150,7 +159,19 @@ def load_schema(name_or_path: str | Path) -> Schema:
                 f"{', '.join(builtin_names())}, or give a path to a .toml file"
             )
         path = builtin_path(text_name)
-    return load_schema_text(path.read_text(encoding="utf-8"), path)
+    return load_schema_text(_read_text(path, f"schema file {path}"), path)
+
+
+def _read_text(path: Path, where: str) -> str:
+    """The UTF-8 text of a schema's file, or a SchemaError saying why it has none."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(
+            f"{where}: not UTF-8 text (byte {exc.start}); a schema and its SQL files are text"
+        ) from None
+    except OSError as exc:
+        raise SchemaError(f"{where}: cannot read: {exc.strerror}") from None
 
 
 def load_schema_text(text: str, path: Path, *, base: Path | None = None) -> Schema:
@@ -209,6 +230,8 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     where = f"{file_where}: table {name!r}"
     if not _IDENT.match(name):
         raise SchemaError(f"{where}: table names must be lower_snake_case")
+    if name.startswith("_"):
+        raise SchemaError(f"{where}: table names may not start with '_' ({_UNDERSCORE})")
     if not isinstance(data, dict):
         raise SchemaError(f"{where}: must be a table of settings")
     _no_unknown(data, _TABLE_KEYS, where)
@@ -236,6 +259,13 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     for k in key:
         if k not in seen:
             raise SchemaError(f"{where}, column {k!r}: key column does not exist")
+        # (A sql table's key refuses NULL values when rows are written, as SQLite
+        # would store them: its columns keep the nullability of the spec's DDL.)
+        if tier == "lake" and next(c for c in columns if c.name == k).nullable:
+            raise SchemaError(
+                f"{where}, column {k!r}: a key column must be nullable = false (rows "
+                "with a NULL key would all count as one key)"
+            )
     time = data.get("time")
     if time is not None:
         if time not in seen:
@@ -251,6 +281,13 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
             raise SchemaError(f"{where}, column {time!r}: a lake table's time must be a timestamp")
 
     partition = _parse_partition(data.get("partition"), tier, time, where)
+    for level in partition.time:
+        if level in seen:
+            raise SchemaError(
+                f"{where}, column {level!r}: the table is partitioned by {level}, so a "
+                f"column of that name would read back the folder's {level}, not its value; "
+                "rename the column"
+            )
     parquet = None
     if tier == "lake":
         parquet = _parse_parquet(data.get("parquet", {}), name, seen, where)
@@ -265,10 +302,9 @@ def parse_table(name: str, data: Any, file_where: str) -> Table:
     elif "parquet" in data:
         raise SchemaError(f"{where}: 'parquet' applies to lake tables only")
     retention = data.get("retention_days")
-    if retention is not None and (
-        isinstance(retention, bool) or not isinstance(retention, int) or retention <= 0
-    ):
-        raise SchemaError(f"{where}: retention_days must be a positive integer")
+    problem = range_problem(retention, MAX_RETENTION_DAYS, "days", whole=True)
+    if problem:
+        raise SchemaError(f"{where}: retention_days {problem} (leave it out: kept forever)")
     fsync = data.get("fsync")
     if fsync is not None and fsync not in _FSYNC:
         raise SchemaError(f"{where}: fsync must be one of {', '.join(_FSYNC)}")
@@ -327,6 +363,11 @@ def _parse_column(raw: Any, where: str, tier: str = "lake") -> Column:
     _no_unknown(raw, _COLUMN_KEYS, where)
     if not _IDENT.match(name):
         raise SchemaError(f"{where}: column names must be lower_snake_case")
+    if name.startswith(_INTERNAL_PREFIX):
+        raise SchemaError(
+            f"{where}: column names starting with {_INTERNAL_PREFIX!r} are reserved for "
+            "telelake's own bookkeeping columns"
+        )
     type_name = _require(raw, "type", str, where)
     ltype = types.resolve(type_name)
     if ltype is None:
@@ -562,8 +603,11 @@ def _parse_partition(raw: Any, tier: str, time: str | None, where: str) -> Parti
         raise SchemaError(f"{where}: time partitioning needs a 'time' column")
     keys = tuple(_str_list(raw.get("keys", []), f"{where}: partition.keys"))
     for k in keys:
-        if not _IDENT.match(k) or k in TIME_LEVELS:
-            raise SchemaError(f"{where}: partition key {k!r} is not a valid key name")
+        if not _IDENT.match(k) or k in TIME_LEVELS or k.startswith(_INTERNAL_PREFIX):
+            raise SchemaError(
+                f"{where}: partition key {k!r} is not a valid key name (lower_snake_case, "
+                f"not a time level, not starting with {_INTERNAL_PREFIX!r})"
+            )
     if len(set(keys)) != len(keys):
         raise SchemaError(f"{where}: partition keys repeat")
     return Partitioning(time=levels, keys=keys)
@@ -603,6 +647,8 @@ def _parse_parquet(raw: Any, table: str, columns: set[str], where: str) -> Parqu
     prefix = raw.get("file_prefix", table)
     if not isinstance(prefix, str) or not _IDENT.match(prefix):
         raise SchemaError(f"{pwhere}: file_prefix must be lower_snake_case")
+    if prefix.startswith("_"):
+        raise SchemaError(f"{pwhere}: file_prefix may not start with '_' ({_UNDERSCORE})")
     session = raw.get("session_column")
     if session is not None and (not isinstance(session, str) or session not in columns):
         raise SchemaError(f"{where}, column {session!r}: parquet.session_column names no column")
@@ -643,10 +689,10 @@ def _parse_sql_objects(raw: Any, kind: str, base: Path, where: str) -> dict[str,
         if ("sql" in body) == ("file" in body):
             raise SchemaError(f"{owhere}: give exactly one of 'sql' or 'file'")
         if "file" in body:
-            file = base / str(body["file"])
+            file = _inside(base, body["file"], f"{owhere}: file")
             if not file.is_file():
                 raise SchemaError(f"{owhere}: SQL file {file} does not exist")
-            sql = file.read_text(encoding="utf-8")
+            sql = _read_text(file, f"{owhere}: SQL file {file}")
         else:
             sql = str(body["sql"])
         engine = str(body.get("engine", "duckdb"))
@@ -915,7 +961,7 @@ def _parse_sql_settings(raw: Any, base: Path, tables: dict[str, Table], where: s
         )
     folder = None
     if "migrations" in raw:
-        folder = base / str(raw["migrations"])
+        folder = _inside(base, raw["migrations"], f"{swhere}: migrations")
         if not folder.is_dir():
             raise SchemaError(f"{swhere}: migrations folder {folder} does not exist")
     versions: dict[int, int] = {}
@@ -942,15 +988,16 @@ def _parse_retention(raw: Any, where: str) -> RetentionDefaults:
     if not isinstance(raw, dict):
         raise SchemaError(f"{rwhere} must be a table")
     _no_unknown(raw, _RETENTION_KEYS, rwhere)
-    gb = raw.get("max_disk_gb")
-    if gb is not None and (isinstance(gb, bool) or not isinstance(gb, int | float) or gb <= 0):
-        raise SchemaError(f"{rwhere}: max_disk_gb must be a positive number of GB, not {gb!r}")
+    gb, keep = raw.get("max_disk_gb"), raw.get("backups_keep")
+    for key, problem in (
+        ("max_disk_gb", range_problem(gb, MAX_DISK_GB, "GB")),
+        ("backups_keep", range_problem(keep, MAX_BACKUPS, "backups", whole=True)),
+    ):
+        if problem:
+            raise SchemaError(f"{rwhere}: {key} {problem}")
     auto = raw.get("auto_compact")
     if auto is not None and not isinstance(auto, bool):
         raise SchemaError(f"{rwhere}: auto_compact must be true or false, not {auto!r}")
-    keep = raw.get("backups_keep")
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep <= 0):
-        raise SchemaError(f"{rwhere}: backups_keep must be a positive whole number, not {keep!r}")
     interval = None
     if "maintenance_interval" in raw:
         try:
@@ -1041,6 +1088,22 @@ def _relative(path: str, where: str) -> str:
         raise SchemaError(
             f"{where} must be a relative path inside the store, like "
             f'"ops.db" or "db/telemetry.sqlite", got {path!r}'
+        )
+    return path
+
+
+def _inside(base: Path, raw: Any, where: str) -> Path:
+    """`base / raw` for a path a schema names (an SQL file, its migrations folder): it
+    must stay inside the schema's folder, even through symbolic links, so a schema
+    cannot make telelake read a file of the system."""
+    if not isinstance(raw, str) or not raw:
+        raise SchemaError(f"{where}: must be a path relative to the schema's folder")
+    path = base / raw
+    root = base.resolve()
+    if Path(raw).is_absolute() or not path.resolve().is_relative_to(root):
+        raise SchemaError(
+            f"{where}: {raw!r} leaves the schema's folder {base}; files a schema "
+            "names must be inside it"
         )
     return path
 

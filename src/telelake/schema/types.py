@@ -5,6 +5,7 @@ Every other module asks this table; nothing else spells a physical type.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,19 @@ if TYPE_CHECKING:
     import pyarrow as pa
 else:
     pa = lazy("pyarrow")
+
+
+# The instants a timestamp column accepts (UTC), whole years: all of them fit every tier
+# (Parquet and DuckDB microseconds, SQLite's INTEGER microseconds, PostgreSQL's
+# timestamptz) and every form a value leaves in: a Python datetime in any time zone
+# (years 1..9999, so an offset or a partition's end a day later never overflows) and a
+# pandas datetime64[ns] (1677-09-21..2262-04-11). See docs/concepts.md.
+TIMESTAMP_MIN = dt.datetime(1678, 1, 1, tzinfo=dt.UTC)
+TIMESTAMP_MAX = dt.datetime(2261, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+TIMESTAMP_MIN_US = (TIMESTAMP_MIN - _EPOCH) // dt.timedelta(microseconds=1)
+TIMESTAMP_MAX_US = (TIMESTAMP_MAX - _EPOCH) // dt.timedelta(microseconds=1)
+TIMESTAMP_RANGE = "1678-01-01T00:00:00Z .. 2261-12-31T23:59:59.999999Z"
 
 
 @dataclass(frozen=True)
