@@ -85,7 +85,10 @@ def _publish_key(path: Path, *, replace: bool) -> bytes:
     key = secrets.token_bytes(KEY_BYTES)
 
     def fill(tmp: Path) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # The temp file is write_durably's own (it holds its lock): made private before
+        # the key is in it.
+        os.chmod(tmp, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, key)
         finally:
