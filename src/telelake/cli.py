@@ -203,15 +203,24 @@ def sql(
             "default: duckdb if the schema has lake tables",
         ),
     ] = None,
+    allow_external: Annotated[
+        bool,
+        Opt(
+            "--allow-external",
+            help="DuckDB in full: COPY TO, ATTACH, CREATE, SET and files outside the store "
+            "(default: read-only, the store's files only)",
+        ),
+    ] = False,
     fmt: FormatOpt = "table",
     root: RootOpt = None,
     schema: SchemaOpt = None,
 ) -> None:
-    """Run SQL over the store's tables, views and macros."""
+    """Run SQL over the store's tables, views and macros (read-only, confined to the
+    store unless --allow-external)."""
     if fmt not in formats.OUTPUT_FORMATS:
         _fail(f"unknown format {fmt!r} (one of {', '.join(formats.OUTPUT_FORMATS)})")
     with _open_to_read(root, schema) as store:
-        _print_result(store.sql_rows(text, engine=engine), fmt)
+        _print_result(store.sql_rows(text, engine=engine, allow_external=allow_external), fmt)
 
 
 def _parse_params(params: list[str], typed: set[str] | None = None) -> dict[str, Any]:

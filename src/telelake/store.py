@@ -185,6 +185,7 @@ class Store:
                         stacklevel=3,
                     )
         self._engine: Engine | None = None
+        self._open_engine: Engine | None = None  # allow_external's, unconfined
         self._log_writer: ndjson.LogWriter | None = None  # kept open: one fsync per append
         self._log_day = -1
         self._log_lock = threading.Lock()
@@ -655,10 +656,27 @@ class Store:
 
     @property
     def engine(self) -> Engine:
-        """The DuckDB engine (created on first use)."""
+        """The DuckDB engine, read-only and confined to the store (created on first use)."""
         if self._engine is None:
             self._engine = Engine(self.schema, self._lake)
         return self._engine
+
+    def _duckdb(self, allow_external: bool) -> Engine:
+        """The confined engine, or with `allow_external` DuckDB in full (its own connection)."""
+        if not allow_external:
+            return self.engine
+        if self._open_engine is None:
+            self._open_engine = Engine(self.schema, self._lake, confined=False)
+        return self._open_engine
+
+    def _engine_for(self, engine: str | None, allow_external: bool) -> str:
+        """The engine a query runs on (by default DuckDB when there are lake tables)."""
+        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
+        if engine not in ("duckdb", "sqlite"):
+            raise StoreError(f"engine must be duckdb or sqlite, not {engine!r}")
+        if engine == "sqlite" and allow_external:
+            raise StoreError("allow_external is for the duckdb engine; sqlite is read-only")
+        return engine
 
     @property
     def sql_tier(self) -> SqlTier:
@@ -667,28 +685,38 @@ class Store:
             raise StoreError(f"schema {self.schema.name!r} has no sql tables")
         return self._sql
 
-    def sql(self, text: str, params: Any = None, *, engine: str | None = None) -> Result:
+    def sql(
+        self,
+        text: str,
+        params: Any = None,
+        *,
+        engine: str | None = None,
+        allow_external: bool = False,
+    ) -> Result:
         """Run SQL: DuckDB over the lake tables, views and macros, or read-only SQLite.
 
         `engine` is "duckdb" or "sqlite"; by default DuckDB when the schema has lake
-        tables, else SQLite.
+        tables, else SQLite. Queries are read-only and read the store's files only;
+        `allow_external=True` gives DuckDB in full (COPY TO, ATTACH, CREATE, SET, any
+        file): for the store's owner, never for SQL from someone else.
         """
-        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
-        if engine == "sqlite":
+        if self._engine_for(engine, allow_external) == "sqlite":
             return Result(self.sql_tier.query(text, params))
-        if engine != "duckdb":
-            raise StoreError(f"engine must be duckdb or sqlite, not {engine!r}")
-        return self.engine.sql(text, params)
+        return self._duckdb(allow_external).sql(text, params)
 
     def sql_rows(
-        self, text: str, params: Any = None, *, engine: str | None = None
+        self,
+        text: str,
+        params: Any = None,
+        *,
+        engine: str | None = None,
+        allow_external: bool = False,
     ) -> formats.Printable:
         """`sql()` for printing: `.columns` and `.rows()` as DuckDB's own Python values,
         with no Arrow table in between (what `telelake sql` shows; Arrow's import alone
         costs more than a small query). SQLite results are `sql()`'s."""
-        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
-        if engine == "duckdb":
-            return self.engine.rows(text, params)
+        if self._engine_for(engine, allow_external) == "duckdb":
+            return self._duckdb(allow_external).rows(text, params)
         return self.sql(text, params, engine=engine)
 
     def query(self, name: str, **params: Any) -> Result:
@@ -1077,9 +1105,10 @@ class Store:
             self._upkeep = None
         if not self.read_only:
             self._lake.close()
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        for engine in (self._engine, self._open_engine):
+            if engine is not None:
+                engine.close()
+        self._engine = self._open_engine = None
         if self._sql is not None:
             self._sql.close()
         if self._log_writer is not None:

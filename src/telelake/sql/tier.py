@@ -498,7 +498,11 @@ class SqlTier:
                 cursor = self._read_con().execute(text, params if params is not None else ())
                 fetched = cursor.fetchall()
             except sqlite3.Error as exc:
-                raise QueryError(f"query failed ({self.where}): {exc}") from exc
+                why = str(exc)
+                # The authorizer's denial (SQLITE_AUTH, or SQLITE_SCHEMA on a re-prepare).
+                if why == "not authorized" or exc.sqlite_errorcode == sqlite3.SQLITE_AUTH:
+                    why = "queries are read-only (no ATTACH, no writes, no pragma settings)"
+                raise QueryError(f"query failed ({self.where}): {why}") from exc
         names = [d[0] for d in cursor.description or ()]
         columns = list(zip(*fetched, strict=True)) if fetched else [() for _ in names]
         return pa.table({n: pa.array(list(v)) for n, v in zip(names, columns, strict=True)})
