@@ -154,6 +154,7 @@ def refuse_unless(
         raise QueryError(f"{why}; {first or kind.name} is not allowed")
 
 
+_CHECKED = 256  # query texts whose read-only verdict is kept
 _READS = frozenset({duckdb.StatementType.SELECT})
 _DEFINITIONS = frozenset({duckdb.StatementType.CREATE})
 
@@ -183,6 +184,7 @@ class Engine:
         self._ready = False
         self._views: dict[str, str] = {}  # table -> SQL of its current view
         self._planner = Planner(schema, self._con)
+        self._read_only: set[str] = set()  # query texts found to be reads only
 
     def close(self) -> None:
         """Close the DuckDB connection."""
@@ -238,9 +240,12 @@ class Engine:
         fetch: Callable[[duckdb.DuckDBPyRelation | None], _T],
     ) -> _T:
         with self._lock:
-            if self.confined:
+            if self.confined and text not in self._read_only:
                 why = f"query failed: queries are read-only unless {OPT_IN}"
                 refuse_unless(self._con, text, _READS, why)
+                if len(self._read_only) >= _CHECKED:
+                    self._read_only.clear()
+                self._read_only.add(text)
             try:
                 return self._run(text, params, fetch)
             except TimeoutError as exc:
