@@ -62,8 +62,9 @@ def quarantine(root: Path, path: Path, reason: str, stamp: str) -> Path:
     target = root / QUARANTINE_DIR / stamp / path.relative_to(root)
     durable.ensure_dir(target.parent)
     os.replace(path, target)
-    target.with_name(target.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
-    durable.fsync_dir(target.parent)
+    durable.write_bytes_durably(
+        target.with_name(target.name + ".reason.txt"), f"{reason}\n".encode()
+    )
     durable.fsync_dir(path.parent)
     return target
 
@@ -119,9 +120,9 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
                 )
                 if repair:
                     copy = root / QUARANTINE_DIR / stamp / seg.relative_to(root)
-                    durable.ensure_dir(copy.parent)
-                    copy.write_bytes(seg.read_bytes())
-                    copy.with_name(copy.name + ".reason.txt").write_text(finding.problem + "\n")
+                    durable.write_bytes_durably(copy, seg.read_bytes())
+                    reason = copy.with_name(copy.name + ".reason.txt")
+                    durable.write_bytes_durably(reason, f"{finding.problem}\n".encode())
                     lake.fold_orphans(table)  # the complete records go to Parquet
                     finding.action = (
                         f"{contents.rows} rows folded; copy in {copy.relative_to(root)}"

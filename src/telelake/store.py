@@ -19,7 +19,13 @@ import platformdirs
 
 from telelake import derive, durable, formats, validate
 from telelake._lazy import lazy
-from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
+from telelake.config import (
+    CONFIG_NAME,
+    Retention,
+    load_group_access,
+    load_redaction,
+    load_retention,
+)
 from telelake.durations import parse_age
 from telelake.errors import StorageFullError, StoreError, TelelakeError, ValidationError
 from telelake.lake import fold, layout, parquet, retention, wal
@@ -132,6 +138,7 @@ class Store:
         self.root = root
         self.schema = schema
         self.host_id = host_id or local_host_id()
+        durable.set_group_access(root, load_group_access(root))  # before any file is made
         self.read_only = False
         self.migration: MigrationReport | None = None  # set when this open migrated
         self._extras: dict[str, tuple[Column, ...]] = {}

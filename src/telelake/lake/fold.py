@@ -144,7 +144,7 @@ class Intent:
 def table_lock(wal_dir: Path) -> Iterator[None]:
     """Hold the table's fold lock (blocking; released if the process dies)."""
     durable.ensure_dir(wal_dir)
-    fd = os.open(wal_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = durable.open_file(wal_dir / LOCK_NAME, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -237,7 +237,7 @@ class SegmentWriter:
         # under its real name: no folder can ever see (and take) a half-made segment.
         # The rename keeps the lock, which belongs to the open file, not to the name.
         tmp = durable.temp_path_for(path)
-        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = durable.open_file(tmp, os.O_WRONLY | os.O_EXCL)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         header = MAGIC + encode_record(schema.serialize().to_pybytes())
         try:

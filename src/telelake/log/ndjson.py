@@ -343,7 +343,7 @@ class LogWriter:
         self._broken: str | None = None
         try:
             durable.ensure_dir(self.path.parent)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = durable.open_file(self.path, os.O_RDWR | os.O_APPEND)
         except OSError as exc:
             raise _failure(self.path, "opening", exc) from exc
         if fsync:

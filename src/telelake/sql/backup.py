@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from telelake.durable import claim, ensure_dir, fsync_dir, publish
+from telelake.durable import claim, ensure_dir, fsync_dir, open_file, publish
 from telelake.errors import StoreError
 from telelake.sql.connection import read_only
 
@@ -266,7 +266,7 @@ def _locked_new(path: Path) -> int:
     """
     # Locked under a name no sweep looks at, then renamed: never seen unlocked.
     hidden = path.with_name(path.name + ".new")
-    fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = open_file(hidden, os.O_RDWR | os.O_EXCL)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.rename(hidden, path)
     return fd

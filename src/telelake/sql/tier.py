@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from telelake import durable
 from telelake._lazy import lazy
 from telelake.errors import QueryError, StoreError, ValidationError
 from telelake.rollup import pages, windows
@@ -115,8 +116,11 @@ class SqlTier:
     def con(self) -> sqlite3.Connection:
         """The writing connection (opened on first use)."""
         if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            durable.ensure_dir(self.path.parent)
+            new = not self.path.exists()
             con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if new:  # SQLite made it 0644: the store's mode, before its -wal and -shm
+                durable.restrict(self.path)  # (which take the database's) exist
             # The busy timeout first: switching to WAL needs a lock another process may hold.
             con.execute(f"PRAGMA busy_timeout = {self.schema.sql_settings.busy_timeout_ms}")
             for pragma in PRAGMAS:
