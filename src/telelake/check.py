@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from telelake import durable
 from telelake.lake import fold, wal
 from telelake.metadata import METADATA_DIR
+from telelake.sql.backup import summarize
 
 if TYPE_CHECKING:
     from telelake.store import Store
@@ -133,8 +134,14 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
         # SQLite checks its own pages and constraints; repair is not ours to attempt
         # (restore a backup), so problems are reported, never quarantined.
         report.count("database")
-        for problem in store._sql.integrity_problems():
-            report.findings.append(Finding(store._sql.path, "database", problem))
+        path = store._sql.path
+        damage = store._sql.integrity_problems()
+        if damage:  # one finding: the file, the first problems, what to run
+            what = summarize("integrity_check failed", damage)
+            report.findings.append(Finding(path, "database", f"{what}; {store._sql.fix}"))
+        else:  # sound pages: rows whose parent is gone (a tool bypassed the keys)
+            for problem in store._sql.foreign_key_problems():
+                report.findings.append(Finding(path, "database", problem))
 
     meta = root / METADATA_DIR
     for name in _JSON_FILES:

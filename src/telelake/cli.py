@@ -352,9 +352,12 @@ def check(
             fmt,
         )
     if not report.ok:
+        left = [f for f in report.findings if not f.action]
+        # --repair quarantines files; a damaged database's finding says what to run.
+        repairable = any(f.kind != "database" for f in left)
         _fail(
-            f"{sum(1 for f in report.findings if not f.action)} problem(s) found"
-            + ("" if repair else "; run `telelake check --repair`")
+            f"{len(left)} problem(s) found"
+            + ("" if repair or not repairable else "; run `telelake check --repair`")
         )
 
 

@@ -995,7 +995,9 @@ class Store:
             keep = self.retention().backups_keep
         path = self.sql_tier.path
         folder = Path(directory) if directory is not None else self.root / "backups"
-        return backup_database(path, folder, stem=path.stem, keep=keep, on_progress=on_progress)
+        return backup_database(
+            path, folder, stem=path.stem, keep=keep, on_progress=on_progress, fix=self.sql_tier.fix
+        )
 
     def recover(self, on_file: Callable[[Path], None] | None = None) -> ReplayReport:
         """Rebuild the SQL database from the NDJSON log, keeping what the log lacks.
