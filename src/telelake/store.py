@@ -550,8 +550,7 @@ class Store:
             record = self.schema.log.record_of(table.name) if self.schema.log else None
             if record is None:
                 return self.sql_tier.write(table, data)
-            logged = record
-            return self.sql_tier.write(table, data, lambda: self._log(logged, data.to_pylist()))
+            return self._write_sql_logged(table, data, record)
         if table.tier == "log":
             self._log(self._record(table), data.to_pylist())
             return int(data.num_rows)
@@ -571,6 +570,33 @@ class Store:
         self._refresh_rollups(rollups)
         return stored
 
+    def _write_sql_logged(self, table: Table, data: pa.Table, record: LogRecord) -> int:
+        """Write a batch to the database and its NDJSON log line, both or neither.
+
+        The line is appended once the batch passed its constraints, just before COMMIT
+        (a crash in between is repaired by replaying the log). When the COMMIT fails
+        (a full disk), the line is taken back, so the error's "nothing was written"
+        holds; if it cannot be (another process appended after it), the error says
+        that the batch is logged and what applies it.
+        """
+        logged: list[tuple[ndjson.LogWriter, tuple[int, int]]] = []
+
+        def log_batch() -> None:
+            logged.append(self._log(record, data.to_pylist()))
+
+        try:
+            return self.sql_tier.write(table, data, log_batch)
+        except BaseException as exc:
+            if not logged or logged[0][0].take_back(logged[0][1]):
+                raise
+            writer = logged[0][0]
+            cause = exc.__cause__ or exc
+            raise StoreError(
+                f"{self.sql_tier.where}, table {table.name!r}: the database did not take "
+                f"the batch ({cause}), but its line stays in the log {writer.path}: "
+                "`telelake replay` applies it once the database can be written"
+            ) from exc
+
     def _lake_error(self, table: Table, exc: OSError | ValueError) -> TelelakeError | None:
         """A lake write's failure as the error that says what happened to the rows (None:
         raise it as it is)."""
@@ -588,8 +614,11 @@ class Store:
             )
         return None
 
-    def _log(self, record: LogRecord, rows: list[dict[str, Any]]) -> None:
-        """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""
+    def _log(
+        self, record: LogRecord, rows: list[dict[str, Any]]
+    ) -> tuple[ndjson.LogWriter, tuple[int, int]]:
+        """Append rows to today's NDJSON log: one line each, under a lock, fsynced;
+        returns the writer and the lines' span (for `take_back`)."""
         settings = self.schema.log
         assert settings is not None
         day = int(time.time() // 86_400)  # the UTC day: cheaper than a datetime per event
@@ -607,7 +636,7 @@ class Store:
                     log = self._log_writer = ndjson.LogWriter(path, fsync=settings.fsync)
                     self._log_day = day
         lines = [{"record_type": record.record_type, "payload": row} for row in rows]
-        log.append_many(lines)
+        return log, log.append_undoable(lines)
 
     def _lake_rollups(self, table: Table) -> list[Rollup]:
         if table.tier != "lake":
