@@ -143,6 +143,9 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
             for problem in store._sql.foreign_key_problems():
                 report.findings.append(Finding(path, "database", problem))
 
+    if store.schema.log is not None:
+        _check_log(root / store.schema.log.directory, store.schema.log.prefix, report)
+
     meta = root / METADATA_DIR
     for name in _JSON_FILES:
         path = meta / name
@@ -176,6 +179,21 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
             report.findings.append(finding)
     _check_temp_files(meta, found, report)
     return report
+
+
+def _check_log(directory: Path, prefix: str, report: CheckReport) -> None:
+    """Every line of every log file `replay` reads must be a record: a torn line (a
+    writer killed mid-append) or any other bad line is a finding, with its number."""
+    from telelake.log import ndjson
+    from telelake.log.replay import log_files
+
+    paths, _ = log_files(directory, prefix)  # hidden files: temp files, never replayed
+    for path in paths:
+        report.count("log")
+        for line in ndjson.scan(path):
+            if line.problem is not None:
+                why = f"line {line.number}: {line.problem}; replay and recover skip it"
+                report.findings.append(Finding(path, "log", why))
 
 
 def _check_temp_files(

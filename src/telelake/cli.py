@@ -100,6 +100,9 @@ def _say_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+SKIPPED_EXIT = 3  # `recover`: the database was rebuilt, but log lines were skipped
+
+
 def _fail(message: str) -> NoReturn:
     _say_error(message)
     raise Exit(1)
@@ -353,8 +356,9 @@ def check(
         )
     if not report.ok:
         left = [f for f in report.findings if not f.action]
-        # --repair quarantines files; a damaged database's finding says what to run.
-        repairable = any(f.kind != "database" for f in left)
+        # --repair quarantines files; a damaged database's finding says what to run, and
+        # a log's bad lines are left for replay and recover to skip (and report).
+        repairable = any(f.kind not in ("database", "log") for f in left)
         _fail(
             f"{len(left)} problem(s) found"
             + ("" if repair or not repairable else "; run `telelake check --repair`")
@@ -791,7 +795,8 @@ def recover(
     The current database is moved aside as <stem>.corrupted.<timestamp>.sqlite first;
     every table is filled from it as far as it can be read (commits are not in the log),
     then the log is replayed over it. Unusable lines (a truncated last line after a
-    crash) are skipped and reported, as is whatever could not be saved.
+    crash) are skipped and reported, as is whatever could not be saved. Exit status 3:
+    rebuilt, but lines of the log were skipped.
     """
     # Its database may be unreadable: nothing is applied until recover() rebuilds it.
     with _open_as_is(root, schema) as store:
@@ -804,6 +809,9 @@ def recover(
     _print_replay(report)
     for lost in report.not_saved:
         _say_error(f"not saved: {lost}")
+    if report.problems:  # rebuilt without what it skipped: no script may take it for whole
+        _say_error(f"rebuilt without {len(report.problems)} skipped line(s) (exit status 3)")
+        raise Exit(SKIPPED_EXIT)
 
 
 @app.command()
