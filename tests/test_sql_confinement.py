@@ -74,6 +74,8 @@ def escapes(tmp: Path, root: Path) -> list[str]:
         "CREATE MACRO m() AS 1",
         f"SELECT * FROM read_csv('{tmp}/secret.csv')",
         "SELECT * FROM read_csv('/etc/passwd')",
+        f"SELECT * FROM read_blob('{root}/_metadata/redaction.key')",  # the store's secret
+        f"SELECT * FROM read_text('{root}/_metadata/store.json')",
         "SELECT * FROM glob('/*')",
         f"SELECT * FROM read_parquet('{root}/../**/*.parquet')",
         "SET enable_external_access = true",
@@ -109,7 +111,7 @@ def test_a_refusal_says_what_and_how_to_opt_in(lake_store: tuple[telelake.Store,
     store, tmp = lake_store
     with pytest.raises(telelake.QueryError, match=r"read-only.*allow_external.*COPY"):
         store.sql(f"COPY (SELECT 1) TO '{tmp}/x.csv'")
-    with pytest.raises(telelake.QueryError, match=r"secret\.csv.*store's files only"):
+    with pytest.raises(telelake.QueryError, match=r"secret\.csv.*store's lake tables only"):
         store.sql(f"SELECT * FROM read_csv('{tmp}/secret.csv')")
 
 

@@ -166,8 +166,8 @@ class Engine:
     query sees every acknowledged row, by this process or any other, exactly once.
 
     `confined` (the default) makes it read-only and confined to the store: queries are
-    reads only (`refuse_unless`) and DuckDB reads no file outside the store's directory
-    (`confine`). Unconfined, it is DuckDB in full: any statement, any file.
+    reads only (`refuse_unless`) and DuckDB reads no file but the lake tables' Parquet
+    files (`confine`). Unconfined, it is DuckDB in full: any statement, any file.
     """
 
     def __init__(self, schema: Schema, lake: LakeTier, *, confined: bool = True) -> None:
@@ -178,8 +178,14 @@ class Engine:
         self._con.execute("SET TimeZone = 'UTC'")
         # Published files never change in place: their footers can be cached across queries.
         self._con.execute("SET parquet_metadata_cache = true")
-        if confined:
-            confine(self._con, [lake.root])
+        if confined:  # each lake table's Parquet files and view anchor, nothing else of
+            # the store either (not its redaction key, config, logs or SQLite database)
+            lake_tables = [t for t in schema.tables.values() if t.tier == "lake"]
+            confine(
+                self._con,
+                [lake.table_dir(t) for t in lake_tables]
+                + [lake.anchor_path(t).parent for t in lake_tables],
+            )
         self._lock = threading.Lock()
         self._ready = False
         self._views: dict[str, str] = {}  # table -> SQL of its current view
@@ -253,7 +259,7 @@ class Engine:
             except duckdb.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 if self.confined and isinstance(exc, duckdb.PermissionException):
-                    first += f" (queries read the store's files only unless {OPT_IN})"
+                    first += f" (queries read the store's lake tables only unless {OPT_IN})"
                 raise QueryError(f"query failed: {first}") from exc
 
     def _run(

@@ -45,6 +45,7 @@ PRAGMAS = (
     # 7% of a 50,000-row write, measured). Only pages really read take memory.
     "PRAGMA cache_size = -65536",
 )
+_DAMAGE = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # "malformed", "not a database"
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
 PAGE_TABLE = "_telelake_rollup_pages"  # telelake's own bookkeeping, not part of the schema
 OLD_STATE_TABLE = "_telelake_rollup_state"  # one row per window, before pages
@@ -201,7 +202,7 @@ class SqlTier:
             return "`telelake recover` rebuilds it from the NDJSON log and what can still be read"
         return "restore it from a backup (`telelake recover` starts it over, keeping what it can)"
 
-    def damaged(self, exc: sqlite3.DatabaseError | str) -> StoreError:
+    def damaged(self, exc: sqlite3.Error | str) -> StoreError:
         """The error for a file SQLite cannot use ("malformed", "not a database", empty)."""
         return StoreError(f"{self.where}: the database is damaged ({exc}); {self.fix}")
 
@@ -521,7 +522,7 @@ class SqlTier:
                 cursor = self._read_con().execute(text, params if params is not None else ())
                 fetched = cursor.fetchall()
             except sqlite3.Error as exc:
-                if type(exc) is sqlite3.DatabaseError:  # "malformed": damage, not the SQL
+                if exc.sqlite_errorcode & 0xFF in _DAMAGE:  # damage, not the SQL
                     raise QueryError(f"query failed: {self.damaged(exc)}") from exc
                 why = str(exc)
                 # The authorizer's denial (SQLITE_AUTH, or SQLITE_SCHEMA on a re-prepare).
