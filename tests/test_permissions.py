@@ -19,6 +19,7 @@ import pytest
 
 import telelake
 from conftest import TEST_HOST_ID
+from telelake.export import export_table
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ def fill(root: Path, stack: ExitStack) -> None:
     with runs.run_client().start_run("indexer", run_id="r1"):
         pass
     runs.backup()
+    export_table(runs, "agent_runs")  # into <root>/exports
 
 
 def modes_under(top: Path) -> dict[str, int]:
@@ -74,7 +76,7 @@ def test_a_store_is_private_to_its_owner_whatever_the_umask(tmp_path: Path, umas
     names = {os.path.basename(p) for p in found}
     for wanted in ("telemetry.sqlite-wal", "fold.lock", "maintenance.lock", "store.json"):
         assert wanted in names, sorted(found)
-    for suffix in (".wal", ".parquet", ".ndjson", ".backup.20"):
+    for suffix in (".wal", ".parquet", ".ndjson", ".backup.20", "agent_runs_"):
         assert any(suffix in n for n in names), (suffix, sorted(found))
     wrong = {
         p: oct(m) for p, m in found.items() if m != (0o700 if (tmp_path / p).is_dir() else 0o600)
