@@ -163,6 +163,8 @@ def _check_sections(data: Any, where: str) -> None:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise StoreError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    if not isinstance(data.get(GROUP_ACCESS, False), bool):
+        raise StoreError(f"{where}: {GROUP_ACCESS} must be true or false")
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,4 @@ def load_group_access(root: Path) -> bool:
         return False
     data, where = found
     _check_sections(data, where)
-    value = data.get(GROUP_ACCESS, False)
-    if not isinstance(value, bool):
-        raise StoreError(f"{where}: {GROUP_ACCESS} must be true or false")
-    return value
+    return bool(data.get(GROUP_ACCESS, False))

@@ -138,7 +138,11 @@ class Store:
         self.root = root
         self.schema = schema
         self.host_id = host_id or local_host_id()
-        durable.set_group_access(root, load_group_access(root))  # before any file is made
+        try:  # before any file is made
+            group = load_group_access(root)
+        except StoreError:  # a broken config.json: private meanwhile; said where it is read
+            group = False
+        durable.set_group_access(root, group)
         self.read_only = False
         self.migration: MigrationReport | None = None  # set when this open migrated
         self._extras: dict[str, tuple[Column, ...]] = {}
