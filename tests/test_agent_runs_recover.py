@@ -148,3 +148,45 @@ def test_replaying_twice_gives_the_same_database_and_skips_a_torn_line(tmp_path:
     assert dumps[0] == dumps[1]
     assert db_runs(tmp_path / "db" / "telemetry.sqlite") == runs
     assert db_events(tmp_path / "db" / "telemetry.sqlite") == events
+
+
+def bad_line_numbers(path: Path) -> list[int]:
+    """The numbers of the non-blank lines of `path` that are not JSON objects."""
+    out = []
+    for number, text in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            ok = isinstance(json.loads(text), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            out.append(number)
+    return out
+
+
+def test_check_reports_the_logs_torn_lines_and_recover_exits_3(tmp_path: Path) -> None:
+    runs, events = fill(tmp_path)
+    log = sorted((tmp_path / "raw").glob("*.ndjson"))[-1]
+    with log.open("ab") as f:
+        f.write(b"[1, 2]\n")  # JSON, but not a record
+        f.write(b'{"record_type": "event", "payload": {"run_id": "r1", "ev')  # killed mid-append
+    with telelake.open(tmp_path, schema="agent_runs") as store:
+        report = store.check()
+    found = [(f.path, f.problem.split(":")[0]) for f in report.findings if f.kind == "log"]
+    assert found == [(log, f"line {n}") for n in bad_line_numbers(log)]
+    assert len(found) == 2 and not report.ok
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        root = ["--root", str(tmp_path), "--schema", "agent_runs"]
+        command = [sys.executable, "-m", "telelake", *args, *root]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    checked = cli("check")
+    assert checked.returncode == 1 and "2 problem(s) found" in checked.stderr
+    assert "--repair" not in checked.stderr  # it would not change the log
+    done = cli("recover", "-q")
+    assert done.returncode == 3, done.stderr
+    assert "skipped" in done.stderr and "Traceback" not in done.stderr
+    db = tmp_path / "db" / "telemetry.sqlite"
+    assert db_runs(db) == runs and db_events(db) == events  # rebuilt all the same

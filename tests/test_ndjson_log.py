@@ -627,3 +627,19 @@ def test_any_mapping_is_a_record() -> None:
 
     line = ndjson.encode(MappingProxyType({"record_type": "event", "n": 1}))
     assert json.loads(line) == {"record_type": "event", "n": 1}
+
+
+def test_take_back_removes_its_own_lines_only_while_they_end_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "log.ndjson"
+    with LogWriter(path) as one, LogWriter(path) as two:
+        one.append({"n": 0})
+        before = path.read_bytes()
+        span = one.append_undoable([{"n": 1}, {"n": 2}])
+        assert one.take_back(span)
+        assert path.read_bytes() == before
+        span = one.append_undoable([{"n": 3}])
+        two.append({"n": 4})  # another writer's line after ours: ours must stay
+        assert not one.take_back(span)
+        one.append({"n": 5})
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines == [{"n": 0}, {"n": 3}, {"n": 4}, {"n": 5}]

@@ -270,12 +270,13 @@ def test_time_zone_of_the_session_is_the_one_the_bounds_use(
 ) -> None:
     root, rows = filled
     with telelake.open(root, schema="process_triage", host_id=TEST_HOST_ID) as store:
-        store.sql("SET TimeZone = 'America/New_York'")
+        store.sql("SET TimeZone = 'America/New_York'", allow_external=True)
         local = dt.datetime(2026, 1, 2, 21, 0, tzinfo=NEW_YORK)  # 02:00Z on the 3rd
         got = store.sql(
             "SELECT count(*), coalesce(sum(sample_seq), 0) FROM proc_samples "
             "WHERE sample_ts >= TIMESTAMP '2026-01-02 21:00' AND sample_ts < ?",
             [local + dt.timedelta(hours=10)],
+            allow_external=True,  # the session whose TimeZone was SET
         ).rows()[0]
     assert tuple(got) == oracle(
         rows, lambda r: local <= r["sample_ts"] < local + dt.timedelta(hours=10)
@@ -329,9 +330,13 @@ def test_a_scalar_macro_reading_a_table_never_sees_a_pruned_view(
     recent = "SELECT count(*) FROM runs WHERE started_at >= '2026-01-06'"
     n_recent = sum(r["started_at"] >= day(10) for r in data["runs"])
     with telelake.open(store_root, schema="process_triage", host_id=TEST_HOST_ID) as store:
-        assert store.sql(recent).scalar() == n_recent  # the runs view, pruned to the window
-        store.sql("CREATE MACRO all_runs() AS (SELECT count(*) FROM runs)")
-        got = store.sql("SELECT all_runs() FROM runs WHERE started_at >= '2026-01-06' LIMIT 1")
+        # The runs view, pruned to the window; the user's CREATE needs DuckDB in full.
+        assert store.sql(recent, allow_external=True).scalar() == n_recent
+        store.sql("CREATE MACRO all_runs() AS (SELECT count(*) FROM runs)", allow_external=True)
+        got = store.sql(
+            "SELECT all_runs() FROM runs WHERE started_at >= '2026-01-06' LIMIT 1",
+            allow_external=True,
+        )
         assert got.scalar() == len(data["runs"])
 
     builtin = builtin_path("process_triage").parent

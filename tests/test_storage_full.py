@@ -187,3 +187,52 @@ def test_a_full_disk_still_reads_and_close_says_storage_full(small_fs: Path, sch
     with telelake.open(root, schema) as again:
         got = again.sql("SELECT seq FROM t ORDER BY seq").rows()
         assert [r[0] for r in got] == list(range(20))
+
+
+RUNS_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import telelake
+    root, limit = sys.argv[1], int(sys.argv[2])
+    store = telelake.open(root, "agent_runs")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    client = store.run_client()
+    started, ended, error = [], [], None
+    for i in range(2000):
+        run_id = f"r{i:04d}"
+        try:
+            run = client.start_run("indexer", run_id=run_id)
+            started.append(run_id)
+            run.end("success")
+        except telelake.TelelakeError as exc:
+            error = str(exc)
+            break
+        ended.append(run_id)
+    print(json.dumps({"started": started, "ended": ended, "error": error}), flush=True)
+    import os; os._exit(0)
+    """
+)
+
+
+def test_an_agent_run_refused_on_a_full_disk_does_not_come_back(tmp_path: Path) -> None:
+    """The database refuses a run's start or end (its file size limit) after the NDJSON
+    line was appended: the error says nothing was written, so `recover`, which rebuilds
+    the database from the log, must not bring the refused write back."""
+    import telelake
+
+    root = tmp_path / "runs"
+    telelake.open(root, "agent_runs").close()
+    out = subprocess.run(
+        [sys.executable, "-c", RUNS_CHILD, str(root), str(160 * 1024)],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    error = result["error"]
+    assert result["ended"] and error is not None and "nothing was written" in error, result
+    with telelake.open(root, "agent_runs") as store:
+        store.recover()
+        status = dict(store.sql("SELECT run_id, status FROM agent_runs").rows())
+    # Exactly what was acknowledged: ended runs ended, a started one still running.
+    expected = {r: "success" for r in result["ended"]}
+    expected.update({r: "running" for r in result["started"] if r not in expected})
+    assert status == expected

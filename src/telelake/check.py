@@ -21,6 +21,7 @@ from telelake import durable
 from telelake.lake import fold, parquet, wal
 from telelake.metadata import METADATA_DIR
 from telelake.quarantine import keep_copy, mark_reported, quarantine, unreported_losses
+from telelake.sql.backup import summarize
 
 if TYPE_CHECKING:
     from telelake.store import Store
@@ -139,8 +140,17 @@ def check_store(store: Store, *, repair: bool = False, deep: bool = False) -> Ch
         # SQLite checks its own pages and constraints; repair is not ours to attempt
         # (restore a backup), so problems are reported, never quarantined.
         report.count("database")
-        for problem in store._sql.integrity_problems():
-            report.findings.append(Finding(store._sql.path, "database", problem))
+        path = store._sql.path
+        damage = store._sql.integrity_problems()
+        if damage:  # one finding: the file, the first problems, what to run
+            what = summarize("integrity_check failed", damage)
+            report.findings.append(Finding(path, "database", f"{what}; {store._sql.fix}"))
+        else:  # sound pages: rows whose parent is gone (a tool bypassed the keys)
+            for problem in store._sql.foreign_key_problems():
+                report.findings.append(Finding(path, "database", problem))
+
+    if store.schema.log is not None:
+        _check_log(root / store.schema.log.directory, store.schema.log.prefix, report)
 
     meta = root / METADATA_DIR
     for name in _JSON_FILES:
@@ -175,6 +185,21 @@ def check_store(store: Store, *, repair: bool = False, deep: bool = False) -> Ch
             report.findings.append(finding)
     _check_temp_files(meta, found, report)
     return report
+
+
+def _check_log(directory: Path, prefix: str, report: CheckReport) -> None:
+    """Every line of every log file `replay` reads must be a record: a torn line (a
+    writer killed mid-append) or any other bad line is a finding, with its number."""
+    from telelake.log import ndjson
+    from telelake.log.replay import log_files
+
+    paths, _ = log_files(directory, prefix)  # hidden files: temp files, never replayed
+    for path in paths:
+        report.count("log")
+        for line in ndjson.scan(path):
+            if line.problem is not None:
+                why = f"line {line.number}: {line.problem}; replay and recover skip it"
+                report.findings.append(Finding(path, "log", why))
 
 
 def _check_temp_files(

@@ -104,6 +104,9 @@ def _say_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+SKIPPED_EXIT = 3  # `recover`: the database was rebuilt, but log lines were skipped
+
+
 def _fail(message: str) -> NoReturn:
     _say_error(message)
     raise Exit(1)
@@ -212,15 +215,24 @@ def sql(
             "default: duckdb if the schema has lake tables",
         ),
     ] = None,
+    allow_external: Annotated[
+        bool,
+        Opt(
+            "--allow-external",
+            help="DuckDB in full: COPY TO, ATTACH, CREATE, SET and files outside the store "
+            "(default: read-only, the store's files only)",
+        ),
+    ] = False,
     fmt: FormatOpt = "table",
     root: RootOpt = None,
     schema: SchemaOpt = None,
 ) -> None:
-    """Run SQL over the store's tables, views and macros."""
+    """Run SQL over the store's tables, views and macros (read-only, confined to the
+    store unless --allow-external)."""
     if fmt not in formats.OUTPUT_FORMATS:
         _fail(f"unknown format {fmt!r} (one of {', '.join(formats.OUTPUT_FORMATS)})")
     with _open_to_read(root, schema) as store:
-        _print_result(store.sql_rows(text, engine=engine), fmt)
+        _print_result(store.sql_rows(text, engine=engine, allow_external=allow_external), fmt)
 
 
 def _parse_params(params: list[str], typed: set[str] | None = None) -> dict[str, Any]:
@@ -356,9 +368,13 @@ def check(
             fmt,
         )
     if not report.ok:
+        left = [f for f in report.findings if not f.action]
+        # --repair quarantines files; a damaged database's finding says what to run, and
+        # a log's bad lines are left for replay and recover to skip (and report).
+        repairable = any(f.kind not in ("database", "log") for f in left)
         _fail(
-            f"{sum(1 for f in report.findings if not f.action)} problem(s) found"
-            + ("" if repair else "; run `telelake check --repair`")
+            f"{len(left)} problem(s) found"
+            + ("" if repair or not repairable else "; run `telelake check --repair`")
         )
 
 
@@ -842,7 +858,8 @@ def recover(
     The current database is moved aside as <stem>.corrupted.<timestamp>.sqlite first;
     every table is filled from it as far as it can be read (commits are not in the log),
     then the log is replayed over it. Unusable lines (a truncated last line after a
-    crash) are skipped and reported, as is whatever could not be saved.
+    crash) are skipped and reported, as is whatever could not be saved. Exit status 3:
+    rebuilt, but lines of the log were skipped.
     """
     # Its database may be unreadable: nothing is applied until recover() rebuilds it.
     with _open_as_is(root, schema) as store:
@@ -855,6 +872,9 @@ def recover(
     _print_replay(report)
     for lost in report.not_saved:
         _say_error(f"not saved: {lost}")
+    if report.problems:  # rebuilt without what it skipped: no script may take it for whole
+        _say_error(f"rebuilt without {len(report.problems)} skipped line(s) (exit status 3)")
+        raise Exit(SKIPPED_EXIT)
 
 
 @app.command()

@@ -17,6 +17,9 @@ A second section sets redaction for this store (see `telelake.redact.policy`):
 
 `enabled: false` stores every column as written; `columns` overrides the schema's policy
 of a column with another policy or `off`.
+
+`{"group_access": true}` makes the directories and files telelake creates in the store
+0750 and 0640 (its group may read), instead of 0700 and 0600 (`telelake.durable`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from telelake.schema.model import Schema
 CONFIG_NAME = "config.json"
 SECTION = "telemetry_retention"
 REDACTION = "telemetry_redaction"
-SECTIONS = (SECTION, REDACTION)
+GROUP_ACCESS = "group_access"
+SECTIONS = (SECTION, REDACTION, GROUP_ACCESS)  # the keys config.json may hold
 
 
 DEFAULT_INTERVAL = dt.timedelta(hours=1)  # automatic maintenance, unless a setting says
@@ -156,6 +160,8 @@ def _check_sections(data: Any, where: str) -> None:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise StoreError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    if not isinstance(data.get(GROUP_ACCESS, False), bool):
+        raise StoreError(f"{where}: {GROUP_ACCESS} must be true or false")
 
 
 @dataclass(frozen=True)
@@ -219,3 +225,13 @@ def load_redaction(root: Path) -> Redaction:
     """The redaction settings of the store at `root` (defaults when there is no file)."""
     found = _read(root)
     return Redaction() if found is None else parse_redaction(*found)
+
+
+def load_group_access(root: Path) -> bool:
+    """Does the store at `root` give its group read access (`"group_access": true`)?"""
+    found = _read(root)
+    if found is None:
+        return False
+    data, where = found
+    _check_sections(data, where)
+    return bool(data.get(GROUP_ACCESS, False))

@@ -2,6 +2,10 @@
 
 This is PostgreSQL's `durable_rename` recipe. A reader never sees a partial file
 because temp files start with a dot and end in `.tmp`, which no query glob matches.
+
+Also the one place that says which mode a store's directories and files get: 0700 and
+0600 whatever the umask (telemetry is private to its owner), or 0750 and 0640 in a store
+whose config.json says `"group_access": true` (`set_group_access`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,54 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+PRIVATE = (0o700, 0o600)  # (directories, files)
+GROUP = (0o750, 0o640)
+_group_roots: set[str] = set()  # stores (absolute roots) that give their group access
+
+
+def set_group_access(root: Path, on: bool) -> None:
+    """Say whether the store at `root` gives its group read access (config.json)."""
+    key = os.path.join(os.path.abspath(root), "")
+    if on:
+        _group_roots.add(key)
+    else:
+        _group_roots.discard(key)
+
+
+def modes(path: Path) -> tuple[int, int]:
+    """The (directory, file) modes of what telelake creates at `path`."""
+    if _group_roots:
+        absolute = os.path.abspath(path)
+        if any(absolute.startswith(root) for root in _group_roots):
+            return GROUP
+    return PRIVATE
+
+
+def restrict(path: Path) -> None:
+    """Give a file telelake just created through a library (SQLite, Arrow), which
+    follows the umask, its store's file mode."""
+    os.chmod(path, modes(path)[1])
+
+
+def open_file(path: Path, flags: int) -> int:
+    """`os.open(path, flags | O_CREAT)`; a file it creates gets its store's file mode
+    (a group mode is set again after the umask, which can narrow it); a file that
+    existed keeps its mode."""
+    mode = modes(path)[1]
+    while True:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            if flags & os.O_EXCL:
+                raise
+            try:
+                return os.open(path, flags & ~os.O_CREAT)
+            except FileNotFoundError:
+                continue  # removed meanwhile: create it after all
+        if mode != PRIVATE[1]:
+            os.fchmod(fd, mode)
+        return fd
 
 
 def claim(path: Path) -> int | None:
@@ -53,10 +105,13 @@ def ensure_dir(path: Path) -> None:
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
+        mode = modes(d)[0]
         try:
-            d.mkdir()
+            d.mkdir(mode)
         except FileExistsError:
             continue  # another process made it first
+        if mode != PRIVATE[0]:
+            os.chmod(d, mode)  # the umask may have taken the group's bits
         fsync_dir(d.parent)
 
 
@@ -83,7 +138,7 @@ def owned_temp(final: Path) -> tuple[Path, int]:
     """A new temp file next to `final` and an fd holding its exclusive flock: while the
     writer lives, nobody takes the file for a dead writer's (`remove_orphan_temps`)."""
     tmp = temp_path_for(final)
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = open_file(tmp, os.O_RDWR | os.O_EXCL)
     fcntl.flock(fd, fcntl.LOCK_EX)  # a file of our own: never held by anyone else yet
     return tmp, fd
 
@@ -94,6 +149,7 @@ def write_durably(final: Path, write: Callable[[Path], None], *, replace: bool =
     tmp, fd = owned_temp(final)
     try:
         write(tmp)  # (rewrites the same file: the lock, held by `fd`, stays)
+        restrict(tmp)  # `write` may have made it through a library that follows the umask
         os.fsync(fd)
         publish(tmp, final, replace=replace)
     finally:

@@ -120,6 +120,8 @@ def export_table(
     tmp = durable.temp_path_for(target / f"{t.name}{EXTENSIONS[fmt]}")
     try:
         rows = _WRITERS[fmt](tmp, t, batches, on_rows)
+        if tmp.resolve().is_relative_to(store.root.resolve()):
+            durable.restrict(tmp)  # the store's file mode; a folder elsewhere: the umask's
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

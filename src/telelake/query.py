@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
@@ -100,25 +101,96 @@ _RETRIES = 200
 _MISSING_FILE = re.compile(r"No such file|No files found|does not exist", re.IGNORECASE)
 _QUOTED = re.compile(r'"([^"]+)"')
 
+# A confined engine runs reads only: SELECT (with DESCRIBE, SHOW, SUMMARIZE, FROM ...,
+# VALUES), and EXPLAIN of one. Anything else (COPY, EXPORT, ATTACH, CREATE, SET, INSTALL,
+# CALL, PRAGMA...) is refused before it runs.
+_EXPLAIN = re.compile(r"^.*?\bEXPLAIN\b(?:\s+ANALY[SZ]E\b)?", re.IGNORECASE | re.DOTALL)
+# How a confined DuckDB is set up, in this order (the DuckDB "securing" guide): the
+# store's directories stay readable, nothing else on disk or the network; no extension
+# is installed or loaded, no secret is stored, no Python variable is scanned; then the
+# configuration is locked, so SQL cannot SET any of it back.
+_CONFINE = (
+    "SET enable_external_access = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET allow_persistent_secrets = false",
+    "SET python_enable_replacements = false",
+    "SET lock_configuration = true",
+)
+OPT_IN = "allow_external=True (CLI: --allow-external)"
+
+
+def confine(con: duckdb.DuckDBPyConnection, directories: list[Path]) -> None:
+    """Lock `con` down to reading the files under `directories` (and nothing else)."""
+    allowed = sorted({os.path.join(str(d), "") for p in directories for d in (p, p.resolve())})
+    con.execute("SET allowed_directories = $dirs", {"dirs": allowed})
+    for setting in _CONFINE:
+        con.execute(setting)
+
+
+def refuse_unless(
+    con: duckdb.DuckDBPyConnection, text: str, kinds: frozenset[duckdb.StatementType], why: str
+) -> None:
+    """QueryError unless every statement of `text` is of one of `kinds` (an EXPLAIN
+    counts as the statement it explains)."""
+    try:
+        statements = con.extract_statements(text)
+    except duckdb.Error:
+        return  # running it reports the syntax error
+    for statement in statements:
+        kind = statement.type
+        if kind == duckdb.StatementType.EXPLAIN and duckdb.StatementType.SELECT in kinds:
+            inner = _EXPLAIN.sub("", statement.query, count=1)
+            try:
+                kinds_inside = {s.type for s in con.extract_statements(inner)}
+            except duckdb.Error:
+                kinds_inside = {kind}
+            if kinds_inside and kinds_inside <= kinds:
+                continue
+        elif kind in kinds:
+            continue
+        first = statement.query.strip().split(None, 1)[0] if statement.query.strip() else ""
+        raise QueryError(f"{why}; {first or kind.name} is not allowed")
+
+
+_CHECKED = 256  # query texts whose read-only verdict is kept
+_READS = frozenset({duckdb.StatementType.SELECT})
+_DEFINITIONS = frozenset({duckdb.StatementType.CREATE})
+
 
 class Engine:
     """One in-process DuckDB connection over a store's lake tables.
 
     Views are rebuilt before each query from a consistent snapshot of each table, so a
     query sees every acknowledged row, by this process or any other, exactly once.
+
+    `confined` (the default) makes it read-only and confined to the store: queries are
+    reads only (`refuse_unless`) and DuckDB reads no file but the lake tables' Parquet
+    files (`confine`). Unconfined, it is DuckDB in full: any statement, any file.
     """
 
-    def __init__(self, schema: Schema, lake: LakeTier) -> None:
+    def __init__(self, schema: Schema, lake: LakeTier, *, confined: bool = True) -> None:
         self.schema = schema
         self.lake = lake
+        self.confined = confined
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
         # Published files never change in place: their footers can be cached across queries.
         self._con.execute("SET parquet_metadata_cache = true")
+        if confined:  # each lake table's Parquet files and view anchor, nothing else of
+            # the store either (not its redaction key, config, logs or SQLite database)
+            lake_tables = [t for t in schema.tables.values() if t.tier == "lake"]
+            confine(
+                self._con,
+                [lake.table_dir(t) for t in lake_tables]
+                + [lake.anchor_path(t).parent for t in lake_tables],
+            )
         self._lock = threading.Lock()
         self._ready = False
         self._views: dict[str, str] = {}  # table -> SQL of its current view
         self._planner = Planner(schema, self._con)
+        self._read_only: set[str] = set()  # query texts found to be reads only
 
     def close(self) -> None:
         """Close the DuckDB connection."""
@@ -147,9 +219,15 @@ class Engine:
                 self._con.execute(f'CREATE OR REPLACE VIEW "{table.name}" AS {sql}')
                 self._views[table.name] = sql
         if not self._ready:
+            where = f"query failed: schema {self.schema.name!r}"
             for view in self.schema.views.values():
+                if self.confined:  # the schema's SQL is held to what queries may do
+                    refuse_unless(self._con, view.sql, _READS, f"{where}, view {view.name!r}")
                 self._con.execute(f'CREATE OR REPLACE VIEW "{view.name}" AS {view.sql}')
             for macro in self.schema.macros.values():
+                if self.confined:  # a macro's SQL defines, never writes a file
+                    why = f"{where}, macro {macro.name!r} may only CREATE"
+                    refuse_unless(self._con, macro.sql, _DEFINITIONS, why)
                 self._con.execute(macro.sql)
         self._ready = True
 
@@ -168,12 +246,20 @@ class Engine:
         fetch: Callable[[duckdb.DuckDBPyRelation | None], _T],
     ) -> _T:
         with self._lock:
+            if self.confined and text not in self._read_only:
+                why = f"query failed: queries are read-only unless {OPT_IN}"
+                refuse_unless(self._con, text, _READS, why)
+                if len(self._read_only) >= _CHECKED:
+                    self._read_only.clear()
+                self._read_only.add(text)
             try:
                 return self._run(text, params, fetch)
             except TimeoutError as exc:
                 raise QueryError(f"query failed: {exc}") from exc
             except duckdb.Error as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if self.confined and isinstance(exc, duckdb.PermissionException):
+                    first += f" (queries read the store's lake tables only unless {OPT_IN})"
                 raise QueryError(f"query failed: {first}") from exc
 
     def _run(

@@ -21,7 +21,13 @@ import platformdirs
 
 from telelake import derive, durable, formats, validate
 from telelake._lazy import lazy
-from telelake.config import CONFIG_NAME, Retention, load_redaction, load_retention
+from telelake.config import (
+    CONFIG_NAME,
+    Retention,
+    load_group_access,
+    load_redaction,
+    load_retention,
+)
 from telelake.durations import before, parse_age
 from telelake.errors import (
     LockTimeoutError,
@@ -140,6 +146,11 @@ class Store:
         self.root = root
         self.schema = schema
         self.host_id = host_id or local_host_id()
+        try:  # before any file is made
+            group = load_group_access(root)
+        except StoreError:  # a broken config.json: private meanwhile; said where it is read
+            group = False
+        durable.set_group_access(root, group)
         self.read_only = False
         self.migration: MigrationReport | None = None  # set when this open migrated
         self._extras: dict[str, tuple[Column, ...]] = {}
@@ -200,6 +211,7 @@ class Store:
                         stacklevel=3,
                     )
         self._engine: Engine | None = None
+        self._open_engine: Engine | None = None  # allow_external's, unconfined
         self._log_writer: ndjson.LogWriter | None = None  # kept open: one fsync per append
         self._log_day = -1
         self._log_lock = threading.Lock()
@@ -560,8 +572,7 @@ class Store:
             record = self.schema.log.record_of(table.name) if self.schema.log else None
             if record is None:
                 return self.sql_tier.write(table, data)
-            logged = record
-            return self.sql_tier.write(table, data, lambda: self._log(logged, data.to_pylist()))
+            return self._write_sql_logged(table, data, record)
         if table.tier == "log":
             self._log(self._record(table), data.to_pylist())
             return int(data.num_rows)
@@ -581,6 +592,33 @@ class Store:
         self._refresh_rollups(rollups)
         return stored
 
+    def _write_sql_logged(self, table: Table, data: pa.Table, record: LogRecord) -> int:
+        """Write a batch to the database and its NDJSON log line, both or neither.
+
+        The line is appended once the batch passed its constraints, just before COMMIT
+        (a crash in between is repaired by replaying the log). When the COMMIT fails
+        (a full disk), the line is taken back, so the error's "nothing was written"
+        holds; if it cannot be (another process appended after it), the error says
+        that the batch is logged and what applies it.
+        """
+        logged: list[tuple[ndjson.LogWriter, tuple[int, int]]] = []
+
+        def log_batch() -> None:
+            logged.append(self._log(record, data.to_pylist()))
+
+        try:
+            return self.sql_tier.write(table, data, log_batch)
+        except BaseException as exc:
+            if not logged or logged[0][0].take_back(logged[0][1]):
+                raise
+            writer = logged[0][0]
+            cause = exc.__cause__ or exc
+            raise StoreError(
+                f"{self.sql_tier.where}, table {table.name!r}: the database did not take "
+                f"the batch ({cause}), but its line stays in the log {writer.path}: "
+                "`telelake replay` applies it once the database can be written"
+            ) from exc
+
     def _lake_error(self, table: Table, exc: OSError | ValueError) -> TelelakeError | None:
         """A lake write's failure as the error that says what happened to the rows (None:
         raise it as it is)."""
@@ -598,8 +636,11 @@ class Store:
             "this write was not acknowledged, earlier rows are safe; free space and write again",
         )
 
-    def _log(self, record: LogRecord, rows: list[dict[str, Any]]) -> None:
-        """Append rows to today's NDJSON log: one line each, under a lock, fsynced."""
+    def _log(
+        self, record: LogRecord, rows: list[dict[str, Any]]
+    ) -> tuple[ndjson.LogWriter, tuple[int, int]]:
+        """Append rows to today's NDJSON log: one line each, under a lock, fsynced;
+        returns the writer and the lines' span (for `take_back`)."""
         settings = self.schema.log
         assert settings is not None
         day = int(time.time() // 86_400)  # the UTC day: cheaper than a datetime per event
@@ -617,7 +658,7 @@ class Store:
                     log = self._log_writer = ndjson.LogWriter(path, fsync=settings.fsync)
                     self._log_day = day
         lines = [{"record_type": record.record_type, "payload": row} for row in rows]
-        log.append_many(lines)
+        return log, log.append_undoable(lines)
 
     def _lake_rollups(self, table: Table) -> list[Rollup]:
         if table.tier != "lake":
@@ -673,10 +714,27 @@ class Store:
 
     @property
     def engine(self) -> Engine:
-        """The DuckDB engine (created on first use)."""
+        """The DuckDB engine, read-only and confined to the store (created on first use)."""
         if self._engine is None:
             self._engine = Engine(self.schema, self._lake)
         return self._engine
+
+    def _duckdb(self, allow_external: bool) -> Engine:
+        """The confined engine, or with `allow_external` DuckDB in full (its own connection)."""
+        if not allow_external:
+            return self.engine
+        if self._open_engine is None:
+            self._open_engine = Engine(self.schema, self._lake, confined=False)
+        return self._open_engine
+
+    def _engine_for(self, engine: str | None, allow_external: bool) -> str:
+        """The engine a query runs on (by default DuckDB when there are lake tables)."""
+        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
+        if engine not in ("duckdb", "sqlite"):
+            raise StoreError(f"engine must be duckdb or sqlite, not {engine!r}")
+        if engine == "sqlite" and allow_external:
+            raise StoreError("allow_external is for the duckdb engine; sqlite is read-only")
+        return engine
 
     @property
     def sql_tier(self) -> SqlTier:
@@ -685,28 +743,38 @@ class Store:
             raise StoreError(f"schema {self.schema.name!r} has no sql tables")
         return self._sql
 
-    def sql(self, text: str, params: Any = None, *, engine: str | None = None) -> Result:
+    def sql(
+        self,
+        text: str,
+        params: Any = None,
+        *,
+        engine: str | None = None,
+        allow_external: bool = False,
+    ) -> Result:
         """Run SQL: DuckDB over the lake tables, views and macros, or read-only SQLite.
 
         `engine` is "duckdb" or "sqlite"; by default DuckDB when the schema has lake
-        tables, else SQLite.
+        tables, else SQLite. Queries are read-only and read the store's files only;
+        `allow_external=True` gives DuckDB in full (COPY TO, ATTACH, CREATE, SET, any
+        file): for the store's owner, never for SQL from someone else.
         """
-        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
-        if engine == "sqlite":
+        if self._engine_for(engine, allow_external) == "sqlite":
             return Result(self.sql_tier.query(text, params))
-        if engine != "duckdb":
-            raise StoreError(f"engine must be duckdb or sqlite, not {engine!r}")
-        return self.engine.sql(text, params)
+        return self._duckdb(allow_external).sql(text, params)
 
     def sql_rows(
-        self, text: str, params: Any = None, *, engine: str | None = None
+        self,
+        text: str,
+        params: Any = None,
+        *,
+        engine: str | None = None,
+        allow_external: bool = False,
     ) -> formats.Printable:
         """`sql()` for printing: `.columns` and `.rows()` as DuckDB's own Python values,
         with no Arrow table in between (what `telelake sql` shows; Arrow's import alone
         costs more than a small query). SQLite results are `sql()`'s."""
-        engine = engine or ("duckdb" if self._lake_tables() or self._sql is None else "sqlite")
-        if engine == "duckdb":
-            return self.engine.rows(text, params)
+        if self._engine_for(engine, allow_external) == "duckdb":
+            return self._duckdb(allow_external).rows(text, params)
         return self.sql(text, params, engine=engine)
 
     def query(self, name: str, **params: Any) -> Result:
@@ -1014,7 +1082,13 @@ class Store:
         path = self.sql_tier.path
         folder = Path(directory) if directory is not None else self.root / "backups"
         return backup_database(
-            path, folder, stem=path.stem, keep=keep, on_progress=on_progress, name_style=name_style
+            path,
+            folder,
+            stem=path.stem,
+            keep=keep,
+            on_progress=on_progress,
+            name_style=name_style,
+            fix=self.sql_tier.fix,
         )
 
     def recover(self, on_file: Callable[[Path], None] | None = None) -> ReplayReport:
@@ -1152,9 +1226,10 @@ class Store:
 
     def _release(self) -> None:
         """Release the query engine, the SQL database and the log file."""
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        for engine in (self._engine, self._open_engine):
+            if engine is not None:
+                engine.close()
+        self._engine = self._open_engine = None
         if self._sql is not None:
             self._sql.close()
         if self._log_writer is not None:

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from telelake import durable
 from telelake.config import DEFAULT_INTERVAL, Retention
 from telelake.durations import format_age
 from telelake.errors import StoreError, TelelakeError
@@ -336,7 +337,7 @@ def lock_holder(store: Store) -> int | None:
 def _locked(store: Store) -> Iterator[bool]:
     """Hold maintenance.lock if nobody does (yields True), else yield False at once."""
     path = store.root / METADATA_DIR / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = durable.open_file(path, os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

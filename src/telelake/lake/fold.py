@@ -153,7 +153,7 @@ def table_lock(wal_dir: Path, timeout: float | None = None) -> Iterator[None]:
     """
     durable.ensure_dir(wal_dir)
     path = wal_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = durable.open_file(path, os.O_RDWR)
     try:
         _acquire(fd, path, timeout)
         mark = f"{os.getpid()}\n".encode()

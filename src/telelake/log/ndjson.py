@@ -343,7 +343,7 @@ class LogWriter:
         self._broken: str | None = None
         try:
             durable.ensure_dir(self.path.parent)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = durable.open_file(self.path, os.O_RDWR | os.O_APPEND)
         except OSError as exc:
             raise _failure(self.path, "opening", exc) from exc
         if fsync:
@@ -404,7 +404,52 @@ class LogWriter:
             self._append(b"".join(lines))
         return len(lines)
 
-    def _append(self, data: bytes) -> None:
+    def append_undoable(self, records: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+        """`append_many`, returning the byte span the lines took, for `take_back`."""
+        lines = [encode(r) for r in records]
+        return self._append(b"".join(lines)) if lines else (0, 0)
+
+    def take_back(self, span: tuple[int, int]) -> bool:
+        """Remove the lines an `append_undoable` wrote, if they still end the file (no
+        record of anyone after them is lost); True once they are gone from the disk.
+
+        For a batch whose other half failed (the database refused it after it was
+        logged): an error that says "nothing was written" must not see it come back.
+        """
+        start, end = span
+        if start == end:
+            return True
+        with self._mutex:
+            if self._broken is not None or self._fd < 0 or os.getpid() != self._pid:
+                return False
+            fd = self._fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                return False
+            try:
+                return self._take_back_locked(fd, start, end)
+            finally:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _take_back_locked(self, fd: int, start: int, end: int) -> bool:
+        try:
+            if os.lseek(fd, 0, os.SEEK_END) != end:
+                return False  # someone appended after: they must keep their line
+            os.ftruncate(fd, start)  # shrinking needs no space, even on a full disk
+            self._end = start
+        except OSError:
+            return False
+        if self.fsync:
+            try:
+                os.fsync(fd)
+            except OSError as exc:  # as in an append: fail closed, it may still be there
+                self._broken = f"fsync failed ({exc.strerror or exc})"
+                return False
+        return True
+
+    def _append(self, data: bytes) -> tuple[int, int]:
         with self._mutex:
             if self._broken is not None:
                 raise StoreError(f"log {self.path}: writer is unusable: {self._broken}")
@@ -422,13 +467,13 @@ class LogWriter:
             except OSError as exc:
                 raise _failure(self.path, "locking", exc) from exc
             try:
-                self._append_locked(data)
+                return self._append_locked(data)
             finally:
                 if self._fd >= 0:
                     with contextlib.suppress(OSError):
                         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _append_locked(self, data: bytes) -> None:
+    def _append_locked(self, data: bytes) -> tuple[int, int]:
         fd = self._fd
         try:
             size = os.lseek(fd, 0, os.SEEK_END)  # the size, a third of an fstat's cost
@@ -464,6 +509,7 @@ class LogWriter:
                     "was not acknowledged (it may or may not be on disk) and the writer "
                     "is closed"
                 ) from exc
+        return size, self._end
 
 
 # -- reading ---------------------------------------------------------------------------

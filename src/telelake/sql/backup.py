@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from telelake.durable import claim, ensure_dir, fsync_dir, publish
+from telelake.durable import claim, ensure_dir, fsync_dir, open_file, publish
 from telelake.errors import StoreError
 from telelake.sql.connection import read_only
 
@@ -89,7 +89,7 @@ def integrity_check(con: sqlite3.Connection) -> list[str]:
     return _check(con, "integrity_check")
 
 
-def _problems(what: str, messages: list[str]) -> str:
+def summarize(what: str, messages: list[str]) -> str:
     """`what` and the first few check messages (the `*** in database ***` header skipped)."""
     messages = [m for m in messages if not m.startswith("*** ")] or messages
     shown = "; ".join(messages[:SHOWN_PROBLEMS])
@@ -214,6 +214,7 @@ def backup_database(
     keep: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     name_style: str = DATED,
+    fix: str = "restore it from a backup",
 ) -> BackupReport:
     """Back up the SQLite database `source` into `directory` as a checked, single file.
 
@@ -221,8 +222,10 @@ def backup_database(
     (see the module's docstring). `keep=N` then deletes the oldest backups of `stem`
     (of either style) beyond N, never the one just made.
     `on_progress(copied_pages, total_pages)` is called after each copy step.
-    Raises StoreError, naming the database and its first problems, if either check
-    fails; no file named like a backup is left behind then.
+    Raises StoreError, naming the database and its first problems (and `fix`, what to
+    run, when the source is damaged), if either check fails or the source is empty (a
+    truncated file SQLite would read as an empty database); no file named like a backup
+    is left behind, and no backup is removed, then.
     """
     if name_style not in NAME_STYLES:
         raise StoreError(
@@ -232,6 +235,8 @@ def backup_database(
         raise StoreError(f"backup retention must keep at least 1 backup, not {keep}")
     if not source.is_file():
         raise StoreError(f"cannot back up {source}: no database file there")
+    if source.stat().st_size == 0:
+        raise StoreError(f"cannot back up {source}: it is empty (0 bytes), damaged; {fix}")
     when = now if now is not None else datetime.now(UTC)
 
     # Read-only: a backup never writes the source, not even a checkpoint on close.
@@ -239,7 +244,8 @@ def backup_database(
     try:
         before = quick_check(src)
         if before != ["ok"]:
-            raise StoreError(_problems(f"cannot back up {source}: quick_check failed", before))
+            failed = summarize(f"cannot back up {source}: quick_check failed", before)
+            raise StoreError(f"{failed}; {fix}")
         ensure_dir(directory)
         stale = remove_stale_partials(directory, stem)
         # Hidden, and not ending in .sqlite: no backup glob or list_backups ever sees it.
@@ -257,7 +263,7 @@ def backup_database(
                 dst.close()
             if after != ["ok"]:
                 raise StoreError(
-                    _problems(f"backup of {source} failed integrity_check (discarded)", after)
+                    summarize(f"backup of {source} failed integrity_check (discarded)", after)
                 )
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -269,7 +275,7 @@ def backup_database(
             _remove(tmp)  # a no-op after a publish: the link already took the temp name away
             os.close(lock)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot back up {source}: {exc}") from exc
+        raise StoreError(f"cannot back up {source}: {exc}; {fix}") from exc
     except OSError as exc:  # e.g. a full or read-only backup disk
         raise StoreError(f"cannot back up {source} into {directory}: {exc}") from exc
     finally:
@@ -299,7 +305,7 @@ def _locked_new(path: Path) -> int:
     """
     # Locked under a name no sweep looks at, then renamed: never seen unlocked.
     hidden = path.with_name(path.name + ".new")
-    fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = open_file(hidden, os.O_RDWR | os.O_EXCL)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.rename(hidden, path)
     return fd

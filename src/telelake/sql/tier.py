@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from telelake import durable
 from telelake._lazy import lazy
 from telelake.errors import QueryError, StoreError, ValidationError
 from telelake.rollup import pages, windows
 from telelake.schema.model import Rollup, Schema, Table
-from telelake.sql import batch, migrations
+from telelake.sql import backup, batch, migrations
 from telelake.sql.connection import immediate, read_only
 from telelake.sql.dialect import SQLITE, Dialect
 from telelake.validate import MICROS_PER_UNIT, timestamp_micros
@@ -45,6 +46,7 @@ PRAGMAS = (
     # 7% of a 50,000-row write, measured). Only pages really read take memory.
     "PRAGMA cache_size = -65536",
 )
+_DAMAGE = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # "malformed", "not a database"
 RETENTION_BATCH = 5000  # rows per retention transaction: writers wait for one batch at most
 NO_CUTOFF = -(2**63)  # the cutoff of a table kept forever: no row is older
 PAGE_TABLE = "_telelake_rollup_pages"  # telelake's own bookkeeping, not part of the schema
@@ -119,7 +121,11 @@ class SqlTier:
     def con(self) -> sqlite3.Connection:
         """The writing connection (opened on first use)."""
         if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            durable.ensure_dir(self.path.parent)
+            if not self.path.exists():
+                self._create()
+            elif self.path.stat().st_size == 0:
+                raise self.damaged("it is empty (0 bytes), and a database telelake made never is")
             con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             # The busy timeout first: switching to WAL needs a lock another process may hold.
             con.execute(f"PRAGMA busy_timeout = {self.schema.sql_settings.busy_timeout_ms}")
@@ -136,6 +142,22 @@ class SqlTier:
                 self.path, self.schema.sql_settings.busy_timeout_ms, check_same_thread=False
             )
         return self._reader
+
+    def _create(self) -> None:
+        """Make a new database that appears whole under its name: header written, WAL
+        mode set, the store's file mode (its -wal and -shm files take it). So an empty
+        file at the path is damage (a truncation), never a database being made."""
+        tmp = durable.temp_path_for(self.path)
+        con = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            durable.restrict(tmp)
+            con.execute("PRAGMA journal_mode = WAL")
+        finally:
+            con.close()
+        try:
+            durable.publish(tmp, self.path, replace=False)
+        except FileExistsError:
+            tmp.unlink()  # another process made it first
 
     def close(self) -> None:
         """Close both connections."""
@@ -178,14 +200,16 @@ class SqlTier:
                 )
             return done
 
-    def damaged(self, exc: sqlite3.DatabaseError) -> StoreError:
-        """The error for a file SQLite cannot use ("malformed", "not a database")."""
-        fix = (
-            "`telelake recover` rebuilds it from the NDJSON log and what can still be read"
-            if self.schema.log is not None
-            else "restore it from a backup"
-        )
-        return StoreError(f"{self.where}: the database is damaged ({exc}); {fix}")
+    @property
+    def fix(self) -> str:
+        """What to run when the database is damaged."""
+        if self.schema.log is not None:
+            return "`telelake recover` rebuilds it from the NDJSON log and what can still be read"
+        return "restore it from a backup (`telelake recover` starts it over, keeping what it can)"
+
+    def damaged(self, exc: sqlite3.Error | str) -> StoreError:
+        """The error for a file SQLite cannot use ("malformed", "not a database", empty)."""
+        return StoreError(f"{self.where}: the database is damaged ({exc}); {self.fix}")
 
     def _upgrade_states(self) -> None:
         """Move states stored one row per window (before pages) into pages, once."""
@@ -531,7 +555,13 @@ class SqlTier:
                 cursor = self._read_con().execute(text, params if params is not None else ())
                 fetched = cursor.fetchall()
             except sqlite3.Error as exc:
-                raise QueryError(f"query failed ({self.where}): {exc}") from exc
+                if exc.sqlite_errorcode & 0xFF in _DAMAGE:  # damage, not the SQL
+                    raise QueryError(f"query failed: {self.damaged(exc)}") from exc
+                why = str(exc)
+                # The authorizer's denial (SQLITE_AUTH, or SQLITE_SCHEMA on a re-prepare).
+                if why == "not authorized" or exc.sqlite_errorcode == sqlite3.SQLITE_AUTH:
+                    why = "queries are read-only (no ATTACH, no writes, no pragma settings)"
+                raise QueryError(f"query failed ({self.where}): {why}") from exc
         names = [d[0] for d in cursor.description or ()]
         columns = list(zip(*fetched, strict=True)) if fetched else [() for _ in names]
         return pa.table({n: pa.array(list(v)) for n, v in zip(names, columns, strict=True)})
@@ -541,12 +571,19 @@ class SqlTier:
         return int(self.query(f"SELECT count(*) AS n FROM {table.name}").column(0)[0].as_py())
 
     def integrity_problems(self) -> list[str]:
-        """`PRAGMA integrity_check` and `foreign_key_check`, as readable lines."""
-        con = self._read_con()
-        out = [r[0] for r in con.execute("PRAGMA integrity_check") if r[0] != "ok"]
-        for table, rowid, parent, _ in con.execute("PRAGMA foreign_key_check"):
-            out.append(f"table {table!r} row {rowid} references a missing row of {parent!r}")
-        return out
+        """`PRAGMA integrity_check`'s messages ([] for a sound file; damage that stops
+        the check is one message too)."""
+        return [r for r in backup.integrity_check(self._read_con()) if r != "ok"]
+
+    def foreign_key_problems(self) -> list[str]:
+        """`PRAGMA foreign_key_check`, as readable lines."""
+        try:
+            return [
+                f"table {table!r} row {rowid} references a missing row of {parent!r}"
+                for table, rowid, parent, _ in self._read_con().execute("PRAGMA foreign_key_check")
+            ]
+        except sqlite3.DatabaseError as exc:
+            return [f"foreign_key_check failed: {exc}"]
 
     # -- retention ------------------------------------------------------------------------
 
