@@ -8,6 +8,7 @@ run, never a Python traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,10 +89,12 @@ def test_damaged_pages_are_reported_not_a_traceback(runs_store: Path) -> None:
     db = database(runs_store)
     damage_data_pages(db)
     kept = backups(runs_store)
-    out = tl(runs_store, "check")
+    # JSON: a terminal table wraps a long path across lines.
+    out = tl(runs_store, "check", "--format", "json")
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
-    assert "integrity_check failed" in out.stdout and "telelake recover" in out.stdout
-    assert "telemetry.sqlite" in out.stdout
+    (finding,) = [f for f in json.loads(out.stdout) if f["path"] == str(db)]
+    said = f"{finding['problem']} {finding['repair']}"
+    assert "integrity_check failed" in said and "telelake recover" in said, finding
     out = tl(runs_store, "backup", "--keep", "1")
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     assert str(db) in out.stderr and "quick_check failed" in out.stderr
