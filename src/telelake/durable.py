@@ -148,8 +148,9 @@ def write_durably(final: Path, write: Callable[[Path], None], *, replace: bool =
     ensure_dir(final.parent)
     tmp, fd = owned_temp(final)
     try:
-        write(tmp)  # (rewrites the same file: the lock, held by `fd`, stays)
-        restrict(tmp)  # `write` may have made it through a library that follows the umask
+        # `write` rewrites the same file (truncating it): the lock held by `fd` and the
+        # store's mode, both set when owned_temp created it, stay.
+        write(tmp)
         os.fsync(fd)
         publish(tmp, final, replace=replace)
     finally:
