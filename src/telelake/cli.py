@@ -283,15 +283,7 @@ def tables(fmt: FormatOpt = "table", root: RootOpt = None, schema: SchemaOpt = N
 
 def _stats_result(store: Store, stats: list[Any] | None = None) -> Rows:
     stats = store.stats() if stats is None else stats
-    return Rows.from_columns(
-        {
-            "table": [s.table for s in stats],
-            "tier": [s.tier for s in stats],
-            "rows": [s.rows for s in stats],
-            "files": [s.files for s in stats],
-            "bytes": [s.bytes for s in stats],
-        }
-    )
+    return Rows.of(stats, ["table", "tier", "rows", "files", "bytes"])
 
 
 @app.command()
@@ -440,15 +432,7 @@ def retention(
         steps = plan.steps
         if steps:  # what goes, printed before it goes
             _print_result(
-                Rows.from_columns(
-                    {
-                        "table": [s.table for s in steps],
-                        "partition": [s.partition for s in steps],
-                        "action": [s.action for s in steps],
-                        "rows": [s.rows for s in steps],
-                        "bytes": [s.bytes for s in steps],
-                    }
-                ),
+                Rows.of(steps, ["table", "partition", "action", "rows", "bytes"]),
                 "table",
             )
         report = plan
@@ -792,16 +776,10 @@ def migrate_status(
     with _open_as_is(root, schema) as store:  # applies nothing, even if changed
         rows = _sql_status(store)
     _print_result(
-        Rows.from_columns(
-            {
-                "version": [s.version for s in rows],
-                "name": [s.name for s in rows],
-                "state": [s.state for s in rows],
-                "applied_at_ms": [s.applied_at_ms for s in rows],
-                "reversible": [s.reversible for s in rows],
-                # The version the schema's spec names (agent_runs: 3), if it names one.
-                "schema_version": [s.schema_version for s in rows],
-            }
+        Rows.of(
+            rows,
+            # schema_version: the version the schema's spec names (agent_runs: 3), if any.
+            ["version", "name", "state", "applied_at_ms", "reversible", "schema_version"],
         ),
         fmt,
     )

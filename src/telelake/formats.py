@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from telelake.errors import ValidationError
@@ -38,6 +39,11 @@ class Rows:
     def from_columns(cls, data: dict[str, list[Any]]) -> Rows:
         """Rows from a dict of equally long columns."""
         return cls(list(data), list(zip(*data.values(), strict=True)))
+
+    @classmethod
+    def of(cls, items: Iterable[Any], fields: Sequence[str]) -> Rows:
+        """Rows of `items` (dataclasses, named tuples), a column per attribute in `fields`."""
+        return cls(list(fields), [tuple(getattr(i, f) for f in fields) for i in items])
 
     @property
     def columns(self) -> list[str]:
